@@ -1,0 +1,32 @@
+# syntax=docker/dockerfile:1
+# Multi-stage build:
+#   docker build --target server -t bpfarm .        # the server, with the clang toolchain
+#   docker build --target agent  -t bpfarm-agent .  # the agent, a static binary FROM scratch
+
+FROM golang:1.26-bookworm AS build
+WORKDIR /src
+COPY go.mod go.sum ./
+RUN go mod download
+COPY . .
+# The server uses cgo (SQLite); the agent must be static.
+RUN CGO_ENABLED=1 go build -trimpath -o /out/bpfarm ./cmd/bpfarm \
+ && CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o /out/bpfarm-agent ./cmd/bpfarm-agent
+
+FROM debian:bookworm-slim AS server
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+      clang-19 llvm-19 libbpf-dev bpftool bubblewrap linux-libc-dev linux-libc-dev-arm64-cross \
+      util-linux ca-certificates \
+ && rm -rf /var/lib/apt/lists/*
+COPY --from=build /out/bpfarm /usr/local/bin/bpfarm
+# bubblewrap needs user namespaces: run with --security-opt seccomp=unconfined
+# (or a seccomp profile allowing unshare/clone with namespace flags).
+VOLUME /var/lib/bpfarm
+EXPOSE 8080
+ENV BPFARM_ADDR=0.0.0.0:8080 BPFARM_DATA=/var/lib/bpfarm
+ENTRYPOINT ["/usr/local/bin/bpfarm"]
+CMD ["serve"]
+
+FROM scratch AS agent
+COPY --from=build /out/bpfarm-agent /bpfarm-agent
+ENTRYPOINT ["/bpfarm-agent"]

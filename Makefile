@@ -1,0 +1,75 @@
+# bpfarm — build, run, test and benchmark.
+#
+#   make run    start the server on the embedded default (SQLite + ./data)
+#   make test   install what the tests need, then run every test
+#   make bench  run the benchmarks and write BENCHMARKS.md
+#
+# Downloads and tools are cached outside the repository, under $(CACHE).
+
+GO        ?= go
+CACHE     ?= $(HOME)/.cache/bpfarm
+MINIO     := $(CACHE)/bin/minio
+BIN       := bin
+# Packages the server needs to compile BPF (make run).
+APT_RUN   := clang-19 llvm-19 libbpf-dev bpftool bubblewrap linux-libc-dev linux-libc-dev-arm64-cross util-linux
+# Packages only the tests need.
+APT_TEST  := $(APT_RUN) qemu-system-x86 cpio chromium
+ADDR      ?= 127.0.0.1:8080
+DATA      ?= ./data
+
+export BPFARM_MINIO := $(MINIO)
+
+.PHONY: all deps deps-run deps-minio build run test test-short bench fmt vet clean
+
+all: build
+
+# apt-install only the packages that are missing (idempotent, needs root).
+define apt_install
+	@missing=""; for p in $(1); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+endef
+
+deps-run:
+	$(call apt_install,$(APT_RUN))
+
+deps: deps-run deps-minio
+	$(call apt_install,$(APT_TEST))
+
+# A real MinIO for the S3 tests, built once from the Go module proxy
+# (pinned release tags are refused by the proxy, hence @latest).
+deps-minio: $(MINIO)
+$(MINIO):
+	@mkdir -p $(CACHE)/bin
+	@echo "building MinIO into $(CACHE)/bin (once; takes a few minutes)"
+	cd /tmp && GOBIN=$(CACHE)/bin GOFLAGS=-buildvcs=false $(GO) install github.com/minio/minio@latest
+
+build:
+	CGO_ENABLED=1 $(GO) build -trimpath -o $(BIN)/bpfarm ./cmd/bpfarm
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o $(BIN)/bpfarm-agent ./cmd/bpfarm-agent
+
+run: deps-run build
+	$(BIN)/bpfarm serve --addr $(ADDR) --data $(DATA)
+
+# BPFARM_TEST_STRICT=1: a missing tool fails a test instead of skipping it.
+test: deps build
+	BPFARM_TEST_STRICT=1 $(GO) test -count=1 -timeout 60m ./...
+
+test-short:
+	$(GO) test -short -count=1 ./...
+
+bench: deps build
+	$(GO) run ./internal/benchreport -o BENCHMARKS.md
+
+fmt:
+	gofmt -w $$(git ls-files '*.go')
+
+vet:
+	$(GO) vet ./...
+
+clean:
+	rm -rf $(BIN)

@@ -1,0 +1,133 @@
+// Package api holds the JSON types of bpfarm's REST API (/api/v1), shared
+// by the server and its clients. It has no dependencies on the server and
+// needs no cgo.
+package api
+
+import (
+	"time"
+
+	"github.com/bpfarm/bpfarm/bpfsrc"
+	"github.com/bpfarm/bpfarm/bpfsrc/inspect"
+)
+
+// Error is the body of every non-2xx response.
+type Error struct {
+	Error string `json:"error"`
+}
+
+// Build states.
+const (
+	StateQueued    = "queued"
+	StateRunning   = "running"
+	StateSucceeded = "succeeded"
+	StateFailed    = "failed"
+)
+
+// Token roles, from most to least privileged.
+const (
+	RoleAdmin     = "admin"
+	RolePublisher = "publisher"
+	RoleReader    = "reader"
+)
+
+// Arches the farm compiles for, named as in the btfhub-archive layout.
+var Arches = []string{"x86_64", "arm64"}
+
+// Build is one compile of a revision for one arch.
+type Build struct {
+	ID          int64               `json:"id"`
+	Program     string              `json:"program"`
+	Revision    string              `json:"revision"`
+	Arch        string              `json:"arch"`
+	Flags       []string            `json:"flags"`
+	State       string              `json:"state"`
+	Error       string              `json:"error,omitempty"`
+	ErrorKind   string              `json:"error_kind,omitempty"`
+	Diagnostics []bpfsrc.Diagnostic `json:"diagnostics"`
+	Object      *Blob               `json:"object,omitempty"`
+	Log         *Blob               `json:"log,omitempty"`
+	Inspection  *inspect.Object     `json:"inspection,omitempty"`
+	Compiler    string              `json:"compiler,omitempty"`
+	UsedPCH     bool                `json:"used_pch"`
+	Attempts    int                 `json:"attempts"`
+	CachedFrom  int64               `json:"cached_from,omitempty"`
+	CreatedAt   time.Time           `json:"created_at"`
+	StartedAt   *time.Time          `json:"started_at,omitempty"`
+	FinishedAt  *time.Time          `json:"finished_at,omitempty"`
+	DurationMS  int64               `json:"duration_ms,omitempty"`
+}
+
+// Done reports whether the build reached a final state.
+func (b *Build) Done() bool { return b.State == StateSucceeded || b.State == StateFailed }
+
+// Blob names a stored blob by digest and size.
+type Blob struct {
+	Digest string `json:"digest"`
+	Size   int64  `json:"size"`
+}
+
+// Revision is one source bundle of a program.
+type Revision struct {
+	Digest    string    `json:"digest"`
+	Entry     string    `json:"entry"`
+	Size      int64     `json:"size"`
+	Files     int       `json:"files"`
+	PushedBy  string    `json:"pushed_by,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
+	Builds    []Build   `json:"builds,omitempty"`
+}
+
+// Program is a named BPF program source, with its revisions newest first.
+type Program struct {
+	Name      string     `json:"name"`
+	CreatedAt time.Time  `json:"created_at"`
+	UpdatedAt time.Time  `json:"updated_at"`
+	Latest    *Revision  `json:"latest,omitempty"`
+	Revisions []Revision `json:"revisions,omitempty"`
+}
+
+// PushResult is the answer to a push: the revision and one build per arch.
+type PushResult struct {
+	Program  string  `json:"program"`
+	Revision string  `json:"revision"`
+	Created  bool    `json:"created"` // false when the revision already existed
+	Builds   []Build `json:"builds"`
+}
+
+// Token describes an API token; the secret is only ever returned by
+// create, in TokenCreated.
+type Token struct {
+	ID         int64      `json:"id"`
+	Name       string     `json:"name"`
+	Role       string     `json:"role"`
+	CreatedAt  time.Time  `json:"created_at"`
+	LastUsedAt *time.Time `json:"last_used_at,omitempty"`
+	RevokedAt  *time.Time `json:"revoked_at,omitempty"`
+}
+
+// TokenRequest creates a token.
+type TokenRequest struct {
+	Name string `json:"name"`
+	Role string `json:"role"`
+}
+
+// TokenCreated carries a new token's secret, shown once.
+type TokenCreated struct {
+	Token
+	Secret string `json:"secret"`
+}
+
+// Whoami describes the caller's token.
+type Whoami struct {
+	Name      string `json:"name"`
+	Role      string `json:"role"`
+	Anonymous bool   `json:"anonymous"`
+}
+
+// SigningKey is the server's ed25519 public key that signs manifests.
+type SigningKey struct {
+	Algorithm string `json:"algorithm"`  // "ed25519"
+	PublicKey string `json:"public_key"` // base64 (standard) of the 32-byte key
+	PEM       string `json:"pem"`        // PKIX "PUBLIC KEY" PEM
+	KeyID     string `json:"key_id"`     // hex sha256 of the raw key, first 16 chars
+}

@@ -1,0 +1,630 @@
+package compile
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/bpfarm/bpfarm/bpfsrc"
+)
+
+// Defaults for Config.
+const (
+	DefaultTimeout      = 60 * time.Second
+	DefaultAddressSpace = 1 << 30
+	DefaultMaxOutput    = 64 << 20
+	DefaultMaxLog       = 1 << 20
+)
+
+// Paths inside the sandbox.
+const (
+	sbSrc     = "/src"
+	sbOut     = "/out"
+	sbVmlinux = "/farm/vmlinux"
+	sbLibbpf  = "/farm/libbpf"
+	sbUapi    = "/farm/uapi"
+	sbPCH     = "/farm/pch/vmlinux.h.pch"
+	objName   = "prog.o"
+	pchName   = "vmlinux.h.pch"
+)
+
+// fingerprintVersion changes whenever the way a Compiler turns a bundle into
+// an object changes in a way the other inputs of Fingerprint do not show.
+const fingerprintVersion = "bpfarm-compile/1"
+
+// Config configures a Compiler. Only Headers is required.
+type Config struct {
+	// Clang is the clang binary; default clang-19, then clang, from PATH.
+	Clang string
+	// Bwrap is the bubblewrap binary; default bwrap from PATH.
+	Bwrap string
+	// Prlimit is util-linux's prlimit, which applies the resource limits;
+	// default prlimit from PATH.
+	Prlimit string
+	// Headers is the farm include tree, see PrepareHeaders.
+	Headers *Headers
+	// Vmlinux provides vmlinux.h; default a HostVmlinux caching under
+	// WorkDir/vmlinux.
+	Vmlinux VmlinuxProvider
+	// WorkDir holds the job directories, removed after each compile;
+	// default $TMPDIR/bpfarm-compile.
+	WorkDir string
+	// Timeout bounds the wall-clock time of one compile; default 60s.
+	Timeout time.Duration
+	// CPUSeconds bounds the CPU time of one compile; default Timeout
+	// rounded up to seconds.
+	CPUSeconds int
+	// AddressSpace bounds clang's address space (RLIMIT_AS), in bytes;
+	// default 1 GiB. Parsing vmlinux.h needs more than 256 MiB.
+	AddressSpace int64
+	// MaxOutput bounds the size of any file clang writes, the object in
+	// particular (RLIMIT_FSIZE), in bytes; default 64 MiB.
+	MaxOutput int64
+	// MaxLog bounds the compiler output kept in Result.Log and
+	// Error.Log, in bytes; default 1 MiB.
+	MaxLog int
+	// NoSandbox runs clang directly on the host, without bubblewrap and
+	// without resource limits other than Timeout. It is for benchmarks and
+	// tests that compare with bare clang; never use it for untrusted
+	// source.
+	NoSandbox bool
+	// UsePCH compiles with a precompiled vmlinux.h when that is safe: the
+	// entry file's first directive includes vmlinux.h and the user's flags
+	// define no macros.
+	UsePCH bool
+}
+
+// Request is one compile.
+type Request struct {
+	// Bundle holds the sources; its Entry is compiled.
+	Bundle *bpfsrc.Bundle
+	// Arch is the target architecture: "x86_64" or "arm64".
+	Arch string
+	// Flags are the user's compiler flags, see ValidateFlags.
+	Flags []string
+}
+
+// Result is a successful compile.
+type Result struct {
+	// Object is the BPF ELF object.
+	Object []byte
+	// Diagnostics are clang's warnings and notes.
+	Diagnostics []bpfsrc.Diagnostic
+	// Log is clang's output, with every sandbox and host path rewritten
+	// to a bundle-relative or "<farm>/" path.
+	Log string
+	// Command is the clang command line as the user should see it.
+	Command []string
+	// Duration is the wall-clock time of the compile.
+	Duration time.Duration
+	// UsedPCH tells whether the precompiled vmlinux.h was used.
+	UsedPCH bool
+
+	maxRSS int64 // peak resident set size in bytes, for measurements
+}
+
+// Error is a compile that failed because of what the user submitted:
+// compile errors, a resource limit, refused flags or an unsupported target.
+type Error struct {
+	// Reason says in one line why the compile failed: the first error
+	// diagnostic, or the limit that was hit.
+	Reason string
+	// Diagnostics are all of clang's diagnostics.
+	Diagnostics []bpfsrc.Diagnostic
+	// Log is clang's output, rewritten as Result.Log.
+	Log string
+}
+
+// Error implements error.
+func (e *Error) Error() string { return "compile failed: " + e.Reason }
+
+// Compiler compiles BPF C bundles with clang in a sandbox. It is safe for
+// concurrent use.
+type Compiler struct {
+	cfg         Config
+	clang       string // real path of the clang binary
+	bwrap       string
+	prlimit     string
+	resourceDir string
+	version     string
+	tools       *toolFiles
+	logRewrite  []rewrite // sandbox paths → user paths, for every compile
+
+	pchMu    sync.Mutex
+	pchCalls map[string]*pchCall
+}
+
+// New returns a Compiler for cfg. It finds the tools, works out which files
+// clang needs in the sandbox and checks that clang runs there.
+func New(cfg Config) (*Compiler, error) {
+	if cfg.Headers == nil {
+		return nil, errors.New("compile: Config.Headers is required")
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = DefaultTimeout
+	}
+	if cfg.CPUSeconds <= 0 {
+		cfg.CPUSeconds = int((cfg.Timeout + time.Second - 1) / time.Second)
+	}
+	if cfg.AddressSpace <= 0 {
+		cfg.AddressSpace = DefaultAddressSpace
+	}
+	if cfg.MaxOutput <= 0 {
+		cfg.MaxOutput = DefaultMaxOutput
+	}
+	if cfg.MaxLog <= 0 {
+		cfg.MaxLog = DefaultMaxLog
+	}
+	if cfg.WorkDir == "" {
+		cfg.WorkDir = filepath.Join(os.TempDir(), "bpfarm-compile")
+	}
+	workDir, err := filepath.Abs(cfg.WorkDir)
+	if err != nil {
+		return nil, fmt.Errorf("compile: work directory: %w", err)
+	}
+	cfg.WorkDir = workDir
+	if err := os.MkdirAll(cfg.WorkDir, 0o755); err != nil {
+		return nil, fmt.Errorf("compile: work directory: %w", err)
+	}
+	if cfg.Vmlinux == nil {
+		cfg.Vmlinux = &HostVmlinux{CacheDir: filepath.Join(cfg.WorkDir, "vmlinux")}
+	}
+
+	c := &Compiler{cfg: cfg, pchCalls: make(map[string]*pchCall)}
+
+	clang := cfg.Clang
+	if clang == "" {
+		if clang, err = findTool("clang-19"); err != nil {
+			if clang, err = findTool("clang"); err != nil {
+				return nil, fmt.Errorf("compile: clang-19 or clang not found in PATH")
+			}
+		}
+	} else if clang, err = exec.LookPath(clang); err != nil {
+		return nil, fmt.Errorf("compile: clang: %w", err)
+	}
+	if c.clang, err = filepath.EvalSymlinks(clang); err != nil {
+		return nil, fmt.Errorf("compile: clang: %w", err)
+	}
+	if c.clang, err = filepath.Abs(c.clang); err != nil {
+		return nil, fmt.Errorf("compile: clang: %w", err)
+	}
+
+	out, err := exec.Command(c.clang, "-print-resource-dir").Output()
+	if err != nil {
+		return nil, fmt.Errorf("compile: %s -print-resource-dir: %w", c.clang, err)
+	}
+	c.resourceDir = strings.TrimSpace(string(out))
+	if !filepath.IsAbs(c.resourceDir) {
+		return nil, fmt.Errorf("compile: clang resource directory %q is not absolute", c.resourceDir)
+	}
+
+	if !cfg.NoSandbox {
+		if c.bwrap, err = toolPath(cfg.Bwrap, "bwrap"); err != nil {
+			return nil, fmt.Errorf("compile: %w", err)
+		}
+		if c.prlimit, err = toolPath(cfg.Prlimit, "prlimit", "/usr/bin/prlimit"); err != nil {
+			return nil, fmt.Errorf("compile: %w", err)
+		}
+		if c.tools, err = clangFiles(c.clang, c.resourceDir); err != nil {
+			return nil, fmt.Errorf("compile: files clang needs: %w", err)
+		}
+	}
+	c.logRewrite = c.baseRewrites()
+
+	// Check that clang runs (in the sandbox) and learn its version.
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.Timeout)
+	defer cancel()
+	res, err := c.run(ctx, &runSpec{args: []string{"--version"}, dirs: []string{sbSrc}, chdir: sbSrc, hostDir: cfg.WorkDir})
+	if err != nil {
+		return nil, fmt.Errorf("compile: run clang --version: %w", err)
+	}
+	if res.code != 0 || res.sig != 0 {
+		return nil, fmt.Errorf("compile: clang does not run in the sandbox: %s", firstLine(string(res.out)))
+	}
+	c.version = firstLine(string(res.out))
+	return c, nil
+}
+
+func toolPath(configured, name string, fallbacks ...string) (string, error) {
+	if configured != "" {
+		p, err := exec.LookPath(configured)
+		if err != nil {
+			return "", fmt.Errorf("%s: %w", name, err)
+		}
+		return filepath.Abs(p)
+	}
+	p, err := findTool(name, fallbacks...)
+	if err != nil {
+		return "", err
+	}
+	return filepath.Abs(p)
+}
+
+func firstLine(s string) string {
+	s = strings.TrimSpace(s)
+	line, _, _ := strings.Cut(s, "\n")
+	return strings.TrimSpace(line)
+}
+
+// Version returns the first line of clang --version.
+func (c *Compiler) Version() string { return c.version }
+
+// Fingerprint returns a digest of everything besides the request that
+// determines the object a compile for arch produces: the compiler version,
+// its fixed flags, the farm headers and vmlinux.h. It belongs in the key of
+// a build cache.
+func (c *Compiler) Fingerprint(ctx context.Context, arch string) (string, error) {
+	if err := checkArch(arch); err != nil {
+		return "", err
+	}
+	hd, err := c.cfg.Headers.Digest(arch)
+	if err != nil {
+		return "", fmt.Errorf("fingerprint: %w", err)
+	}
+	_, vd, err := c.cfg.Vmlinux.VmlinuxH(ctx, arch)
+	if err != nil {
+		return "", fmt.Errorf("fingerprint: %w", err)
+	}
+	sum := sha256.New()
+	fmt.Fprintf(sum, "%s\x00%s\x00%s\x00headers %s\x00vmlinux %s\x00",
+		fingerprintVersion, c.version, strings.Join(c.fixedFlags(arch, sandboxView), " "), hd, vd)
+	return hex.EncodeToString(sum.Sum(nil)), nil
+}
+
+// view names the directories as clang sees them: sandbox paths, or host
+// paths without the sandbox.
+type view struct {
+	src, out, vmlinux, libbpf, uapi, pch string
+}
+
+var sandboxView = view{src: sbSrc, out: sbOut, vmlinux: sbVmlinux, libbpf: sbLibbpf, uapi: sbUapi, pch: sbPCH}
+
+// targetMacro is the arch part of the __TARGET_ARCH_ macro libbpf's
+// bpf_tracing.h expects.
+func targetMacro(arch string) string {
+	if arch == ArchX86_64 {
+		return "x86"
+	}
+	return arch
+}
+
+// fixedFlags are the flags of every compile, before the user's.
+func (c *Compiler) fixedFlags(arch string, v view) []string {
+	return []string{
+		"-O2", "-g", "-target", "bpf", "-D__TARGET_ARCH_" + targetMacro(arch),
+		"-nostdinc", "-isystem", filepath.Join(c.resourceDir, "include"),
+		"-idirafter", v.vmlinux, "-idirafter", v.libbpf, "-idirafter", v.uapi,
+		"-fno-color-diagnostics", "-ferror-limit=50", "-fno-crash-diagnostics",
+	}
+}
+
+// Compile compiles req.Bundle's entry file for req.Arch.
+//
+// A failure caused by the request (compile errors, a resource limit,
+// refused flags, an unsupported architecture) is an *Error; any other error
+// is a failure of the farm.
+func (c *Compiler) Compile(ctx context.Context, req Request) (*Result, error) {
+	start := time.Now()
+	if req.Bundle == nil {
+		return nil, errors.New("compile: no bundle")
+	}
+	if err := checkArch(req.Arch); err != nil {
+		return nil, &Error{Reason: err.Error()}
+	}
+	if err := ValidateFlags(req.Flags); err != nil {
+		return nil, &Error{Reason: err.Error()}
+	}
+	entry := req.Bundle.Entry
+	if !filepath.IsLocal(entry) || strings.HasPrefix(entry, "-") {
+		return nil, fmt.Errorf("compile: invalid entry %q", entry)
+	}
+	uapi, err := c.cfg.Headers.uapiDir(req.Arch)
+	if err != nil {
+		return nil, &Error{Reason: err.Error()}
+	}
+	vmlinux, vdigest, err := c.cfg.Vmlinux.VmlinuxH(ctx, req.Arch)
+	if errors.Is(err, ErrUnsupportedArch) {
+		return nil, &Error{Reason: err.Error()}
+	} else if err != nil {
+		return nil, fmt.Errorf("compile: %w", err)
+	}
+	if filepath.Base(vmlinux) != "vmlinux.h" {
+		return nil, fmt.Errorf("compile: vmlinux provider returned %s, not a file named vmlinux.h", vmlinux)
+	}
+
+	job, err := os.MkdirTemp(c.cfg.WorkDir, "job-")
+	if err != nil {
+		return nil, fmt.Errorf("compile: job directory: %w", err)
+	}
+	defer os.RemoveAll(job)
+	src, out := filepath.Join(job, "src"), filepath.Join(job, "out")
+	for _, d := range []string{src, out} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			return nil, fmt.Errorf("compile: job directory: %w", err)
+		}
+	}
+	if err := req.Bundle.Extract(src); err != nil {
+		return nil, fmt.Errorf("compile: %w", err)
+	}
+
+	hostView := view{src: src, out: out, vmlinux: filepath.Dir(vmlinux), libbpf: c.cfg.Headers.libbpfDir(), uapi: uapi}
+	v := sandboxView
+	if c.cfg.NoSandbox {
+		v = hostView
+	}
+
+	pch := ""
+	if c.cfg.UsePCH && pchCompatible(req.Flags) && pchSafe(req.Bundle) {
+		// A failure to build the precompiled header only costs time.
+		pch, _ = c.ensurePCH(ctx, req.Arch, vmlinux, vdigest, hostView)
+	}
+
+	spec := &runSpec{
+		binds: []bind{
+			{host: hostView.libbpf, sandbox: sbLibbpf},
+			{host: uapi, sandbox: sbUapi},
+			{host: vmlinux, sandbox: sbVmlinux + "/vmlinux.h"},
+			{host: src, sandbox: sbSrc},
+			{host: out, sandbox: sbOut, rw: true},
+		},
+		chdir:   sbSrc,
+		hostDir: src,
+		fsize:   c.cfg.MaxOutput,
+	}
+	rw := append(c.jobRewrites(job, hostView), c.logRewrite...)
+
+	args := c.compileArgs(req, v, pch != "")
+	if pch != "" {
+		if !c.cfg.NoSandbox {
+			spec.binds = append(spec.binds, bind{host: pch, sandbox: sbPCH})
+		} else {
+			v.pch = pch
+			args = c.compileArgs(req, v, true)
+		}
+	}
+	spec.args = args
+	res, err := c.run(ctx, spec)
+	if err != nil {
+		return nil, fmt.Errorf("compile: %w", err)
+	}
+	usedPCH := pch != ""
+	if usedPCH && (res.code != 0 || res.sig != 0) && isPCHError(res.out) {
+		// The precompiled header was refused: compile without it.
+		usedPCH = false
+		spec.binds = spec.binds[:len(spec.binds)-1]
+		if c.cfg.NoSandbox {
+			v.pch = ""
+		}
+		spec.args = c.compileArgs(req, v, false)
+		os.Remove(filepath.Join(out, objName))
+		if res, err = c.run(ctx, spec); err != nil {
+			return nil, fmt.Errorf("compile: %w", err)
+		}
+	}
+
+	log := cleanLog(applyRewrites(string(res.out), rw), c.cfg.MaxLog, res.truncated)
+	diags := parseDiagnostics(log)
+	if reason := c.limitReason(res, log); reason != "" {
+		return nil, &Error{Reason: reason, Diagnostics: diags, Log: log}
+	}
+	if res.code != 0 {
+		return nil, &Error{Reason: failureReason(diags, log, res.code), Diagnostics: diags, Log: log}
+	}
+
+	objPath := filepath.Join(out, objName)
+	info, err := os.Stat(objPath)
+	if err != nil {
+		return nil, fmt.Errorf("compile: clang succeeded but wrote no object: %w", err)
+	}
+	if info.Size() > c.cfg.MaxOutput {
+		return nil, &Error{Reason: "output exceeds " + formatBytes(c.cfg.MaxOutput), Diagnostics: diags, Log: log}
+	}
+	obj, err := os.ReadFile(objPath)
+	if err != nil {
+		return nil, fmt.Errorf("compile: %w", err)
+	}
+
+	cmd := []string{"clang"}
+	for _, a := range spec.args {
+		cmd = append(cmd, userArg(a, rw))
+	}
+	return &Result{
+		Object:      obj,
+		Diagnostics: diags,
+		Log:         log,
+		Command:     cmd,
+		Duration:    time.Since(start),
+		UsedPCH:     usedPCH,
+		maxRSS:      res.maxRSS,
+	}, nil
+}
+
+// compileArgs are clang's arguments for req: the bundle root first on the
+// include path, so that the user's headers win over the farm's, then the
+// fixed flags, then the user's flags, which may override -O2.
+func (c *Compiler) compileArgs(req Request, v view, pch bool) []string {
+	args := []string{"-I", v.src}
+	args = append(args, c.fixedFlags(req.Arch, v)...)
+	args = append(args, req.Flags...)
+	if pch {
+		args = append(args, "-include-pch", v.pch)
+	}
+	return append(args, "-c", req.Bundle.Entry, "-o", filepath.Join(v.out, objName))
+}
+
+// limitReason tells which resource limit, if any, stopped clang.
+func (c *Compiler) limitReason(res *runResult, log string) string {
+	switch {
+	case res.timedOut:
+		return fmt.Sprintf("exceeded the %s time limit", formatDuration(c.cfg.Timeout))
+	case res.sig == syscall.SIGXCPU,
+		res.sig == syscall.SIGKILL && res.cpu >= time.Duration(c.cfg.CPUSeconds)*time.Second:
+		return fmt.Sprintf("exceeded the %ds CPU time limit", c.cfg.CPUSeconds)
+	case res.sig == syscall.SIGXFSZ, strings.Contains(log, "File too large"):
+		return "output exceeds " + formatBytes(c.cfg.MaxOutput)
+	case (res.code != 0 || res.sig != 0) && isOOM(log):
+		return fmt.Sprintf("out of memory: exceeded the address-space limit (%s)", formatBytes(c.cfg.AddressSpace))
+	case res.sig != 0:
+		return fmt.Sprintf("clang crashed (%v)", res.sig)
+	}
+	return ""
+}
+
+func isOOM(log string) bool {
+	for _, m := range []string{"out of memory", "bad_alloc", "Allocation failed", "Cannot allocate memory"} {
+		if strings.Contains(log, m) {
+			return true
+		}
+	}
+	return false
+}
+
+// isPCHError reports whether clang refused the precompiled header.
+func isPCHError(out []byte) bool {
+	for _, m := range []string{"PCH file", "precompiled header", "in PCH", "AST file"} {
+		if bytes.Contains(out, []byte(m)) {
+			return true
+		}
+	}
+	return false
+}
+
+// failureReason is the one-line reason of a failed compile: the first error.
+func failureReason(diags []bpfsrc.Diagnostic, log string, code int) string {
+	for _, d := range diags {
+		if d.Severity == bpfsrc.SeverityError || d.Severity == bpfsrc.SeverityFatal {
+			return d.String()
+		}
+	}
+	lines := strings.Split(strings.TrimSpace(log), "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		if l := strings.TrimSpace(lines[i]); l != "" {
+			return l
+		}
+	}
+	return "clang exited with status " + strconv.Itoa(code)
+}
+
+func formatBytes(n int64) string {
+	switch {
+	case n >= 1<<30 && n%(1<<30) == 0:
+		return fmt.Sprintf("%d GiB", n>>30)
+	case n >= 1<<20 && n%(1<<20) == 0:
+		return fmt.Sprintf("%d MiB", n>>20)
+	case n >= 1<<10 && n%(1<<10) == 0:
+		return fmt.Sprintf("%d KiB", n>>10)
+	}
+	return fmt.Sprintf("%d bytes", n)
+}
+
+func formatDuration(d time.Duration) string {
+	if d%time.Second == 0 {
+		return fmt.Sprintf("%ds", d/time.Second)
+	}
+	return d.String()
+}
+
+// pchSafe reports whether the bundle's entry may be compiled with the
+// precompiled vmlinux.h: its first directive includes vmlinux.h, and that
+// include finds the farm's vmlinux.h, not one of the bundle's.
+func pchSafe(b *bpfsrc.Bundle) bool {
+	var entry []byte
+	shadow := map[string]bool{"vmlinux.h": true, path.Join(path.Dir(b.Entry), "vmlinux.h"): true}
+	for _, f := range b.Files {
+		if shadow[f.Name] {
+			return false
+		}
+		if f.Name == b.Entry {
+			entry = f.Data
+		}
+	}
+	return includesVmlinuxFirst(entry)
+}
+
+// includesVmlinuxFirst reports whether the first thing in src, after blank
+// space and comments, is #include "vmlinux.h" or #include <vmlinux.h>, with
+// nothing but blank space or comments after it on its line.
+func includesVmlinuxFirst(src []byte) bool {
+	i := 0
+	if bytes.HasPrefix(src, []byte("\xef\xbb\xbf")) {
+		i = 3
+	}
+	// Blank space and comments.
+	for i < len(src) {
+		switch {
+		case isBlank(src[i]) || src[i] == '\n':
+			i++
+		case bytes.HasPrefix(src[i:], []byte("//")):
+			end := bytes.IndexByte(src[i:], '\n')
+			if end < 0 {
+				return false
+			}
+			if line := bytes.TrimRight(src[i:i+end], "\r"); bytes.HasSuffix(line, []byte(`\`)) {
+				return false // the comment goes on on the next line
+			}
+			i += end + 1
+		case bytes.HasPrefix(src[i:], []byte("/*")):
+			end := bytes.Index(src[i+2:], []byte("*/"))
+			if end < 0 {
+				return false
+			}
+			i += 2 + end + 2
+		default:
+			goto directive
+		}
+	}
+	return false
+
+directive:
+	if src[i] != '#' {
+		return false
+	}
+	i++
+	for i < len(src) && isBlank(src[i]) {
+		i++
+	}
+	if !bytes.HasPrefix(src[i:], []byte("include")) {
+		return false
+	}
+	i += len("include")
+	for i < len(src) && isBlank(src[i]) {
+		i++
+	}
+	if !bytes.HasPrefix(src[i:], []byte(`"vmlinux.h"`)) && !bytes.HasPrefix(src[i:], []byte(`<vmlinux.h>`)) {
+		return false
+	}
+	i += len(`"vmlinux.h"`)
+	for i < len(src) {
+		switch {
+		case src[i] == '\n':
+			return true
+		case isBlank(src[i]):
+			i++
+		case bytes.HasPrefix(src[i:], []byte("//")):
+			return true
+		case bytes.HasPrefix(src[i:], []byte("/*")):
+			end := bytes.Index(src[i+2:], []byte("*/"))
+			if end < 0 {
+				return false
+			}
+			i += 2 + end + 2
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+func isBlank(c byte) bool { return c == ' ' || c == '\t' || c == '\r' || c == '\f' || c == '\v' }

@@ -1,0 +1,126 @@
+package compile
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+)
+
+// pchCall is one build of a precompiled header, shared by the compiles that
+// wait for it. A failed build is remembered so that it is not retried by
+// every compile.
+type pchCall struct {
+	done chan struct{}
+	path string
+	err  error
+}
+
+// ensurePCH returns the host path of the precompiled vmlinux.h for arch,
+// building it first if it does not exist yet. hv names the host paths.
+//
+// The header is built in the same sandbox layout as the compiles, so that
+// the path of vmlinux.h it records (/farm/vmlinux/vmlinux.h) is the one
+// the compiles see, and stored next to vmlinux.h under a name derived from
+// everything that must match for clang to accept it.
+func (c *Compiler) ensurePCH(ctx context.Context, arch, vmlinux, vdigest string, hv view) (string, error) {
+	v := sandboxView
+	mode := "sandbox"
+	if c.cfg.NoSandbox {
+		v, mode = hv, "bare"
+	}
+	sum := sha256.New()
+	fmt.Fprintf(sum, "%s\x00%s\x00%s\x00%s\x00%s", c.version, arch, vdigest, mode, strings.Join(c.fixedFlags(arch, v), "\x00"))
+	key := hex.EncodeToString(sum.Sum(nil))[:16]
+	dir := filepath.Dir(vmlinux)
+	path := filepath.Join(dir, "vmlinux.h."+key+".pch")
+
+	if _, err := os.Stat(path); err == nil {
+		return path, nil
+	}
+
+	c.pchMu.Lock()
+	call, ok := c.pchCalls[path]
+	if !ok {
+		call = &pchCall{done: make(chan struct{}), path: path}
+		c.pchCalls[path] = call
+		go func() {
+			defer close(call.done)
+			// Shared by every waiting compile: not bound to one
+			// caller's context.
+			call.err = c.buildPCH(context.WithoutCancel(ctx), arch, vmlinux, path, hv)
+		}()
+	}
+	c.pchMu.Unlock()
+
+	select {
+	case <-call.done:
+		return call.path, call.err
+	case <-ctx.Done():
+		return "", ctx.Err()
+	}
+}
+
+// buildPCH builds the precompiled header at path, unless another process
+// did meanwhile.
+func (c *Compiler) buildPCH(ctx context.Context, arch, vmlinux, path string, hv view) error {
+	dir := filepath.Dir(path)
+	lock, err := os.OpenFile(path+".lock", os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return fmt.Errorf("precompiled header: %w", err)
+	}
+	defer lock.Close()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		return fmt.Errorf("precompiled header: lock: %w", err)
+	}
+	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
+	if _, err := os.Stat(path); err == nil {
+		return nil
+	}
+
+	tmp, err := os.MkdirTemp(dir, ".pch-build-")
+	if err != nil {
+		return fmt.Errorf("precompiled header: %w", err)
+	}
+	defer os.RemoveAll(tmp)
+
+	v := sandboxView
+	if c.cfg.NoSandbox {
+		v = hv
+		v.out = tmp
+	}
+	args := append(c.fixedFlags(arch, v), "-x", "c-header", filepath.Join(v.vmlinux, "vmlinux.h"), "-o", filepath.Join(v.out, pchName))
+	spec := &runSpec{
+		binds: []bind{
+			{host: hv.libbpf, sandbox: sbLibbpf},
+			{host: hv.uapi, sandbox: sbUapi},
+			{host: vmlinux, sandbox: sbVmlinux + "/vmlinux.h"},
+			{host: tmp, sandbox: sbOut, rw: true},
+		},
+		dirs:    []string{sbSrc},
+		chdir:   sbSrc,
+		hostDir: tmp,
+		args:    args,
+		fsize:   max(c.cfg.MaxOutput, 512<<20),
+	}
+	res, err := c.run(ctx, spec)
+	if err != nil {
+		return fmt.Errorf("precompiled header: %w", err)
+	}
+	if res.code != 0 || res.sig != 0 || res.timedOut {
+		return fmt.Errorf("precompiled header: clang failed: %s", firstLine(applyRewrites(string(res.out), c.logRewrite)))
+	}
+	built := filepath.Join(tmp, pchName)
+	if _, err := os.Stat(built); err != nil {
+		return errors.New("precompiled header: clang wrote nothing")
+	}
+	if err := os.Rename(built, path); err != nil {
+		return fmt.Errorf("precompiled header: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,2 @@
+#pragma once
+#define CONT 1

@@ -1,0 +1,2 @@
+#pragma once
+#include "a.h" /* a cycle */

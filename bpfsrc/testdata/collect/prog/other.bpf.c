@@ -1,0 +1,2 @@
+#include "maps.h"
+char LICENSE[] SEC("license") = "GPL";

@@ -1,0 +1,1 @@
+#error "must not be collected"

@@ -1,0 +1,2 @@
+#pragma once
+#define UTIL 1

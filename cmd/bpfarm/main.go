@@ -1,0 +1,150 @@
+// Command bpfarm is the bpfarm server (bpfarm serve) and its user CLI.
+//
+// Exit status: 0 success, 1 the operation failed, 2 usage error. Every
+// failure prints one line saying what and why first.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/bpfarm/bpfarm/client"
+)
+
+// usageError marks a command-line mistake (exit status 2).
+type usageError struct{ error }
+
+func usagef(format string, args ...any) error { return usageError{fmt.Errorf(format, args...)} }
+
+// exitError carries a specific exit status after its message was printed.
+type exitError struct {
+	code int
+	msg  string
+}
+
+func (e *exitError) Error() string { return e.msg }
+
+type globals struct {
+	server, token, tokenFile string
+	json                     bool
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:])
+	stop()
+	os.Exit(code)
+}
+
+func run(ctx context.Context, args []string) int {
+	root := newRoot()
+	root.SetArgs(args)
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return 0
+	}
+	var ue usageError
+	var ee *exitError
+	switch {
+	case errors.As(err, &ee):
+		if ee.msg != "" {
+			fmt.Fprintln(os.Stderr, "bpfarm: "+ee.msg)
+		}
+		return ee.code
+	case errors.As(err, &ue) || isCobraUsage(err):
+		fmt.Fprintln(os.Stderr, "bpfarm: "+err.Error())
+		fmt.Fprintln(os.Stderr, "Run 'bpfarm --help' for usage.")
+		return 2
+	default:
+		fmt.Fprintln(os.Stderr, "bpfarm: "+err.Error())
+		return 1
+	}
+}
+
+// isCobraUsage recognises cobra's own argument errors.
+func isCobraUsage(err error) bool {
+	s := err.Error()
+	for _, p := range []string{"unknown command", "unknown flag", "unknown shorthand flag", "accepts ", "requires at least",
+		"requires exactly", "invalid argument", "flag needs an argument", "required flag"} {
+		if strings.Contains(s, p) {
+			return true
+		}
+	}
+	return false
+}
+
+func newRoot() *cobra.Command {
+	g := &globals{}
+	root := &cobra.Command{
+		Use:           "bpfarm",
+		Short:         "bpfarm: compile eBPF programs once, run them on every kernel",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
+			return applyEnv(cmd)
+		},
+	}
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	pf := root.PersistentFlags()
+	pf.StringVar(&g.server, "server", client.DefaultServer, "server URL (env BPFARM_SERVER)")
+	pf.StringVar(&g.token, "token", "", "API token (env BPFARM_TOKEN)")
+	pf.StringVar(&g.tokenFile, "token-file", "", "file holding the API token (env BPFARM_TOKEN_FILE); default: ./data/admin.token when present and no token is given")
+	pf.BoolVar(&g.json, "json", false, "machine-readable JSON output")
+	root.AddCommand(newServe(), newPush(g), newPrograms(g), newBuilds(g), newTokens(g), newWhoami(g))
+	return root
+}
+
+// applyEnv fills every flag not given on the command line from
+// BPFARM_<FLAG> (upper snake case), e.g. --s3-endpoint from
+// BPFARM_S3_ENDPOINT.
+func applyEnv(cmd *cobra.Command) error {
+	var err error
+	set := func(f *pflag.Flag) {
+		if f.Changed || err != nil {
+			return
+		}
+		env := "BPFARM_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v, ok := os.LookupEnv(env); ok {
+			if e := f.Value.Set(v); e != nil {
+				err = usagef("%s=%q: %v", env, v, e)
+			}
+			f.Changed = true
+		}
+	}
+	cmd.Flags().VisitAll(set)
+	cmd.InheritedFlags().VisitAll(set)
+	return err
+}
+
+func (g *globals) client() (*client.Client, error) {
+	tok := g.token
+	if tok == "" {
+		file := g.tokenFile
+		if file == "" {
+			if _, err := os.Stat("data/admin.token"); err == nil {
+				file = "data/admin.token"
+			}
+		}
+		if file != "" {
+			b, err := os.ReadFile(file)
+			if err != nil {
+				return nil, fmt.Errorf("token file: %w", err)
+			}
+			tok = strings.TrimSpace(string(b))
+		}
+	}
+	c, err := client.New(g.server, tok)
+	if err != nil {
+		return nil, usageError{err}
+	}
+	c.UserAgent = "bpfarm-cli"
+	return c, nil
+}

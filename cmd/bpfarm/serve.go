@@ -1,0 +1,65 @@
+package main
+
+import (
+	"log/slog"
+	"os"
+	"runtime"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/bpfarm/bpfarm/server"
+)
+
+func newServe() *cobra.Command {
+	var (
+		cfg      server.Config
+		logLevel string
+		logJSON  bool
+	)
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the bpfarm server",
+		Long: `Run the bpfarm server. With no S3 flags it runs on the embedded default:
+SQLite and a content-addressed blob directory under --data. With them, every
+blob lives in that bucket. Every flag can also be set as BPFARM_<FLAG>, e.g.
+BPFARM_S3_ENDPOINT.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var lvl slog.Level
+			if err := lvl.UnmarshalText([]byte(logLevel)); err != nil {
+				return usagef("--log-level %q: want debug, info, warn or error", logLevel)
+			}
+			opts := &slog.HandlerOptions{Level: lvl}
+			var h slog.Handler = slog.NewTextHandler(os.Stderr, opts)
+			if logJSON {
+				h = slog.NewJSONHandler(os.Stderr, opts)
+			}
+			cfg.Logger = slog.New(h)
+			slog.SetDefault(cfg.Logger)
+			if (cfg.S3.Endpoint == "") != (cfg.S3.Bucket == "") {
+				return usagef("--s3-endpoint and --s3-bucket go together")
+			}
+			s, err := server.Open(cmd.Context(), cfg)
+			if err != nil {
+				return err
+			}
+			return s.Run(cmd.Context())
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.Addr, "addr", "127.0.0.1:8080", "listen address")
+	f.StringVar(&cfg.Data, "data", "./data", "data directory (database, blobs, keys, farm headers)")
+	f.IntVar(&cfg.Workers, "workers", runtime.NumCPU(), "concurrent builds")
+	f.StringVar(&cfg.S3.Endpoint, "s3-endpoint", "", "S3 endpoint HOST:PORT (enables S3 blob storage)")
+	f.StringVar(&cfg.S3.Bucket, "s3-bucket", "", "S3 bucket")
+	f.StringVar(&cfg.S3.AccessKey, "s3-access-key", "", "S3 access key")
+	f.StringVar(&cfg.S3.SecretKey, "s3-secret-key", "", "S3 secret key")
+	f.BoolVar(&cfg.S3.Insecure, "s3-insecure", false, "talk to S3 over plain HTTP")
+	f.BoolVar(&cfg.AnonymousRead, "anonymous-read", false, "allow reads without a token")
+	f.DurationVar(&cfg.CompileTimeout, "compile-timeout", 60*time.Second, "wall-clock limit of one compile")
+	f.BoolVar(&cfg.NoPCH, "no-pch", false, "do not use the precompiled vmlinux.h")
+	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	f.BoolVar(&logJSON, "log-json", false, "log as JSON lines")
+	return cmd
+}

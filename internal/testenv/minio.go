@@ -1,0 +1,210 @@
+package testenv
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/bpfarm/bpfarm/server/blob"
+)
+
+// MinIOEnv is the environment variable naming the MinIO server binary.
+const MinIOEnv = "BPFARM_MINIO"
+
+// Credentials of the servers started by MinIO.
+const (
+	minioUser     = "bpfarm-test"
+	minioPassword = "bpfarm-test-secret"
+)
+
+// minioStartTimeout bounds the wait for a server to become ready; it is
+// generous because test machines can be slow and loaded.
+const minioStartTimeout = 2 * time.Minute
+
+// MinIO starts a throwaway MinIO server for the test and returns the
+// configuration of a bucket on it with a unique name (not yet created;
+// blob.NewS3 creates it). Use another Bucket name with the same config for
+// another bucket on the same server.
+//
+// The server listens on 127.0.0.1 on random free ports, keeps its data in a
+// temporary directory, and is killed when the test ends, pass or fail; its
+// output is logged if the test failed. The binary is $BPFARM_MINIO, else
+// $HOME/.cache/bpfarm/bin/minio, else minio on $PATH; without one the test
+// is skipped, or fails if Strict.
+func MinIO(t testing.TB) blob.S3Config {
+	t.Helper()
+	bin := binary(t, "minio", MinIOEnv,
+		"install it with: GOBIN=$HOME/.cache/bpfarm/bin go install github.com/minio/minio@latest")
+	root := t.TempDir()
+
+	var lastErr error
+	for attempt := 1; attempt <= 3; attempt++ {
+		// Another process may take the free ports before the server binds
+		// them, and the server exits: then try again with others.
+		addr, err := startMinIO(t, bin, filepath.Join(root, fmt.Sprint(attempt)))
+		if err == nil {
+			return blob.S3Config{
+				Endpoint:  addr,
+				Bucket:    UniqueBucket(),
+				AccessKey: minioUser,
+				SecretKey: minioPassword,
+				Insecure:  true,
+				Region:    "us-east-1",
+			}
+		}
+		lastErr = err
+		if !errors.Is(err, errExited) {
+			break
+		}
+	}
+	t.Fatalf("start minio: %v", lastErr)
+	return blob.S3Config{}
+}
+
+// errExited reports that a server exited before it was ready.
+var errExited = errors.New("exited before becoming ready")
+
+// UniqueBucket returns a new valid, unique bucket name.
+func UniqueBucket() string {
+	var b [8]byte
+	rand.Read(b[:])
+	return "bpfarm-test-" + hex.EncodeToString(b[:])
+}
+
+// startMinIO starts a server with its files under dir and waits until it is
+// ready. It returns its address, or an error including its output.
+func startMinIO(t testing.TB, bin, dir string) (string, error) {
+	data, certs := filepath.Join(dir, "data"), filepath.Join(dir, "certs")
+	for _, d := range []string{data, certs} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return "", err
+		}
+	}
+	port, err := freePort()
+	if err != nil {
+		return "", err
+	}
+	consolePort, err := freePort()
+	if err != nil {
+		return "", err
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+
+	out := &tailBuffer{max: 64 << 10}
+	cmd := exec.Command(bin, "server",
+		"--address", addr,
+		"--console-address", fmt.Sprintf("127.0.0.1:%d", consolePort),
+		"--certs-dir", certs,
+		data)
+	cmd.Env = append(withoutMinIOEnv(os.Environ()),
+		"MINIO_ROOT_USER="+minioUser,
+		"MINIO_ROOT_PASSWORD="+minioPassword,
+		"MINIO_BROWSER=off", // no console UI
+		"MINIO_UPDATE=off",  // no update checks
+		"MINIO_CI_CD=on",    // accept a data directory on the root disk
+	)
+	cmd.Stdout, cmd.Stderr = out, out
+	setProcAttr(cmd) // own process group, killed with the test process
+	cmd.WaitDelay = 10 * time.Second
+	if err := cmd.Start(); err != nil {
+		return "", fmt.Errorf("%s: %w", bin, err)
+	}
+	exited := make(chan struct{})
+	var waitErr error
+	go func() {
+		waitErr = cmd.Wait()
+		close(exited)
+	}()
+	stop := func() {
+		killGroup(cmd)
+		<-exited
+	}
+	t.Cleanup(func() {
+		stop()
+		if t.Failed() {
+			t.Logf("minio server at %s: output:\n%s", addr, out)
+		}
+	})
+
+	health := "http://" + addr + "/minio/health/live"
+	client := &http.Client{Timeout: 2 * time.Second}
+	deadline := time.Now().Add(minioStartTimeout)
+	for {
+		select {
+		case <-exited:
+			return "", fmt.Errorf("%s %w (%v); output:\n%s", bin, errExited, waitErr, out)
+		default:
+		}
+		if resp, err := client.Get(health); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return addr, nil
+			}
+		}
+		if time.Now().After(deadline) {
+			stop()
+			return "", fmt.Errorf("%s not ready at %s after %v; output:\n%s", bin, health, minioStartTimeout, out)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// freePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// withoutMinIOEnv drops MINIO_* variables, so that the environment of the
+// tests cannot change the server's configuration.
+func withoutMinIOEnv(env []string) []string {
+	var out []string
+	for _, kv := range env {
+		if !strings.HasPrefix(kv, "MINIO_") {
+			out = append(out, kv)
+		}
+	}
+	return out
+}
+
+// tailBuffer is a concurrency-safe writer keeping the last max bytes.
+type tailBuffer struct {
+	mu      sync.Mutex
+	max     int
+	b       []byte
+	dropped bool
+}
+
+func (w *tailBuffer) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.b = append(w.b, p...)
+	if len(w.b) > w.max {
+		w.b = append(w.b[:0], w.b[len(w.b)-w.max:]...)
+		w.dropped = true
+	}
+	return len(p), nil
+}
+
+func (w *tailBuffer) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.dropped {
+		return "[...]\n" + string(w.b)
+	}
+	return string(w.b)
+}

@@ -1,0 +1,100 @@
+// Package auth issues and checks bpfarm's API tokens.
+//
+// A token is a random secret "bpfarm_<base64url>" shown once; the server
+// stores only its SHA-256. Each token has a role: admin (tokens, kernels,
+// everything), publisher (push) or reader (fetch; what agents use).
+package auth
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/http"
+	"regexp"
+	"strings"
+
+	"github.com/bpfarm/bpfarm/api"
+)
+
+// Prefix starts every token secret, so that leaked tokens are easy to scan for.
+const Prefix = "bpfarm_"
+
+// NewSecret returns a new random token secret.
+func NewSecret() (string, error) {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("token secret: %w", err)
+	}
+	return Prefix + base64.RawURLEncoding.EncodeToString(b), nil
+}
+
+// Hash returns the hex SHA-256 under which a secret is stored. Secrets have
+// 256 bits of entropy, so a fast hash is enough.
+func Hash(secret string) string {
+	h := sha256.Sum256([]byte(secret))
+	return hex.EncodeToString(h[:])
+}
+
+var rank = map[string]int{api.RoleReader: 1, api.RolePublisher: 2, api.RoleAdmin: 3}
+
+// ValidRole reports whether role is one of the known roles.
+func ValidRole(role string) bool { return rank[role] > 0 }
+
+// Allows reports whether a token of role have may do what needs role want.
+func Allows(have, want string) bool { return rank[have] >= rank[want] && rank[want] > 0 }
+
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$`)
+
+// ValidName checks a token name.
+func ValidName(name string) error {
+	if !nameRE.MatchString(name) {
+		return fmt.Errorf("token name %q: use 1-64 letters, digits, '_', '.', '@' or '-'", name)
+	}
+	return nil
+}
+
+// Principal is who made a request.
+type Principal struct {
+	Name      string
+	Role      string
+	Anonymous bool
+}
+
+type ctxKey struct{}
+
+// WithPrincipal returns ctx carrying p.
+func WithPrincipal(ctx context.Context, p Principal) context.Context {
+	return context.WithValue(ctx, ctxKey{}, p)
+}
+
+// FromContext returns the request's principal; the zero Principal (no
+// role) when the request carried no valid token.
+func FromContext(ctx context.Context) Principal {
+	p, _ := ctx.Value(ctxKey{}).(Principal)
+	return p
+}
+
+// Lookup resolves a token hash to its token; it returns an error wrapping
+// ErrUnknownToken when no live token has that hash.
+type Lookup func(ctx context.Context, hash string) (api.Token, error)
+
+// ErrUnknownToken is returned for a token that does not exist or was revoked.
+var ErrUnknownToken = errors.New("unknown or revoked token")
+
+// BearerToken extracts the token from an "Authorization: Bearer T" header.
+// ok is false when the header is absent; an error reports a malformed one.
+func BearerToken(r *http.Request) (secret string, ok bool, err error) {
+	h := r.Header.Get("Authorization")
+	if h == "" {
+		return "", false, nil
+	}
+	scheme, tok, found := strings.Cut(h, " ")
+	if !found || !strings.EqualFold(scheme, "Bearer") || strings.TrimSpace(tok) == "" {
+		return "", false, errors.New(`malformed Authorization header: want "Bearer <token>"`)
+	}
+	return strings.TrimSpace(tok), true, nil
+}

@@ -1,0 +1,380 @@
+// Package build runs bpfarm's build queue: a push stores the source bundle
+// and queues one build per arch, unless a build with identical inputs
+// exists (a cache hit); workers claim queued builds from SQLite, compile
+// them in the sandbox, inspect the object and record the outcome.
+//
+// The queue lives in the database, so it survives crashes: builds left
+// running when the server died are queued again on start.
+package build
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/bpfarm/bpfarm/api"
+	"github.com/bpfarm/bpfarm/bpfsrc"
+	"github.com/bpfarm/bpfarm/bpfsrc/compile"
+	"github.com/bpfarm/bpfarm/bpfsrc/inspect"
+	"github.com/bpfarm/bpfarm/server/blob"
+	"github.com/bpfarm/bpfarm/server/store"
+)
+
+// MaxAttempts bounds how often a build is retried after the server died
+// while running it.
+const MaxAttempts = 3
+
+// Service is the build queue and its workers.
+type Service struct {
+	db       *store.DB
+	blobs    blob.Store
+	compiler *compile.Compiler
+	log      *slog.Logger
+	metrics  *metrics
+	workers  int
+
+	wake    chan struct{}
+	changed notifier
+}
+
+// Config configures a Service.
+type Config struct {
+	DB       *store.DB
+	Blobs    blob.Store
+	Compiler *compile.Compiler
+	Workers  int // concurrent compiles; at least 1
+	Logger   *slog.Logger
+	Registry prometheus.Registerer
+}
+
+// New returns a Service; call Run to start its workers.
+func New(cfg Config) *Service {
+	if cfg.Workers < 1 {
+		cfg.Workers = 1
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	s := &Service{db: cfg.DB, blobs: cfg.Blobs, compiler: cfg.Compiler, log: cfg.Logger,
+		workers: cfg.Workers, wake: make(chan struct{}, 1)}
+	s.metrics = newMetrics(cfg.Registry, cfg.DB)
+	return s
+}
+
+// Run recovers builds interrupted by a crash, then runs the workers until
+// ctx is done. Builds running at that moment are left "running" and queued
+// again on the next start.
+func (s *Service) Run(ctx context.Context) error {
+	requeued, failed, err := s.db.Recover(ctx, MaxAttempts)
+	if err != nil {
+		return err
+	}
+	if requeued > 0 || failed > 0 {
+		s.log.Info("recovered interrupted builds", "requeued", requeued, "failed", failed)
+	}
+	var wg sync.WaitGroup
+	for i := range s.workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.worker(ctx, i)
+		}()
+	}
+	s.kick()
+	wg.Wait()
+	return nil
+}
+
+func (s *Service) kick() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (s *Service) worker(ctx context.Context, n int) {
+	log := s.log.With("worker", n)
+	poll := time.NewTicker(5 * time.Second)
+	defer poll.Stop()
+	for {
+		job, err := s.db.Claim(ctx)
+		switch {
+		case err == nil:
+			s.kick() // more may be queued: let another worker look too
+			s.run(ctx, log, job)
+			continue
+		case errors.Is(err, store.ErrNotFound):
+		case ctx.Err() != nil:
+			return
+		default:
+			log.Error("claim build", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.wake:
+		case <-poll.C:
+		}
+	}
+}
+
+// run executes one claimed build and records its outcome.
+func (s *Service) run(ctx context.Context, log *slog.Logger, job *store.Job) {
+	log = log.With("build", job.ID, "program", job.Program, "revision", short(job.Revision), "arch", job.Arch)
+	log.Info("build started", "attempt", job.Attempts)
+	s.changed.broadcast()
+	start := time.Now()
+	out := s.execute(ctx, job)
+	if ctx.Err() != nil {
+		// Shutting down: leave the build running; it is queued again on start.
+		log.Info("build interrupted by shutdown")
+		return
+	}
+	if err := s.db.Finish(context.WithoutCancel(ctx), job.ID, out); err != nil {
+		log.Error("record build outcome", "err", err)
+		return
+	}
+	d := time.Since(start)
+	result := out.State
+	if out.State == api.StateFailed {
+		result = "failed_" + out.ErrorKind
+	}
+	s.metrics.builds.WithLabelValues(result).Inc()
+	s.metrics.duration.WithLabelValues(result).Observe(d.Seconds())
+	log.Info("build finished", "state", out.State, "error", out.Error, "duration", d, "pch", out.UsedPCH)
+	s.changed.broadcast()
+}
+
+func (s *Service) execute(ctx context.Context, job *store.Job) store.Outcome {
+	fail := func(kind string, err error) store.Outcome {
+		return store.Outcome{State: api.StateFailed, ErrorKind: kind, Error: err.Error(), Compiler: s.compiler.Version()}
+	}
+	d, err := blob.ParseDigest(job.BundleBlob)
+	if err != nil {
+		return fail("internal", fmt.Errorf("bundle blob: %w", err))
+	}
+	rc, err := s.blobs.Get(ctx, d)
+	if err != nil {
+		return fail("internal", fmt.Errorf("read source bundle: %w", err))
+	}
+	bundle, err := bpfsrc.ReadTarGz(rc, job.Entry, bpfsrc.DefaultLimits)
+	rc.Close()
+	if err != nil {
+		return fail("internal", fmt.Errorf("read source bundle: %w", err))
+	}
+	res, err := s.compiler.Compile(ctx, compile.Request{Bundle: bundle, Arch: job.Arch, Flags: job.Flags})
+	var cerr *compile.Error
+	if errors.As(err, &cerr) {
+		out := fail("user", err)
+		out.Diagnostics = cerr.Diagnostics
+		out.LogBlob = s.putLog(ctx, job, nil, cerr.Log, err)
+		return out
+	}
+	if err != nil {
+		return fail("internal", fmt.Errorf("compile: %w", err))
+	}
+	out := store.Outcome{Compiler: s.compiler.Version(), Diagnostics: res.Diagnostics, UsedPCH: res.UsedPCH}
+	obj, err := inspect.Inspect(res.Object)
+	if err == nil {
+		err = obj.Check()
+	}
+	if err != nil {
+		o := fail("user", err)
+		o.Diagnostics, o.UsedPCH, o.Inspection = res.Diagnostics, res.UsedPCH, obj
+		o.LogBlob = s.putLog(ctx, job, res, res.Log, err)
+		return o
+	}
+	od, err := blob.PutBytes(ctx, s.blobs, res.Object)
+	if err != nil {
+		return fail("internal", fmt.Errorf("store object: %w", err))
+	}
+	out.State = api.StateSucceeded
+	out.Inspection = obj
+	out.ObjectBlob, out.ObjectSize = od.String(), int64(len(res.Object))
+	out.LogBlob = s.putLog(ctx, job, res, res.Log, nil)
+	return out
+}
+
+// putLog stores the build log: the command, the compiler's output and the
+// outcome. A failure to store it is logged, not fatal.
+func (s *Service) putLog(ctx context.Context, job *store.Job, res *compile.Result, text string, failure error) string {
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "build %d: %s@%s for %s\n", job.ID, job.Program, short(job.Revision), job.Arch)
+	fmt.Fprintf(&b, "compiler: %s\n", s.compiler.Version())
+	if res != nil {
+		fmt.Fprintf(&b, "command: %s\n", strings.Join(res.Command, " "))
+		fmt.Fprintf(&b, "duration: %s (precompiled vmlinux.h: %v)\n", res.Duration.Round(time.Millisecond), res.UsedPCH)
+	}
+	if text != "" {
+		b.WriteString("\n")
+		b.WriteString(text)
+		if !strings.HasSuffix(text, "\n") {
+			b.WriteString("\n")
+		}
+	}
+	if failure != nil {
+		fmt.Fprintf(&b, "\nFAILED: %v\n", failure)
+	} else {
+		b.WriteString("\nOK\n")
+	}
+	d, err := blob.PutBytes(ctx, s.blobs, b.Bytes())
+	if err != nil {
+		s.log.Error("store build log", "build", job.ID, "err", err)
+		return ""
+	}
+	return d.String()
+}
+
+// PushRequest is one push of a source bundle.
+type PushRequest struct {
+	Program  string
+	Bundle   *bpfsrc.Bundle
+	Arches   []string // default: x86_64
+	Flags    []string
+	PushedBy string
+}
+
+var programNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
+
+// ValidProgramName checks a program name.
+func ValidProgramName(name string) error {
+	if !programNameRE.MatchString(name) {
+		return fmt.Errorf("program name %q: use 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit", name)
+	}
+	return nil
+}
+
+// InputError is a push refused for its input (a 4xx).
+type InputError struct{ Err error }
+
+func (e *InputError) Error() string { return e.Err.Error() }
+func (e *InputError) Unwrap() error { return e.Err }
+
+// Push stores a bundle as a revision of a program and ensures a build per
+// arch, queueing compiles only for inputs never built before.
+func (s *Service) Push(ctx context.Context, req PushRequest) (api.PushResult, error) {
+	var res api.PushResult
+	if err := ValidProgramName(req.Program); err != nil {
+		return res, &InputError{err}
+	}
+	if err := compile.ValidateFlags(req.Flags); err != nil {
+		return res, &InputError{err}
+	}
+	if len(req.Arches) == 0 {
+		req.Arches = []string{"x86_64"}
+	}
+	slices.Sort(req.Arches)
+	req.Arches = slices.Compact(req.Arches)
+	for _, a := range req.Arches {
+		if !slices.Contains(api.Arches, a) {
+			return res, &InputError{fmt.Errorf("arch %q: want one of %s", a, strings.Join(api.Arches, ", "))}
+		}
+	}
+	keys := make([]string, len(req.Arches))
+	for i, a := range req.Arches {
+		fp, err := s.compiler.Fingerprint(ctx, a)
+		if err != nil {
+			return res, &InputError{fmt.Errorf("arch %s: %w", a, err)}
+		}
+		keys[i] = cacheKey(req.Bundle, a, req.Flags, fp)
+	}
+	var tgz bytes.Buffer
+	if err := req.Bundle.WriteTarGz(&tgz); err != nil {
+		return res, fmt.Errorf("encode bundle: %w", err)
+	}
+	bd, err := blob.PutBytes(ctx, s.blobs, tgz.Bytes())
+	if err != nil {
+		return res, fmt.Errorf("store bundle: %w", err)
+	}
+	res.Program, res.Revision = req.Program, req.Bundle.Digest()
+	res.Created, err = s.db.AddRevision(ctx, store.RevisionInput{Program: req.Program, Digest: res.Revision,
+		Entry: req.Bundle.Entry, BundleBlob: bd.String(), Size: req.Bundle.Size(), Files: len(req.Bundle.Files),
+		PushedBy: req.PushedBy})
+	if err != nil {
+		return res, err
+	}
+	for i, a := range req.Arches {
+		b, queued, err := s.db.EnsureBuild(ctx, store.BuildInput{Program: req.Program, Revision: res.Revision,
+			Arch: a, Flags: req.Flags, CacheKey: keys[i]})
+		if err != nil {
+			return res, err
+		}
+		if queued {
+			s.kick()
+		} else {
+			s.metrics.cacheHits.Inc()
+		}
+		res.Builds = append(res.Builds, b)
+	}
+	return res, nil
+}
+
+// cacheKey hashes every input of a compile.
+func cacheKey(b *bpfsrc.Bundle, arch string, flags []string, fingerprint string) string {
+	in, _ := json.Marshal(struct {
+		Bundle, Entry, Arch, Compiler string
+		Flags                         []string
+	}{b.Digest(), b.Entry, arch, fingerprint, flags})
+	h := sha256.Sum256(in)
+	return hex.EncodeToString(h[:])
+}
+
+// Wait returns the build once it is done, or as it is when ctx ends
+// (a long poll).
+func (s *Service) Wait(ctx context.Context, id int64) (api.Build, error) {
+	for {
+		ch := s.changed.wait()
+		b, err := s.db.Build(ctx, id)
+		if err != nil || b.Done() {
+			return b, err
+		}
+		select {
+		case <-ctx.Done():
+			return b, nil
+		case <-ch:
+		}
+	}
+}
+
+// notifier wakes every waiter on each broadcast.
+type notifier struct {
+	mu sync.Mutex
+	ch chan struct{}
+}
+
+func (n *notifier) wait() <-chan struct{} {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.ch == nil {
+		n.ch = make(chan struct{})
+	}
+	return n.ch
+}
+
+func (n *notifier) broadcast() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.ch != nil {
+		close(n.ch)
+		n.ch = nil
+	}
+}
+
+func short(d string) string {
+	if len(d) > 12 {
+		return d[:12]
+	}
+	return d
+}

@@ -1,0 +1,216 @@
+// Package server assembles bpfarm's server: the metadata database, the
+// blob store (a local directory by default, S3 when configured), the
+// signing key, the sandboxed compiler, the build workers and the HTTP API.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/bpfarm/bpfarm/api"
+	"github.com/bpfarm/bpfarm/bpfsrc/compile"
+	"github.com/bpfarm/bpfarm/server/auth"
+	"github.com/bpfarm/bpfarm/server/blob"
+	"github.com/bpfarm/bpfarm/server/build"
+	"github.com/bpfarm/bpfarm/server/httpapi"
+	"github.com/bpfarm/bpfarm/server/signing"
+	"github.com/bpfarm/bpfarm/server/store"
+	"github.com/bpfarm/bpfarm/web"
+)
+
+// Config configures a server. The zero value of every field but Data has
+// a sensible default.
+type Config struct {
+	Addr          string // listen address, default 127.0.0.1:8080
+	Data          string // data directory
+	Workers       int    // concurrent builds; default: number of cores
+	S3            blob.S3Config
+	AnonymousRead bool
+	// CompileTimeout bounds one compile's wall time (default 60s).
+	CompileTimeout time.Duration
+	// NoPCH disables the precompiled vmlinux.h.
+	NoPCH  bool
+	Logger *slog.Logger
+	// Out receives the one-time start-up notice (URL, admin token).
+	Out io.Writer
+	// Listener, when set, is used instead of listening on Addr (tests).
+	Listener net.Listener
+}
+
+// Server is a running bpfarm server.
+type Server struct {
+	cfg      Config
+	DB       *store.DB
+	Blobs    blob.Store
+	Key      *signing.Key
+	Compiler *compile.Compiler
+	Builds   *build.Service
+	Registry *prometheus.Registry
+	API      *httpapi.Server
+}
+
+// Open prepares everything Run needs: data directory, database, blob
+// store, signing key, admin token, farm headers and compiler.
+func Open(ctx context.Context, cfg Config) (*Server, error) {
+	if cfg.Addr == "" {
+		cfg.Addr = "127.0.0.1:8080"
+	}
+	if cfg.Data == "" {
+		cfg.Data = "data"
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Out == nil {
+		cfg.Out = os.Stdout
+	}
+	log := cfg.Logger
+	if err := os.MkdirAll(cfg.Data, 0o750); err != nil {
+		return nil, fmt.Errorf("data directory: %w", err)
+	}
+	s := &Server{cfg: cfg, Registry: prometheus.NewRegistry()}
+	s.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	var err error
+	if s.DB, err = store.Open(ctx, filepath.Join(cfg.Data, "bpfarm.db")); err != nil {
+		return nil, err
+	}
+	var backend blob.Store
+	if cfg.S3.Endpoint != "" {
+		if backend, err = blob.NewS3(ctx, cfg.S3); err != nil {
+			s.DB.Close()
+			return nil, err
+		}
+		log.Info("blob store: S3", "endpoint", cfg.S3.Endpoint, "bucket", cfg.S3.Bucket)
+	} else {
+		if backend, err = blob.NewLocal(filepath.Join(cfg.Data, "blobs")); err != nil {
+			s.DB.Close()
+			return nil, err
+		}
+		log.Info("blob store: local directory", "dir", filepath.Join(cfg.Data, "blobs"))
+	}
+	name := "local"
+	if cfg.S3.Endpoint != "" {
+		name = "s3"
+	}
+	s.Blobs = blob.WithMetrics(blob.Verifying(backend), s.Registry, name)
+
+	keyCreated := false
+	if s.Key, keyCreated, err = signing.LoadOrCreate(filepath.Join(cfg.Data, "signing.key")); err != nil {
+		s.DB.Close()
+		return nil, err
+	}
+	if keyCreated {
+		log.Info("created signing key", "key_id", signing.KeyID(s.Key.Public()))
+	}
+	if err := s.bootstrapAdmin(ctx); err != nil {
+		s.DB.Close()
+		return nil, err
+	}
+
+	farm := filepath.Join(cfg.Data, "farm")
+	hdrs, err := compile.PrepareHeaders(filepath.Join(farm, "include"))
+	if err != nil {
+		s.DB.Close()
+		return nil, err
+	}
+	jobs := filepath.Join(cfg.Data, "jobs")
+	os.RemoveAll(jobs) // leftovers of a crash
+	if err := os.MkdirAll(jobs, 0o700); err != nil {
+		s.DB.Close()
+		return nil, fmt.Errorf("job directory: %w", err)
+	}
+	s.Compiler, err = compile.New(compile.Config{
+		Headers: hdrs,
+		Vmlinux: &compile.HostVmlinux{CacheDir: filepath.Join(farm, "vmlinux")},
+		WorkDir: jobs,
+		Timeout: cfg.CompileTimeout,
+		UsePCH:  !cfg.NoPCH,
+	})
+	if err != nil {
+		s.DB.Close()
+		return nil, err
+	}
+	log.Info("compiler ready", "version", s.Compiler.Version())
+
+	s.Builds = build.New(build.Config{DB: s.DB, Blobs: s.Blobs, Compiler: s.Compiler, Workers: cfg.Workers,
+		Logger: log, Registry: s.Registry})
+	s.API = httpapi.New(httpapi.Config{DB: s.DB, Blobs: s.Blobs, Builds: s.Builds, Key: s.Key, Logger: log,
+		Registry: s.Registry, AnonymousRead: cfg.AnonymousRead, UI: web.New(s.DB)})
+	return s, nil
+}
+
+// bootstrapAdmin creates the admin token on first start, writes it to
+// DATA/admin.token (0600) and prints it once.
+func (s *Server) bootstrapAdmin(ctx context.Context) error {
+	has, err := s.DB.HasTokens(ctx)
+	if err != nil || has {
+		return err
+	}
+	secret, err := auth.NewSecret()
+	if err != nil {
+		return err
+	}
+	path := filepath.Join(s.cfg.Data, "admin.token")
+	if err := os.WriteFile(path, []byte(secret+"\n"), 0o600); err != nil {
+		return fmt.Errorf("write admin token: %w", err)
+	}
+	if _, err := s.DB.CreateToken(ctx, "admin", api.RoleAdmin, auth.Hash(secret)); err != nil {
+		return err
+	}
+	fmt.Fprintf(s.cfg.Out, "admin token (shown once, saved to %s): %s\n", path, secret)
+	return nil
+}
+
+// Run serves until ctx is done, then shuts down gracefully.
+func (s *Server) Run(ctx context.Context) error {
+	defer s.DB.Close()
+	ln := s.cfg.Listener
+	if ln == nil {
+		var err error
+		if ln, err = net.Listen("tcp", s.cfg.Addr); err != nil {
+			return fmt.Errorf("listen: %w", err)
+		}
+	}
+	srv := &http.Server{
+		Handler:           s.API,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       2 * time.Minute,
+		WriteTimeout:      5 * time.Minute,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(s.cfg.Logger.Handler(), slog.LevelWarn),
+	}
+	workCtx, stopWork := context.WithCancel(context.WithoutCancel(ctx))
+	workersDone := make(chan error, 1)
+	go func() { workersDone <- s.Builds.Run(workCtx) }()
+
+	fmt.Fprintf(s.cfg.Out, "bpfarm serving on http://%s (data %s)\n", ln.Addr(), s.cfg.Data)
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+	var err error
+	select {
+	case err = <-serveErr:
+	case <-ctx.Done():
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	srv.Shutdown(shutdownCtx)
+	stopWork()
+	<-workersDone
+	if errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
+	return err
+}

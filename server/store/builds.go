@@ -1,0 +1,400 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/bpfarm/bpfarm/api"
+	"github.com/bpfarm/bpfarm/bpfsrc"
+	"github.com/bpfarm/bpfarm/bpfsrc/inspect"
+)
+
+// RevisionInput records a pushed source bundle.
+type RevisionInput struct {
+	Program    string
+	Digest     string // canonical bundle digest
+	Entry      string
+	BundleBlob string // blob digest of the canonical tar.gz (already stored)
+	Size       int64
+	Files      int
+	PushedBy   string
+}
+
+// AddRevision records a revision of a program, creating the program on
+// first push. It reports whether the revision is new.
+func (d *DB) AddRevision(ctx context.Context, in RevisionInput) (created bool, err error) {
+	err = d.tx(ctx, func(tx *sql.Tx) error {
+		t := now()
+		var pid int64
+		err := tx.QueryRowContext(ctx, `SELECT id FROM programs WHERE name = ?`, in.Program).Scan(&pid)
+		if errors.Is(err, sql.ErrNoRows) {
+			res, err := tx.ExecContext(ctx, `INSERT INTO programs (name, created_at, updated_at) VALUES (?, ?, ?)`, in.Program, t, t)
+			if err != nil {
+				return err
+			}
+			pid, _ = res.LastInsertId()
+		} else if err != nil {
+			return err
+		}
+		res, err := tx.ExecContext(ctx, `INSERT INTO revisions (program_id, digest, entry, bundle_blob, size, files, pushed_by, created_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (program_id, digest) DO NOTHING`,
+			pid, in.Digest, in.Entry, in.BundleBlob, in.Size, in.Files, in.PushedBy, t)
+		if err != nil {
+			return err
+		}
+		n, _ := res.RowsAffected()
+		created = n == 1
+		if created {
+			_, err = tx.ExecContext(ctx, `UPDATE programs SET updated_at = ? WHERE id = ?`, t, pid)
+		}
+		return err
+	})
+	if err != nil {
+		return false, fmt.Errorf("add revision %s of %s: %w", in.Digest, in.Program, err)
+	}
+	return created, nil
+}
+
+// BuildInput names the build of a revision for one arch and flag set.
+type BuildInput struct {
+	Program  string
+	Revision string
+	Arch     string
+	Flags    []string
+	CacheKey string
+}
+
+// EnsureBuild returns the build of in, creating it when needed:
+//   - an existing build of the same revision, arch and flags is returned as
+//     is, unless its inputs changed (another cache key, e.g. a new compiler)
+//     or it failed for an internal reason: then it is queued again;
+//   - else, when another build has the same cache key and a final result
+//     (success, or a failure caused by the source), the new build copies that
+//     result without compiling (a cache hit);
+//   - else a new build is queued.
+//
+// It reports whether a compile was queued.
+func (d *DB) EnsureBuild(ctx context.Context, in BuildInput) (b api.Build, queued bool, err error) {
+	flags, _ := json.Marshal(nonNil(in.Flags))
+	var id int64
+	err = d.tx(ctx, func(tx *sql.Tx) error {
+		var rid int64
+		err := tx.QueryRowContext(ctx, `SELECT r.id FROM revisions r JOIN programs p ON p.id = r.program_id
+			WHERE p.name = ? AND r.digest = ?`, in.Program, in.Revision).Scan(&rid)
+		if err != nil {
+			return fmt.Errorf("revision: %w", notFound(err))
+		}
+		var state, key, kind string
+		err = tx.QueryRowContext(ctx, `SELECT id, state, cache_key, error_kind FROM builds WHERE revision_id = ? AND arch = ? AND flags = ?`,
+			rid, in.Arch, string(flags)).Scan(&id, &state, &key, &kind)
+		switch {
+		case err == nil:
+			if key == in.CacheKey && !(state == api.StateFailed && kind == "internal") {
+				return nil
+			}
+			queued = true
+			_, err = tx.ExecContext(ctx, `UPDATE builds SET cache_key = ?, state = 'queued', error = '', error_kind = '',
+				diagnostics = '[]', inspection = '', object_blob = '', object_size = 0, log_blob = '', compiler = '',
+				used_pch = 0, attempts = 0, cached_from = NULL, started_at = NULL, finished_at = NULL, created_at = ?
+				WHERE id = ?`, in.CacheKey, now(), id)
+			return err
+		case !errors.Is(err, sql.ErrNoRows):
+			return err
+		}
+		t := now()
+		// A finished build with the same inputs is a cache hit.
+		res, err := tx.ExecContext(ctx, `INSERT INTO builds (revision_id, arch, flags, cache_key, state, error, error_kind,
+				diagnostics, inspection, object_blob, object_size, log_blob, compiler, used_pch, cached_from,
+				created_at, started_at, finished_at)
+			SELECT ?, ?, ?, cache_key, state, error, error_kind, diagnostics, inspection, object_blob, object_size,
+				log_blob, compiler, used_pch, id, ?, ?, ?
+			FROM builds WHERE cache_key = ? AND (state = 'succeeded' OR (state = 'failed' AND error_kind = 'user'))
+			ORDER BY id DESC LIMIT 1`,
+			rid, in.Arch, string(flags), t, t, t, in.CacheKey)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 1 {
+			id, _ = res.LastInsertId()
+			return nil
+		}
+		res, err = tx.ExecContext(ctx, `INSERT INTO builds (revision_id, arch, flags, cache_key, state, created_at)
+			VALUES (?, ?, ?, ?, 'queued', ?)`, rid, in.Arch, string(flags), in.CacheKey, t)
+		if err != nil {
+			return err
+		}
+		id, _ = res.LastInsertId()
+		queued = true
+		return nil
+	})
+	if err != nil {
+		return b, false, fmt.Errorf("ensure build of %s@%s for %s: %w", in.Program, short(in.Revision), in.Arch, err)
+	}
+	b, err = d.Build(ctx, id)
+	return b, queued, err
+}
+
+// Job is a claimed build: everything a worker needs to run it.
+type Job struct {
+	ID         int64
+	Program    string
+	Revision   string
+	Entry      string
+	BundleBlob string
+	Arch       string
+	Flags      []string
+	CacheKey   string
+	Attempts   int
+}
+
+// Claim takes the oldest queued build, marks it running and returns it.
+// It returns ErrNotFound when the queue is empty.
+func (d *DB) Claim(ctx context.Context) (*Job, error) {
+	var j Job
+	var flags string
+	err := d.tx(ctx, func(tx *sql.Tx) error {
+		err := tx.QueryRowContext(ctx, `UPDATE builds SET state = 'running', started_at = ?, attempts = attempts + 1
+			WHERE id = (SELECT id FROM builds WHERE state = 'queued' ORDER BY id LIMIT 1)
+			RETURNING id, revision_id, arch, flags, cache_key, attempts`, now()).
+			Scan(&j.ID, new(int64), &j.Arch, &flags, &j.CacheKey, &j.Attempts)
+		if err != nil {
+			return notFound(err)
+		}
+		return tx.QueryRowContext(ctx, `SELECT p.name, r.digest, r.entry, r.bundle_blob FROM builds b
+			JOIN revisions r ON r.id = b.revision_id JOIN programs p ON p.id = r.program_id WHERE b.id = ?`, j.ID).
+			Scan(&j.Program, &j.Revision, &j.Entry, &j.BundleBlob)
+	})
+	if err != nil {
+		if errors.Is(err, ErrNotFound) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("claim build: %w", err)
+	}
+	if err := json.Unmarshal([]byte(flags), &j.Flags); err != nil {
+		return nil, fmt.Errorf("claim build %d: flags: %w", j.ID, err)
+	}
+	return &j, nil
+}
+
+// Outcome is the result of running a build.
+type Outcome struct {
+	State       string // api.StateSucceeded or api.StateFailed
+	Error       string
+	ErrorKind   string // "user" or "internal" for failures
+	Diagnostics []bpfsrc.Diagnostic
+	Inspection  *inspect.Object
+	ObjectBlob  string
+	ObjectSize  int64
+	LogBlob     string
+	Compiler    string
+	UsedPCH     bool
+}
+
+// Finish records a running build's outcome. Blobs it names must already be
+// stored.
+func (d *DB) Finish(ctx context.Context, id int64, o Outcome) error {
+	diags, _ := json.Marshal(nonNil(o.Diagnostics))
+	var insp []byte
+	if o.Inspection != nil {
+		insp, _ = json.Marshal(o.Inspection)
+	}
+	res, err := d.db.ExecContext(ctx, `UPDATE builds SET state = ?, error = ?, error_kind = ?, diagnostics = ?, inspection = ?,
+		object_blob = ?, object_size = ?, log_blob = ?, compiler = ?, used_pch = ?, finished_at = ?
+		WHERE id = ? AND state = 'running'`,
+		o.State, o.Error, o.ErrorKind, string(diags), string(insp), o.ObjectBlob, o.ObjectSize, o.LogBlob, o.Compiler,
+		o.UsedPCH, now(), id)
+	if err != nil {
+		return fmt.Errorf("finish build %d: %w", id, err)
+	}
+	if n, _ := res.RowsAffected(); n != 1 {
+		return fmt.Errorf("finish build %d: not running", id)
+	}
+	return nil
+}
+
+// Recover makes the queue whole after a crash: builds left running are
+// queued again, except those that already used maxAttempts (a build that
+// keeps killing the server), which fail.
+func (d *DB) Recover(ctx context.Context, maxAttempts int) (requeued, failed int64, err error) {
+	err = d.tx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE builds SET state = 'failed', error_kind = 'internal',
+			error = ?, finished_at = ? WHERE state = 'running' AND attempts >= ?`,
+			fmt.Sprintf("build interrupted %d times (the server stopped while running it); giving up", maxAttempts), now(), maxAttempts)
+		if err != nil {
+			return err
+		}
+		failed, _ = res.RowsAffected()
+		res, err = tx.ExecContext(ctx, `UPDATE builds SET state = 'queued', started_at = NULL WHERE state = 'running'`)
+		if err != nil {
+			return err
+		}
+		requeued, _ = res.RowsAffected()
+		return nil
+	})
+	if err != nil {
+		return 0, 0, fmt.Errorf("recover builds: %w", err)
+	}
+	return requeued, failed, nil
+}
+
+// QueueDepth counts queued and running builds.
+func (d *DB) QueueDepth(ctx context.Context) (queued, running int, err error) {
+	err = d.db.QueryRowContext(ctx, `SELECT
+		COALESCE(SUM(state = 'queued'), 0), COALESCE(SUM(state = 'running'), 0) FROM builds WHERE state IN ('queued', 'running')`).
+		Scan(&queued, &running)
+	return queued, running, err
+}
+
+const buildColumns = `b.id, p.name, r.digest, b.arch, b.flags, b.state, b.error, b.error_kind, b.diagnostics, b.inspection,
+	b.object_blob, b.object_size, b.log_blob, b.compiler, b.used_pch, b.attempts, b.cached_from, b.created_at, b.started_at, b.finished_at`
+
+const buildFrom = ` FROM builds b JOIN revisions r ON r.id = b.revision_id JOIN programs p ON p.id = r.program_id`
+
+func scanBuild(row interface{ Scan(...any) error }) (api.Build, error) {
+	var (
+		b                  api.Build
+		flags, diags, insp string
+		objBlob, logBlob   string
+		objSize            int64
+		cachedFrom         sql.NullInt64
+		started, finished  sql.NullTime
+		createdAt          time.Time
+	)
+	err := row.Scan(&b.ID, &b.Program, &b.Revision, &b.Arch, &flags, &b.State, &b.Error, &b.ErrorKind, &diags, &insp,
+		&objBlob, &objSize, &logBlob, &b.Compiler, &b.UsedPCH, &b.Attempts, &cachedFrom, &createdAt, &started, &finished)
+	if err != nil {
+		return b, notFound(err)
+	}
+	b.CreatedAt = createdAt.UTC()
+	b.StartedAt, b.FinishedAt = nullTime(started), nullTime(finished)
+	if b.StartedAt != nil && b.FinishedAt != nil {
+		b.DurationMS = b.FinishedAt.Sub(*b.StartedAt).Milliseconds()
+	}
+	b.CachedFrom = cachedFrom.Int64
+	if err := json.Unmarshal([]byte(flags), &b.Flags); err != nil {
+		return b, fmt.Errorf("build %d flags: %w", b.ID, err)
+	}
+	if err := json.Unmarshal([]byte(diags), &b.Diagnostics); err != nil {
+		return b, fmt.Errorf("build %d diagnostics: %w", b.ID, err)
+	}
+	if insp != "" {
+		b.Inspection = new(inspect.Object)
+		if err := json.Unmarshal([]byte(insp), b.Inspection); err != nil {
+			return b, fmt.Errorf("build %d inspection: %w", b.ID, err)
+		}
+	}
+	if objBlob != "" {
+		b.Object = &api.Blob{Digest: objBlob, Size: objSize}
+	}
+	if logBlob != "" {
+		b.Log = &api.Blob{Digest: logBlob}
+	}
+	return b, nil
+}
+
+// Build returns one build.
+func (d *DB) Build(ctx context.Context, id int64) (api.Build, error) {
+	b, err := scanBuild(d.db.QueryRowContext(ctx, `SELECT `+buildColumns+buildFrom+` WHERE b.id = ?`, id))
+	if err != nil {
+		return b, fmt.Errorf("build %d: %w", id, err)
+	}
+	return b, nil
+}
+
+// BuildFilter selects builds; zero fields match everything.
+type BuildFilter struct {
+	Program  string
+	Revision string
+	State    string
+	Limit    int
+}
+
+// Builds lists builds, newest first.
+func (d *DB) Builds(ctx context.Context, f BuildFilter) ([]api.Build, error) {
+	q := `SELECT ` + buildColumns + buildFrom + ` WHERE 1=1`
+	var args []any
+	if f.Program != "" {
+		q += ` AND p.name = ?`
+		args = append(args, f.Program)
+	}
+	if f.Revision != "" {
+		q += ` AND r.digest = ?`
+		args = append(args, f.Revision)
+	}
+	if f.State != "" {
+		q += ` AND b.state = ?`
+		args = append(args, f.State)
+	}
+	q += ` ORDER BY b.id DESC`
+	if f.Limit <= 0 || f.Limit > 1000 {
+		f.Limit = 1000
+	}
+	q += fmt.Sprintf(` LIMIT %d`, f.Limit)
+	rows, err := d.db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("list builds: %w", err)
+	}
+	defer rows.Close()
+	var out []api.Build
+	for rows.Next() {
+		b, err := scanBuild(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list builds: %w", err)
+		}
+		out = append(out, b)
+	}
+	return out, rows.Err()
+}
+
+// BlobRefs returns every blob digest the database names, for consistency
+// checks.
+func (d *DB) BlobRefs(ctx context.Context) ([]string, error) {
+	rows, err := d.db.QueryContext(ctx, `SELECT bundle_blob FROM revisions
+		UNION SELECT object_blob FROM builds WHERE object_blob != ''
+		UNION SELECT log_blob FROM builds WHERE log_blob != ''`)
+	if err != nil {
+		return nil, fmt.Errorf("blob refs: %w", err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var s string
+		if err := rows.Scan(&s); err != nil {
+			return nil, err
+		}
+		out = append(out, s)
+	}
+	return out, rows.Err()
+}
+
+func notFound(err error) error {
+	if errors.Is(err, sql.ErrNoRows) {
+		return ErrNotFound
+	}
+	return err
+}
+
+func nonNil[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
+}
+
+func short(digest string) string {
+	if len(digest) > 12 {
+		return digest[:12]
+	}
+	return digest
+}
+
+// likePrefix escapes s for a LIKE prefix match.
+func likePrefix(s string) string {
+	r := strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`)
+	return r.Replace(s) + "%"
+}
