@@ -179,7 +179,7 @@ func TestUserHeaderWins(t *testing.T) {
 	checkResultPaths(t, c, res)
 
 	// Without the bundle's header, the farm's is found.
-	src = "#include \"vmlinux.h\"\n#include <bpf/bpf_helpers.h>\n#include <bpf/bpf_core_read.h>\n#include <linux/bpf.h>\n#ifndef SEC\n#error no SEC\n#endif\nint x;\n"
+	src = "#include <linux/types.h>\n#include <bpf/bpf_helpers.h>\n#include <linux/bpf.h>\n#include <asm/byteorder.h>\n#ifndef SEC\n#error no SEC\n#endif\nint x;\n"
 	compileOK(t, c, Request{Bundle: bundle(t, "x.bpf.c", src)})
 }
 
@@ -246,6 +246,10 @@ func TestConcurrentCompiles(t *testing.T) {
 	wg.Wait()
 	for i := range n {
 		if errs[i] != nil {
+			var ce *Error
+			if errors.As(errs[i], &ce) {
+				t.Fatalf("compile %d: %v\n%s", i, errs[i], ce.Log)
+			}
 			t.Fatalf("compile %d: %v", i, errs[i])
 		}
 		if !bytes.Equal(objs[i], objs[i%2]) {

@@ -448,12 +448,12 @@ func TestHostileInput(t *testing.T) {
 		code    int
 		message string
 	}{
-		{"symlink", tarGz(t, file("p.bpf.c", okProgram), tarEntry{hdr: tar.Header{Name: "x.h", Typeflag: tar.TypeSymlink, Linkname: "/etc/passwd"}}), "", 400, "symlink"},
+		{"symlink", tarGz(t, file("p.bpf.c", okProgram), tarEntry{hdr: tar.Header{Name: "x.h", Typeflag: tar.TypeSymlink, Linkname: "/etc/passwd"}}), "", 400, "symbolic link"},
 		{"hardlink", tarGz(t, file("p.bpf.c", okProgram), tarEntry{hdr: tar.Header{Name: "x.h", Typeflag: tar.TypeLink, Linkname: "/etc/passwd"}}), "", 400, "link"},
 		{"device", tarGz(t, file("p.bpf.c", okProgram), tarEntry{hdr: tar.Header{Name: "null", Typeflag: tar.TypeChar, Devmajor: 1, Devminor: 3}}), "", 400, "device"},
 		{"dotdot", tarGz(t, file("p.bpf.c", okProgram), file("../../etc/x.h", "x")), "", 400, "escapes"},
 		{"absolute", tarGz(t, file("p.bpf.c", okProgram), file("/etc/x.h", "x")), "", 400, "absolute"},
-		{"oversize", tarGz(t, file("p.bpf.c", okProgram), file("big.h", strings.Repeat("x", 9<<20))), "", 400, "exceeds"},
+		{"oversize", tarGz(t, file("p.bpf.c", okProgram), file("big.h", strings.Repeat("x", 9<<20))), "", 400, "limit"},
 		{"not-gzip", bytes.NewBufferString("hello"), "", 400, "gzip"},
 	}
 	for _, flag := range []string{"-Xclang", "-I/etc", "-fplugin=/tmp/x.so", "-load", "--config=/etc/passwd", "@/etc/passwd", "-include/etc/passwd", "-o/tmp/x"} {

@@ -242,7 +242,7 @@ func (s *S3) Put(ctx context.Context, r io.Reader, size int64, want Digest) (Inf
 func (s *S3) putLarge(ctx context.Context, head []byte, src io.Reader, pr *putReader, size int64, want Digest) (Info, error) {
 	key := s.key(want)
 	if want.Zero() {
-		key = s.tmpPrefix() + randomName()
+		key = s.tmpPrefix() + newTempName()
 	}
 	check := func() (Info, error) {
 		info := Info{Digest: pr.sum(), Size: pr.n}
@@ -364,6 +364,9 @@ func (s *S3) cleanup(ctx context.Context, f func(context.Context) error) {
 	defer cancel()
 	_ = f(ctx)
 }
+
+// newTempName returns a name for a temporary object (tests hook it).
+var newTempName = randomName
 
 // randomName returns a random name for a temporary object.
 func randomName() string {

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -41,9 +43,27 @@ func rawClient(t testing.TB, cfg blob.S3Config) *minio.Client {
 	return c
 }
 
+// recording is a Store that records the digests passed to Put as want.
+type recording struct {
+	blob.Store
+	mu    sync.Mutex
+	wants []blob.Digest
+}
+
+func (r *recording) Put(ctx context.Context, rd io.Reader, size int64, want blob.Digest) (blob.Info, error) {
+	if !want.Zero() {
+		r.mu.Lock()
+		r.wants = append(r.wants, want)
+		r.mu.Unlock()
+	}
+	return r.Store.Put(ctx, rd, size, want)
+}
+
 // checkClean fails the test if the bucket has objects outside PREFIX
-// sha256/ or incomplete multipart uploads.
-func checkClean(t *testing.T, cfg blob.S3Config) {
+// sha256/, or incomplete multipart uploads to any key a Put may have used:
+// the final keys of wanted digests, and temporary keys. (MinIO only lists
+// the incomplete uploads of an exact key.)
+func checkClean(t *testing.T, cfg blob.S3Config, wants []blob.Digest) {
 	t.Helper()
 	c := rawClient(t, cfg)
 	ctx := context.WithoutCancel(t.Context()) // runs in a cleanup
@@ -55,12 +75,33 @@ func checkClean(t *testing.T, cfg blob.S3Config) {
 			t.Errorf("unexpected object %s left in the bucket", obj.Key)
 		}
 	}
-	for u := range c.ListIncompleteUploads(ctx, cfg.Bucket, cfg.Prefix, true) {
+	var keys []string
+	for _, d := range wants {
+		keys = append(keys, cfg.Prefix+"sha256/"+d.String())
+	}
+	for _, name := range blob.TempNames() {
+		keys = append(keys, cfg.Prefix+"tmp/"+name)
+	}
+	for _, key := range keys {
+		if n := incompleteUploads(t, c, cfg.Bucket, key); n > 0 {
+			t.Errorf("%d incomplete uploads of %s left behind", n, key)
+		}
+	}
+}
+
+// incompleteUploads returns the number of incomplete uploads of key.
+func incompleteUploads(t *testing.T, c *minio.Client, bucket, key string) int {
+	t.Helper()
+	n := 0
+	for u := range c.ListIncompleteUploads(context.WithoutCancel(t.Context()), bucket, key, false) {
 		if u.Err != nil {
 			t.Fatal(u.Err)
 		}
-		t.Errorf("incomplete upload of %s left behind", u.Key)
+		if u.Key == key {
+			n++
+		}
 	}
+	return n
 }
 
 func TestS3(t *testing.T) {
@@ -75,10 +116,36 @@ func TestS3(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				t.Cleanup(func() { checkClean(t, cfg) })
-				return s
+				r := &recording{Store: s}
+				t.Cleanup(func() { checkClean(t, cfg, r.wants) })
+				return r
 			})
 		})
+	}
+}
+
+// TestS3CheckClean checks that checkClean sees incomplete uploads.
+func TestS3CheckClean(t *testing.T) {
+	cfg := testenv.MinIO(t)
+	if _, err := blob.NewS3(t.Context(), cfg); err != nil {
+		t.Fatal(err)
+	}
+	c := rawClient(t, cfg)
+	d := blob.Sum([]byte("x"))
+	key := "sha256/" + d.String()
+	if n := incompleteUploads(t, c, cfg.Bucket, key); n != 0 {
+		t.Fatalf("%d incomplete uploads before starting one", n)
+	}
+	core := &minio.Core{Client: c}
+	id, err := core.NewMultipartUpload(t.Context(), cfg.Bucket, key, minio.PutObjectOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := incompleteUploads(t, c, cfg.Bucket, key); n != 1 {
+		t.Fatalf("%d incomplete uploads after starting one, want 1", n)
+	}
+	if err := core.AbortMultipartUpload(t.Context(), cfg.Bucket, key, id); err != nil {
+		t.Fatal(err)
 	}
 }
 

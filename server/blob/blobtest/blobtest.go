@@ -22,6 +22,7 @@ import (
 const (
 	largeSize  = 40 << 20
 	mediumSize = 17<<20 + 12345
+	exactSize  = 32 << 20 // a multiple of common part sizes
 )
 
 // Run runs the conformance suite. newStore must return a new, empty store
@@ -32,6 +33,7 @@ func Run(t *testing.T, newStore func(t *testing.T) blob.Store) {
 	t.Run("Empty", func(t *testing.T) { testEmpty(t, newStore(t)) })
 	t.Run("Large", func(t *testing.T) { testLarge(t, newStore(t)) })
 	t.Run("LargeWant", func(t *testing.T) { testLargeWant(t, newStore(t)) })
+	t.Run("LargeIdempotent", func(t *testing.T) { testLargeIdempotent(t, newStore(t)) })
 	t.Run("Want", func(t *testing.T) { testWant(t, newStore(t)) })
 	t.Run("WrongWant", func(t *testing.T) { testWrongWant(t, newStore(t), 1000) })
 	t.Run("WrongWantLarge", func(t *testing.T) { testWrongWant(t, newStore(t), mediumSize) })
@@ -44,7 +46,8 @@ func Run(t *testing.T, newStore func(t *testing.T) blob.Store) {
 	t.Run("Canceled", func(t *testing.T) { testCanceled(t, newStore(t)) })
 	t.Run("CanceledMidPut", func(t *testing.T) { testCanceledMidPut(t, newStore(t), 1<<20) })
 	t.Run("CanceledMidPutLarge", func(t *testing.T) { testCanceledMidPut(t, newStore(t), mediumSize) })
-	t.Run("ReaderError", func(t *testing.T) { testReaderError(t, newStore(t)) })
+	t.Run("ReaderError", func(t *testing.T) { testReaderError(t, newStore(t), 70_000) })
+	t.Run("ReaderErrorLarge", func(t *testing.T) { testReaderError(t, newStore(t), mediumSize) })
 	t.Run("PartialRead", func(t *testing.T) { testPartialRead(t, newStore(t)) })
 	t.Run("Helpers", func(t *testing.T) { testHelpers(t, newStore(t)) })
 }
@@ -209,6 +212,28 @@ func testLargeWant(t *testing.T, s blob.Store) {
 	}
 	checkStream(t, s, d, mediumSize)
 }
+
+// testLargeIdempotent puts large content twice, with unknown then known
+// digest and size.
+func testLargeIdempotent(t *testing.T, s blob.Store) {
+	for _, known := range []bool{false, false, true} {
+		r, d := Generator(18, exactSize)
+		size, want := int64(-1), blob.Digest{}
+		if known {
+			size, want = exactSize, d
+		}
+		info, err := s.Put(t.Context(), r, size, want)
+		if err != nil {
+			t.Fatalf("Put(%d bytes, size %d, want %v): %v", exactSize, size, want, err)
+		}
+		if info != (blob.Info{Digest: d, Size: exactSize}) {
+			t.Fatalf("Put(%d bytes) = %+v, want digest %v", exactSize, info, d)
+		}
+	}
+	checkStream(t, s, mustDigest(Generator(18, exactSize)), exactSize)
+}
+
+func mustDigest(_ io.Reader, d blob.Digest) blob.Digest { return d }
 
 func testWant(t *testing.T, s blob.Store) {
 	b := Random(5, 5000)
@@ -397,16 +422,18 @@ func (e *errReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-func testReaderError(t *testing.T, s blob.Store) {
+func testReaderError(t *testing.T, s blob.Store, n int64) {
 	errBroken := errors.New("broken reader")
-	b := Random(15, 70_000)
-	for _, size := range []int64{int64(len(b)) + 1, -1} {
-		r := &errReader{r: bytes.NewReader(b), err: errBroken}
-		info, err := s.Put(t.Context(), r, size, blob.Digest{})
-		if !errors.Is(err, errBroken) {
-			t.Fatalf("Put(size %d, failing reader) = %+v, %v; want an error wrapping %v", size, info, err, errBroken)
+	_, d := Generator(15, n)
+	for _, size := range []int64{n + 1, -1} {
+		for _, want := range []blob.Digest{{}, d} {
+			r, _ := Generator(15, n)
+			info, err := s.Put(t.Context(), &errReader{r: r, err: errBroken}, size, want)
+			if !errors.Is(err, errBroken) {
+				t.Fatalf("Put(size %d, failing reader) = %+v, %v; want an error wrapping %v", size, info, err, errBroken)
+			}
+			checkAbsent(t, s, d)
 		}
-		checkAbsent(t, s, blob.Sum(b))
 	}
 }
 
