@@ -138,12 +138,22 @@ type InvalidError struct {
 	Err error
 }
 
+// Error formats e as `bundle: "path": reason`, quoting the path Go-style so
+// that control characters cannot break the line, and shortening a path
+// longer than a few hundred bytes.
 func (e *InvalidError) Error() string {
 	if e.Path == "" {
 		return "bundle: " + e.Reason
 	}
-	return fmt.Sprintf("bundle: %q: %s", e.Path, e.Reason)
+	p := e.Path
+	if len(p) > maxShownPath {
+		p = p[:maxShownPath] + "..."
+	}
+	return fmt.Sprintf("bundle: %q: %s", p, e.Reason)
 }
+
+// maxShownPath bounds the part of a path an error message shows.
+const maxShownPath = 300
 
 // Unwrap returns the underlying error, if any.
 func (e *InvalidError) Unwrap() error { return e.Err }
@@ -372,8 +382,10 @@ func ReadTarGz(r io.Reader, entry string, lim Limits) (*Bundle, error) {
 // GNU extension, PAX global header) is refused, naming the type. Names are
 // checked as New describes, and limits are enforced while streaming: a file
 // that is too large, or one file too many, is refused from its header,
-// before its contents are read, and the archive is read only up to a bound
-// derived from lim.
+// before its contents are read. The archive may hold at most
+// MaxFiles×(MaxDepth+1) entries of any kind, and is read only up to a bound
+// derived from lim (MaxTotalSize plus 4 KiB per entry plus 1 MiB); what
+// follows the end-of-archive marker is not read.
 //
 // entry is as for New. Rule violations and malformed archives are reported
 // as an *InvalidError; an error reading r is returned wrapped.

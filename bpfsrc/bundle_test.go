@@ -136,6 +136,15 @@ func TestMessage(t *testing.T) {
 	}
 }
 
+func TestLongPathMessage(t *testing.T) {
+	name := strings.Repeat("x", 1<<20) + ".bpf.c"
+	_, err := New("", []File{{Name: name}}, Limits{})
+	ie := mustInvalid(t, err, name, "path is 1048582 bytes long; the limit is 256")
+	if n := len(ie.Error()); n > 400 {
+		t.Errorf("message is %d bytes long", n)
+	}
+}
+
 func TestNewRules(t *testing.T) {
 	tests := []struct {
 		name   string
@@ -199,7 +208,7 @@ func TestLimitsDefaults(t *testing.T) {
 	}
 }
 
-// TestTypeRegNUL checks an archive whose PAX header gives a name holding a NUL.
+// TestNULInArchive checks an archive whose PAX header gives a name holding a NUL.
 func TestNULInArchive(t *testing.T) {
 	data := paxEntry(map[string]string{"path": "a\x00.bpf.c"}, "a.bpf.c", "x")
 	_, err := ReadTar(bytes.NewReader(append(data, make([]byte, 1024)...)), "", Limits{})
@@ -405,8 +414,7 @@ func TestDigestStable(t *testing.T) {
 	}
 	// A stable external id: this value must never change.
 	if got, want := b1.Digest(), "8f0e69fe497e32f1fec09e14055d02ca9857daadc3eb4fcc63a66ca6145322ff"; got != want {
-		t.Logf("golden digest: got %s, want %s", got, want)
-		t.Fail()
+		t.Errorf("golden digest: got %s, want %s", got, want)
 	}
 
 	changed := func(what string, files []File, entry string) {

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -61,13 +62,18 @@ type Config struct {
 	// WorkDir holds the job directories, removed after each compile;
 	// default $TMPDIR/bpfarm-compile.
 	WorkDir string
-	// Timeout bounds the wall-clock time of one compile; default 60s.
+	// Timeout bounds the wall-clock time of a run of clang; default 60s.
+	// A compile runs clang once, or twice if clang refuses the
+	// precompiled header.
 	Timeout time.Duration
-	// CPUSeconds bounds the CPU time of one compile; default Timeout
-	// rounded up to seconds.
+	// CPUSeconds bounds the CPU time of a run of clang (RLIMIT_CPU: clang
+	// is killed at most a second later); default Timeout rounded up to
+	// seconds.
 	CPUSeconds int
 	// AddressSpace bounds clang's address space (RLIMIT_AS), in bytes;
-	// default 1 GiB. Parsing vmlinux.h needs more than 256 MiB.
+	// default 1 GiB. A typical CO-RE program needs about 300 MiB, with or
+	// without the precompiled header, of which clang's shared libraries
+	// map some 220 MiB: 256 MiB is not enough.
 	AddressSpace int64
 	// MaxOutput bounds the size of any file clang writes, the object in
 	// particular (RLIMIT_FSIZE), in bytes; default 64 MiB.
@@ -81,8 +87,12 @@ type Config struct {
 	// source.
 	NoSandbox bool
 	// UsePCH compiles with a precompiled vmlinux.h when that is safe: the
-	// entry file's first directive includes vmlinux.h and the user's flags
-	// define no macros.
+	// entry file's first directive includes vmlinux.h, the bundle has no
+	// vmlinux.h of its own that the include could find, and the user's
+	// flags set no macros and no -std=. The header is built once per
+	// vmlinux.h, clang version and fixed flags and stored next to
+	// vmlinux.h; if building it fails, the Compiler compiles without it
+	// until it is restarted.
 	UsePCH bool
 }
 
@@ -94,6 +104,17 @@ type Request struct {
 	Arch string
 	// Flags are the user's compiler flags, see ValidateFlags.
 	Flags []string
+	// Kernel, when set, compiles against one kernel's own headers instead
+	// of the provider's reference vmlinux.h (per-kernel mode, for sources
+	// that are not CO-RE).
+	Kernel *Target
+}
+
+// Target is one kernel's headers for a per-kernel compile: Dir holds its
+// vmlinux.h and a linux/version.h with its LINUX_VERSION_CODE, which is
+// found before the UAPI headers' own. Digest covers both files.
+type Target struct {
+	Dir, Digest string
 }
 
 // Result is a successful compile.
@@ -111,8 +132,6 @@ type Result struct {
 	Duration time.Duration
 	// UsedPCH tells whether the precompiled vmlinux.h was used.
 	UsedPCH bool
-
-	maxRSS int64 // peak resident set size in bytes, for measurements
 }
 
 // Error is a compile that failed because of what the user submitted:
@@ -137,6 +156,7 @@ type Compiler struct {
 	clang       string // real path of the clang binary
 	bwrap       string
 	prlimit     string
+	setarch     string // util-linux setarch, to turn ASLR off; "" if missing
 	resourceDir string
 	version     string
 	tools       *toolFiles
@@ -210,6 +230,7 @@ func New(cfg Config) (*Compiler, error) {
 		return nil, fmt.Errorf("compile: clang resource directory %q is not absolute", c.resourceDir)
 	}
 
+	c.setarch, _ = findTool("setarch", "/usr/bin/setarch")
 	if !cfg.NoSandbox {
 		if c.bwrap, err = toolPath(cfg.Bwrap, "bwrap"); err != nil {
 			return nil, fmt.Errorf("compile: %w", err)
@@ -334,11 +355,16 @@ func (c *Compiler) Compile(ctx context.Context, req Request) (*Result, error) {
 	if err != nil {
 		return nil, &Error{Reason: err.Error()}
 	}
-	vmlinux, vdigest, err := c.cfg.Vmlinux.VmlinuxH(ctx, req.Arch)
-	if errors.Is(err, ErrUnsupportedArch) {
-		return nil, &Error{Reason: err.Error()}
-	} else if err != nil {
-		return nil, fmt.Errorf("compile: %w", err)
+	var vmlinux, vdigest string
+	if req.Kernel != nil {
+		vmlinux, vdigest = filepath.Join(req.Kernel.Dir, "vmlinux.h"), req.Kernel.Digest
+	} else {
+		vmlinux, vdigest, err = c.cfg.Vmlinux.VmlinuxH(ctx, req.Arch)
+		if errors.Is(err, ErrUnsupportedArch) {
+			return nil, &Error{Reason: err.Error()}
+		} else if err != nil {
+			return nil, fmt.Errorf("compile: %w", err)
+		}
 	}
 	if filepath.Base(vmlinux) != "vmlinux.h" {
 		return nil, fmt.Errorf("compile: vmlinux provider returned %s, not a file named vmlinux.h", vmlinux)
@@ -375,7 +401,7 @@ func (c *Compiler) Compile(ctx context.Context, req Request) (*Result, error) {
 		binds: []bind{
 			{host: hostView.libbpf, sandbox: sbLibbpf},
 			{host: uapi, sandbox: sbUapi},
-			{host: vmlinux, sandbox: sbVmlinux + "/vmlinux.h"},
+			vmlinuxBind(req, vmlinux),
 			{host: src, sandbox: sbSrc},
 			{host: out, sandbox: sbOut, rw: true},
 		},
@@ -395,6 +421,7 @@ func (c *Compiler) Compile(ctx context.Context, req Request) (*Result, error) {
 		}
 	}
 	spec.args = args
+	spec.noASLR = pch != ""
 	res, err := c.run(ctx, spec)
 	if err != nil {
 		return nil, fmt.Errorf("compile: %w", err)
@@ -403,21 +430,26 @@ func (c *Compiler) Compile(ctx context.Context, req Request) (*Result, error) {
 	if usedPCH && (res.code != 0 || res.sig != 0) && isPCHError(res.out) {
 		// The precompiled header was refused: compile without it.
 		usedPCH = false
-		spec.binds = spec.binds[:len(spec.binds)-1]
 		if c.cfg.NoSandbox {
 			v.pch = ""
+		} else {
+			spec.binds = spec.binds[:len(spec.binds)-1]
 		}
 		spec.args = c.compileArgs(req, v, false)
+		spec.noASLR = false
 		os.Remove(filepath.Join(out, objName))
 		if res, err = c.run(ctx, spec); err != nil {
 			return nil, fmt.Errorf("compile: %w", err)
 		}
 	}
 
+	if err := c.sandboxFailure(res); err != nil {
+		return nil, fmt.Errorf("compile: %w", err)
+	}
 	log := cleanLog(applyRewrites(string(res.out), rw), c.cfg.MaxLog, res.truncated)
 	diags := parseDiagnostics(log)
 	if reason := c.limitReason(res, log); reason != "" {
-		return nil, &Error{Reason: reason, Diagnostics: diags, Log: log}
+		return nil, &Error{Reason: reason, Diagnostics: diags, Log: log + "compile stopped: " + reason + "\n"}
 	}
 	if res.code != 0 {
 		return nil, &Error{Reason: failureReason(diags, log, res.code), Diagnostics: diags, Log: log}
@@ -447,21 +479,49 @@ func (c *Compiler) Compile(ctx context.Context, req Request) (*Result, error) {
 		Command:     cmd,
 		Duration:    time.Since(start),
 		UsedPCH:     usedPCH,
-		maxRSS:      res.maxRSS,
 	}, nil
+}
+
+// vmlinuxBind exposes vmlinux.h to the sandbox: the provider's file alone,
+// or a per-kernel target's whole directory (with its linux/version.h).
+func vmlinuxBind(req Request, vmlinux string) bind {
+	if req.Kernel != nil {
+		return bind{host: req.Kernel.Dir, sandbox: sbVmlinux}
+	}
+	return bind{host: vmlinux, sandbox: sbVmlinux + "/vmlinux.h"}
 }
 
 // compileArgs are clang's arguments for req: the bundle root first on the
 // include path, so that the user's headers win over the farm's, then the
-// fixed flags, then the user's flags, which may override -O2.
+// fixed flags, then the user's flags; a user -O flag replaces -O2.
 func (c *Compiler) compileArgs(req Request, v view, pch bool) []string {
 	args := []string{"-I", v.src}
-	args = append(args, c.fixedFlags(req.Arch, v)...)
+	userOpt := slices.ContainsFunc(req.Flags, func(f string) bool { return strings.HasPrefix(f, "-O") })
+	for _, f := range c.fixedFlags(req.Arch, v) {
+		if f == "-O2" && userOpt {
+			continue
+		}
+		args = append(args, f)
+	}
 	args = append(args, req.Flags...)
 	if pch {
 		args = append(args, "-include-pch", v.pch)
 	}
 	return append(args, "-c", req.Bundle.Entry, "-o", filepath.Join(v.out, objName))
+}
+
+// sandboxFailure returns an error if bubblewrap or prlimit, not clang,
+// failed: they report as "bwrap: ..." and "prlimit: ...".
+func (c *Compiler) sandboxFailure(res *runResult) error {
+	if c.cfg.NoSandbox || res.code == 0 {
+		return nil
+	}
+	for _, tool := range []string{"bwrap: ", "prlimit: "} {
+		if bytes.HasPrefix(res.out, []byte(tool)) {
+			return fmt.Errorf("sandbox: %s", firstLine(string(res.out)))
+		}
+	}
+	return nil
 }
 
 // limitReason tells which resource limit, if any, stopped clang.
@@ -470,7 +530,10 @@ func (c *Compiler) limitReason(res *runResult, log string) string {
 	case res.timedOut:
 		return fmt.Sprintf("exceeded the %s time limit", formatDuration(c.cfg.Timeout))
 	case res.sig == syscall.SIGXCPU,
-		res.sig == syscall.SIGKILL && res.cpu >= time.Duration(c.cfg.CPUSeconds)*time.Second:
+		// The hard limit, one second after the soft one. The CPU time
+		// of clang in the sandbox is not visible; its run time is a
+		// lower bound.
+		res.sig == syscall.SIGKILL && max(res.cpu, res.wall) >= time.Duration(c.cfg.CPUSeconds)*time.Second:
 		return fmt.Sprintf("exceeded the %ds CPU time limit", c.cfg.CPUSeconds)
 	case res.sig == syscall.SIGXFSZ, strings.Contains(log, "File too large"):
 		return "output exceeds " + formatBytes(c.cfg.MaxOutput)

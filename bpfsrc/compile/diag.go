@@ -112,7 +112,7 @@ func applyRewrites(s string, rws []rewrite) string {
 func userArg(a string, rws []rewrite) string { return applyRewrites(a, rws) }
 
 var (
-	stackFrame = regexp.MustCompile(`^(\d+\.\t|\s*\d+\s+\S+\s+0x[0-9a-fA-F]+|\s+0x[0-9a-fA-F]+|Stack dump)`)
+	stackFrame = regexp.MustCompile(`^(\d+\.\t|\s*\d+\s+\S+\s+0x[0-9a-fA-F]+|\s*#\d+ 0x[0-9a-fA-F]+|\s+0x[0-9a-fA-F]+|Stack dump)`)
 )
 
 // cleanLog drops the stack dump of a crashed clang (which names host
@@ -123,7 +123,7 @@ func cleanLog(s string, max int, truncated bool) string {
 	for i := 0; i < len(lines); i++ {
 		line := lines[i]
 		if strings.HasPrefix(line, "PLEASE submit a bug report") {
-			b.WriteString("clang crashed (stack dump omitted)\n")
+			b.WriteString("clang stopped abnormally (stack dump omitted)\n")
 			for i+1 < len(lines) && stackFrame.MatchString(lines[i+1]) {
 				i++
 			}

@@ -93,7 +93,7 @@ func TestIncludesVmlinuxFirst(t *testing.T) {
 func TestApplyRewrites(t *testing.T) {
 	rws := []rewrite{{"/src/", ""}, {"/src", "."}, {"/farm/libbpf/", "<farm>/"}, {"/farm/", "<farm>/"}, {"/tmp/job-1/src/", ""}}
 	for in, want := range map[string]string{
-		"/src/a.h:1:2: error: x":                              "a.h:1:2: error: x",
+		"/src/a.h:1:2: error: x":                               "a.h:1:2: error: x",
 		"In file included from /farm/libbpf/bpf/bpf_helpers.h": "In file included from <farm>/bpf/bpf_helpers.h",
 		"'/farm/x.h' and /tmp/job-1/src/y.h":                   "'<farm>/x.h' and y.h",
 		"-I /src":                                              "-I .",
@@ -109,7 +109,7 @@ func TestApplyRewrites(t *testing.T) {
 func TestCleanLog(t *testing.T) {
 	in := "LLVM ERROR: out of memory\nAllocation failed\nPLEASE submit a bug report to https://x and include the crash backtrace.\nStack dump:\n0.\tProgram arguments: /usr/lib/llvm-19/bin/clang -c x.c\n1.\tx.c:1:1: current parser token 'A'\nStack dump without symbol names (ensure you have llvm-symbolizer in your PATH):\n0  libLLVM.so.19.1 0x00007f05c564524a llvm::sys::PrintStackTrace + 54\n1  libLLVM.so.19.1 0x00007f05c564524a\n39 libc.so.6            0x00007f05c5645305 __libc_start_main + 133\nclang: error: clang frontend command failed with exit code 134 (use -v to see invocation)\n"
 	got := cleanLog(in, 1<<20, false)
-	want := "LLVM ERROR: out of memory\nAllocation failed\nclang crashed (stack dump omitted)\nclang: error: clang frontend command failed with exit code 134 (use -v to see invocation)\n"
+	want := "LLVM ERROR: out of memory\nAllocation failed\nclang stopped abnormally (stack dump omitted)\nclang: error: clang frontend command failed with exit code 134 (use -v to see invocation)\n"
 	if got != want {
 		t.Errorf("got\n%s\nwant\n%s", got, want)
 	}

@@ -107,6 +107,7 @@ func (c *Compiler) buildPCH(ctx context.Context, arch, vmlinux, path string, hv 
 		hostDir: tmp,
 		args:    args,
 		fsize:   max(c.cfg.MaxOutput, 512<<20),
+		noASLR:  true,
 	}
 	res, err := c.run(ctx, spec)
 	if err != nil {

@@ -24,6 +24,10 @@ type runSpec struct {
 	hostDir string   // working directory without the sandbox
 	args    []string // clang's arguments, without argv[0]
 	fsize   int64    // RLIMIT_FSIZE; 0 means Config.MaxOutput
+	// noASLR runs clang without address space layout randomization. With
+	// a precompiled header, clang 19 orders forward declarations in .BTF
+	// by address, so the object would change from run to run.
+	noASLR bool
 }
 
 // runResult is how a run of clang ended.
@@ -33,8 +37,8 @@ type runResult struct {
 	code      int            // exit status, if not killed by a signal
 	sig       syscall.Signal // the signal that killed clang, or 0
 	timedOut  bool           // killed because Config.Timeout passed
-	cpu       time.Duration
-	maxRSS    int64
+	cpu       time.Duration  // of the direct child only: not clang in the sandbox
+	wall      time.Duration
 }
 
 // bwrapArgs returns the bubblewrap command line (after "bwrap") for spec.
@@ -44,13 +48,17 @@ type runResult struct {
 // tree, its shared libraries and the dynamic loader, the farm headers
 // read-only, the job's sources read-only at /src and a writable /out. There
 // is no /proc, /sys, /etc or /home. clang runs as nobody with no
-// capabilities, no way to create user namespaces, no environment but PATH,
-// in a new session and is killed if the farm dies.
+// capabilities, no way to create user namespaces, no environment but PATH
+// and LLVM_DISABLE_SYMBOLIZATION, in a new session, and is killed if the
+// farm dies.
 func (c *Compiler) bwrapArgs(spec *runSpec) []string {
 	args := []string{
 		"--unshare-all", "--unshare-user", "--uid", "65534", "--gid", "65534", "--disable-userns",
-		"--die-with-parent", "--new-session", "--cap-drop", "ALL",
+		"--hostname", "bpfarm", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
 		"--clearenv", "--setenv", "PATH", "/usr/bin:/bin",
+		// A crash or a CPU limit makes LLVM print a stack dump;
+		// symbolizing it takes long enough to hit the hard limit.
+		"--setenv", "LLVM_DISABLE_SYMBOLIZATION", "1",
 		"--dev", "/dev",
 		"--size", strconv.Itoa(16 << 20), "--tmpfs", "/tmp",
 	}
@@ -77,8 +85,13 @@ func (c *Compiler) run(parent context.Context, spec *runSpec) (*runResult, error
 	defer cancel()
 
 	var cmd *exec.Cmd
+	var setarch []string
+	if spec.noASLR && c.setarch != "" {
+		setarch = []string{c.setarch, "-R"}
+	}
 	if c.cfg.NoSandbox {
-		cmd = exec.CommandContext(ctx, c.clang, spec.args...)
+		argv := append(append(setarch, c.clang), spec.args...)
+		cmd = exec.CommandContext(ctx, argv[0], argv[1:]...)
 		cmd.Dir = spec.hostDir
 	} else {
 		fsize := spec.fsize
@@ -92,12 +105,13 @@ func (c *Compiler) run(parent context.Context, spec *runSpec) (*runResult, error
 			"--fsize=" + strconv.FormatInt(fsize, 10),
 			"--nofile=1024",
 			"--core=0",
-			"--", c.bwrap,
+			"--",
 		}
+		args = append(append(args, setarch...), c.bwrap)
 		cmd = exec.CommandContext(ctx, c.prlimit, append(args, c.bwrapArgs(spec)...)...)
 		cmd.Dir = "/"
 	}
-	cmd.Env = []string{"PATH=/usr/bin:/bin"}
+	cmd.Env = []string{"PATH=/usr/bin:/bin", "LLVM_DISABLE_SYMBOLIZATION=1"}
 	// Own process group, killed whole on timeout; bubblewrap's
 	// --die-with-parent takes the sandbox down with it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -107,13 +121,13 @@ func (c *Compiler) run(parent context.Context, spec *runSpec) (*runResult, error
 	out := &capWriter{max: 2*c.cfg.MaxLog + 4096}
 	cmd.Stdout = out
 	cmd.Stderr = out
+	start := time.Now()
 	err := cmd.Run()
 
-	res := &runResult{out: out.buf, truncated: out.dropped}
+	res := &runResult{out: out.buf, truncated: out.dropped, wall: time.Since(start)}
 	if ps := cmd.ProcessState; ps != nil {
 		if ru, ok := ps.SysUsage().(*syscall.Rusage); ok {
 			res.cpu = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-			res.maxRSS = ru.Maxrss << 10
 		}
 		if ws, ok := ps.Sys().(syscall.WaitStatus); ok {
 			switch {

@@ -129,9 +129,10 @@ func startMinIO(t testing.TB, bin, dir string) (string, error) {
 		killGroup(cmd)
 		<-exited
 	}
+	ready := false
 	t.Cleanup(func() {
 		stop()
-		if t.Failed() {
+		if ready && t.Failed() {
 			t.Logf("minio server at %s: output:\n%s", addr, out)
 		}
 	})
@@ -148,6 +149,7 @@ func startMinIO(t testing.TB, bin, dir string) (string, error) {
 		if resp, err := client.Get(health); err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
+				ready = true
 				return addr, nil
 			}
 		}

@@ -32,6 +32,7 @@ func Require(t testing.TB, what, reason string) {
 	t.Helper()
 	if Strict() {
 		t.Fatalf("%s unavailable: %s (%s=1: not skipping)", what, reason, StrictEnv)
+		return
 	}
 	t.Skipf("%s unavailable: %s (skipping; %s=1 makes this fail)", what, reason, StrictEnv)
 }
@@ -93,6 +94,7 @@ func binary(t testing.TB, name, env, hint string) string {
 	}
 	if env != "" && os.Getenv(env) != "" {
 		t.Fatalf("%s: %v", name, err)
+		return ""
 	}
 	reason := err.Error()
 	if hint != "" {

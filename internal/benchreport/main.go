@@ -1,0 +1,262 @@
+// Command benchreport runs bpfarm's benchmarks and writes BENCHMARKS.md:
+// every figure measured in the same run as the alternative it is compared
+// with (bare clang, bpftool, …), as a ratio against the issue's budget.
+//
+//	go run ./internal/benchreport -o BENCHMARKS.md
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"regexp"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// group is one `go test -bench` invocation.
+type group struct {
+	pkg, pattern, benchtime string
+	count                   int
+}
+
+var groups = []group{
+	{"./bpfsrc/compile/", "^BenchmarkCompile", "5x", 3},
+	{"./server/", "^BenchmarkPushCacheHit$", "200x", 3},
+	{"./server/blob/", "^Benchmark(Put|Get)", "30x", 1},
+	{"./btf/core/", ".", "", 1},
+	{"./btf/source/", ".", "", 1},
+}
+
+// result is a benchmark's median over its runs: ns/op plus custom metrics.
+type result map[string]float64
+
+// comparison states a budget: ours/theirs (or an absolute value) against a
+// limit.
+type comparison struct {
+	section, what string
+	ours          string // "pkg:Benchmark" or "pkg:Benchmark:metric"
+	theirs        string // empty for an absolute budget
+	kind          string // "ratio<=", "speedup>=", "abs<=ms", "ratio<=pct", "info"
+	budget        float64
+	note          string
+}
+
+var comparisons = []comparison{
+	{"Compile service", "sandboxed compile vs bare clang-19 (same source, no PCH)",
+		"bpfsrc/compile:BenchmarkCompileSandbox", "bpfsrc/compile:BenchmarkCompileBare", "ratio<=", 1.15, ""},
+	{"Compile service", "compile with the precompiled vmlinux.h (sandboxed) vs bare clang-19 with the plain vmlinux.h",
+		"bpfsrc/compile:BenchmarkCompileSandboxPCH", "bpfsrc/compile:BenchmarkCompileBare", "ratio<=", 0.5,
+		"a new program's compile once the farm holds the PCH for that vmlinux.h digest"},
+	{"Compile service", "first compile after a new vmlinux.h (builds the PCH, then compiles) vs bare clang-19",
+		"bpfsrc/compile:BenchmarkCompileSandboxPCHCold", "bpfsrc/compile:BenchmarkCompileBare", "info", 0,
+		"paid once per vmlinux.h digest (kernel BTF), not per program"},
+	{"Compile service", "cache-hit push round trip on loopback (bundle, upload, validate, digest, cache lookup, answer)",
+		"server:BenchmarkPushCacheHit", "", "abs<=ms", 20, ""},
+	{"Blob store", "local directory Put 1 MiB (fsync)", "server/blob:BenchmarkPut/local", "", "info", 0, ""},
+	{"Blob store", "S3 (real MinIO on loopback) Put 1 MiB", "server/blob:BenchmarkPut/s3", "", "info", 0, ""},
+	{"Blob store", "local directory Get 1 MiB", "server/blob:BenchmarkGet/local", "", "info", 0, ""},
+	{"Blob store", "S3 (real MinIO on loopback) Get 1 MiB", "server/blob:BenchmarkGet/s3", "", "info", 0, ""},
+	{"BTF archive", "parse a kernel's vmlinux BTF (paid once per kernel, cached)", "btf/core:BenchmarkLoadKernel", "", "info", 0, ""},
+	{"BTF archive", "per-kernel marginal cost: relocation report + minimized BTF + pre-relocated object (BTF parsed)",
+		"btf/core:BenchmarkRelocate", "", "abs<=ms", 10, ""},
+	{"BTF archive", "ours vs `bpftool gen min_core_btf` per kernel",
+		"btf/core:BenchmarkRelocate", "btf/core:BenchmarkBpftoolMinCoreBTF", "speedup>=", 3, ""},
+	{"BTF archive", "ours vs compiling per kernel with clang-19",
+		"btf/core:BenchmarkRelocate", "btf/core:BenchmarkClangPerKernel", "speedup>=", 50, ""},
+	{"BTF archive", "minimized BTF size vs the full kernel BTF",
+		"btf/core:BenchmarkRelocate:minbtf-bytes", "btf/core:BenchmarkRelocate:fullbtf-bytes", "ratio<=pct", 1, ""},
+	{"BTF archive", "minimized BTF size vs bpftool's min_core_btf output",
+		"btf/core:BenchmarkRelocate:minbtf-bytes", "btf/core:BenchmarkRelocate:bpftool-bytes", "ratio<=", 1.10, ""},
+	{"BTF archive", "fan-out of one build over 100 kernels: wall time", "btf/core:BenchmarkFanout100", "", "abs<=ms", 5000, ""},
+	{"BTF archive", "fan-out of one build over 100 kernels: peak RSS (MiB)", "btf/core:BenchmarkFanout100:peak-rss-MiB", "", "abs<=", 1024, ""},
+	{"BTF archive", "import a Debian linux-image .deb (pure Go: ar, xz/zstd, lz4, ELF .BTF, modules)", "btf/source:BenchmarkImportDeb", "", "info", 0, ""},
+}
+
+var lineRE = regexp.MustCompile(`^(Benchmark\S+?)(?:-\d+)?\s+\d+\s+(.*)$`)
+
+func main() {
+	out := flag.String("o", "BENCHMARKS.md", "output file")
+	only := flag.String("only", "", "run only groups whose package contains this")
+	flag.Parse()
+
+	results := map[string]result{} // "pkg:Name" → metrics
+	var logs bytes.Buffer
+	for _, g := range groups {
+		if *only != "" && !strings.Contains(g.pkg, *only) {
+			continue
+		}
+		if _, err := os.Stat(g.pkg); err != nil {
+			fmt.Fprintf(os.Stderr, "benchreport: skipping %s: %v\n", g.pkg, err)
+			continue
+		}
+		args := []string{"test", "-run", "^$", "-bench", g.pattern, "-benchmem", "-timeout", "60m"}
+		if g.benchtime != "" {
+			args = append(args, "-benchtime", g.benchtime)
+		}
+		if g.count > 1 {
+			args = append(args, "-count", strconv.Itoa(g.count))
+		}
+		args = append(args, g.pkg)
+		fmt.Fprintf(os.Stderr, "benchreport: go %s\n", strings.Join(args, " "))
+		cmd := exec.Command("go", args...)
+		cmd.Stderr = os.Stderr
+		cmd.Env = append(os.Environ(), "BPFARM_TEST_STRICT=1")
+		b, err := cmd.Output()
+		logs.Write(b)
+		os.Stderr.Write(b)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "benchreport: %s: %v\n", g.pkg, err)
+			os.Exit(1)
+		}
+		pkg := strings.Trim(g.pkg, "./")
+		for name, r := range parse(b) {
+			results[pkg+":"+name] = r
+		}
+	}
+	report := render(results, logs.String())
+	if err := os.WriteFile(*out, []byte(report), 0o644); err != nil {
+		fmt.Fprintln(os.Stderr, "benchreport:", err)
+		os.Exit(1)
+	}
+	fmt.Fprintf(os.Stderr, "benchreport: wrote %s\n", *out)
+}
+
+// parse reads `go test -bench` output into medians per benchmark.
+func parse(out []byte) map[string]result {
+	samples := map[string]map[string][]float64{}
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	for sc.Scan() {
+		m := lineRE.FindStringSubmatch(sc.Text())
+		if m == nil {
+			continue
+		}
+		name := m[1]
+		f := strings.Fields(m[2])
+		if samples[name] == nil {
+			samples[name] = map[string][]float64{}
+		}
+		for i := 0; i+1 < len(f); i += 2 {
+			v, err := strconv.ParseFloat(f[i], 64)
+			if err != nil {
+				continue
+			}
+			samples[name][f[i+1]] = append(samples[name][f[i+1]], v)
+		}
+	}
+	res := map[string]result{}
+	for name, metrics := range samples {
+		r := result{}
+		for unit, vs := range metrics {
+			sort.Float64s(vs)
+			r[unit] = vs[len(vs)/2]
+		}
+		res[name] = r
+	}
+	return res
+}
+
+// value looks up "pkg:Name" (ns/op) or "pkg:Name:metric".
+func value(results map[string]result, ref string) (float64, bool) {
+	parts := strings.SplitN(ref, ":", 3)
+	r, ok := results[parts[0]+":"+parts[1]]
+	if !ok {
+		return 0, false
+	}
+	unit := "ns/op"
+	if len(parts) == 3 {
+		unit = parts[2]
+	}
+	v, ok := r[unit]
+	return v, ok
+}
+
+func ms(ns float64) string { return fmt.Sprintf("%.2f ms", ns/1e6) }
+
+func render(results map[string]result, raw string) string {
+	var b strings.Builder
+	host, _ := os.Hostname()
+	kernel, _ := os.ReadFile("/proc/sys/kernel/osrelease")
+	clang, _ := exec.Command("clang-19", "--version").Output()
+	fmt.Fprintf(&b, "# Benchmarks\n\nWritten by `make bench` (`go run ./internal/benchreport`) on %s: %s, %d cores, kernel %s, %s.\n",
+		time.Now().UTC().Format("2006-01-02 15:04 UTC"), host, runtime.NumCPU(), strings.TrimSpace(string(kernel)),
+		strings.TrimSpace(strings.SplitN(string(clang), "\n", 2)[0]))
+	b.WriteString("Every comparison is measured in the same run as its alternative; figures are medians of the runs.\n")
+	section := ""
+	for _, c := range comparisons {
+		ours, ok := value(results, c.ours)
+		if !ok {
+			continue
+		}
+		if c.section != section {
+			section = c.section
+			fmt.Fprintf(&b, "\n## %s\n\n| what | ours | alternative | ratio | budget | verdict |\n|---|---|---|---|---|---|\n", section)
+		}
+		theirs, hasTheirs := 0.0, false
+		if c.theirs != "" {
+			theirs, hasTheirs = value(results, c.theirs)
+			if !hasTheirs {
+				continue
+			}
+		}
+		fmtv := func(v float64, ref string) string {
+			switch {
+			case strings.HasSuffix(ref, "bytes"):
+				return fmt.Sprintf("%.0f bytes", v)
+			case strings.Contains(ref, "MiB"):
+				return fmt.Sprintf("%.0f MiB", v)
+			}
+			return ms(v)
+		}
+		oursS, theirsS, ratioS, budgetS, verdict := fmtv(ours, c.ours), "-", "-", "-", "-"
+		if hasTheirs {
+			theirsS = fmtv(theirs, c.theirs)
+		}
+		within := true
+		switch c.kind {
+		case "ratio<=":
+			r := ours / theirs
+			ratioS, budgetS = fmt.Sprintf("%.3f×", r), fmt.Sprintf("≤ %.2f×", c.budget)
+			within = r <= c.budget
+		case "ratio<=pct":
+			r := 100 * ours / theirs
+			ratioS, budgetS = fmt.Sprintf("%.3f%%", r), fmt.Sprintf("≤ %.0f%%", c.budget)
+			within = r <= c.budget
+		case "speedup>=":
+			r := theirs / ours
+			ratioS, budgetS = fmt.Sprintf("%.1f× faster", r), fmt.Sprintf("≥ %.0f× faster", c.budget)
+			within = r >= c.budget
+		case "abs<=ms":
+			budgetS = fmt.Sprintf("≤ %.0f ms", c.budget)
+			within = ours/1e6 <= c.budget
+		case "abs<=":
+			budgetS = fmt.Sprintf("≤ %.0f", c.budget)
+			within = ours <= c.budget
+		}
+		if c.kind != "info" {
+			verdict = "within budget"
+			if !within {
+				verdict = "**over budget**"
+			}
+		}
+		what := c.what
+		if c.note != "" {
+			what += " — " + c.note
+		}
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s |\n", what, oursS, theirsS, ratioS, budgetS, verdict)
+	}
+	b.WriteString("\n## Raw output\n\n```\n")
+	for _, line := range strings.Split(raw, "\n") {
+		if strings.HasPrefix(line, "Benchmark") {
+			b.WriteString(line + "\n")
+		}
+	}
+	b.WriteString("```\n")
+	return b.String()
+}
