@@ -8,6 +8,7 @@ import (
 
 	"github.com/bpfarm/bpfarm/bpfsrc"
 	"github.com/bpfarm/bpfarm/bpfsrc/inspect"
+	"github.com/bpfarm/bpfarm/manifest"
 )
 
 // Error is the body of every non-2xx response.
@@ -39,6 +40,7 @@ type Build struct {
 	Program     string              `json:"program"`
 	Revision    string              `json:"revision"`
 	Arch        string              `json:"arch"`
+	Kernel      string              `json:"kernel,omitempty"` // per-kernel build: the kernel compiled against
 	Flags       []string            `json:"flags"`
 	State       string              `json:"state"`
 	Error       string              `json:"error,omitempty"`
@@ -130,4 +132,74 @@ type SigningKey struct {
 	PublicKey string `json:"public_key"` // base64 (standard) of the 32-byte key
 	PEM       string `json:"pem"`        // PKIX "PUBLIC KEY" PEM
 	KeyID     string `json:"key_id"`     // hex sha256 of the raw key, first 16 chars
+}
+
+// Artifact states (an artifact is also a relocation job).
+const (
+	ArtifactQueued  = "queued"
+	ArtifactRunning = "running"
+	ArtifactDone    = "done"
+	ArtifactError   = "error"
+)
+
+// Artifact is a build relocated for one kernel.
+type Artifact struct {
+	ID         int64            `json:"id"`
+	Program    string           `json:"program"`
+	Revision   string           `json:"revision"`
+	BuildID    int64            `json:"build_id"`
+	Arch       string           `json:"arch"`
+	Kernel     string           `json:"kernel"`
+	PerKernel  bool             `json:"per_kernel,omitempty"`
+	State      string           `json:"state"`
+	Status     string           `json:"status,omitempty"` // ok, poisoned, failed (when done)
+	Error      string           `json:"error,omitempty"`
+	Report     *manifest.Report `json:"report,omitempty"`
+	Object     *Blob            `json:"object,omitempty"`
+	MinBTF     *Blob            `json:"min_btf,omitempty"`
+	Relocated  *Blob            `json:"relocated,omitempty"`
+	Manifest   *Blob            `json:"manifest,omitempty"`
+	CreatedAt  time.Time        `json:"created_at"`
+	FinishedAt *time.Time       `json:"finished_at,omitempty"`
+}
+
+// Kernel is a kernel of the BTF archive.
+type Kernel struct {
+	ID          string    `json:"id"` // DISTRO/VERSION/ARCH/RELEASE
+	Distro      string    `json:"distro"`
+	Version     string    `json:"version"`
+	Arch        string    `json:"arch"`
+	Release     string    `json:"release"`
+	Build       string    `json:"build,omitempty"`
+	VersionCode uint32    `json:"version_code,omitempty"`
+	BTF         Blob      `json:"btf"`
+	Modules     int       `json:"modules"`
+	ModulesSize int64     `json:"modules_size,omitempty"`
+	HasConfig   bool      `json:"has_config"`
+	HasImage    bool      `json:"has_image"`
+	Source      string    `json:"source"`
+	CreatedAt   time.Time `json:"created_at"`
+	Default     bool      `json:"default,omitempty"` // the arch's reference kernel for compiles
+	Artifacts   int       `json:"artifacts"`
+}
+
+// KernelImport is the answer to a kernel import.
+type KernelImport struct {
+	Kernels []KernelImported `json:"kernels"`
+}
+
+// KernelImported is one imported kernel.
+type KernelImported struct {
+	Kernel  Kernel `json:"kernel"`
+	Created bool   `json:"created"` // false when the same BTF was already there
+	Queued  int    `json:"queued"`  // relocations queued for it
+}
+
+// Resolved answers an artifact resolve: the signed manifest and where to
+// fetch each file.
+type Resolved struct {
+	Artifact Artifact           `json:"artifact"`
+	Manifest *manifest.Manifest `json:"manifest"`
+	// Match says how the kernel was matched: "exact" or "release".
+	Match string `json:"match"`
 }

@@ -135,6 +135,9 @@ func decode(resp *http.Response, v any) error {
 type PushOptions struct {
 	Arches []string
 	Flags  []string
+	// PerKernel compiles against each kernel's own vmlinux.h (sources that
+	// are not CO-RE).
+	PerKernel bool
 }
 
 // Push uploads a bundle as a revision of program.
@@ -149,6 +152,9 @@ func (c *Client) Push(ctx context.Context, program string, b *bpfsrc.Bundle, opt
 	}
 	if len(opt.Flags) > 0 {
 		q["flag"] = opt.Flags
+	}
+	if opt.PerKernel {
+		q.Set("per_kernel", "true")
 	}
 	resp, err := c.Do(ctx, http.MethodPost, "/api/v1/programs/"+url.PathEscape(program)+"/revisions", q, &buf, "application/gzip", nil)
 	if err != nil {

@@ -20,6 +20,7 @@ import (
 
 	"github.com/bpfarm/bpfarm/api"
 	"github.com/bpfarm/bpfarm/bpfsrc/compile"
+	"github.com/bpfarm/bpfarm/server/archive"
 	"github.com/bpfarm/bpfarm/server/auth"
 	"github.com/bpfarm/bpfarm/server/blob"
 	"github.com/bpfarm/bpfarm/server/build"
@@ -40,8 +41,14 @@ type Config struct {
 	// CompileTimeout bounds one compile's wall time (default 60s).
 	CompileTimeout time.Duration
 	// NoPCH disables the precompiled vmlinux.h.
-	NoPCH  bool
-	Logger *slog.Logger
+	NoPCH bool
+	// DefaultKernels names each arch's reference kernel for CO-RE compiles
+	// (arch → kernel id); an arch without one uses its newest kernel, and
+	// x86_64 uses this host's BTF while the archive has no x86_64 kernel.
+	DefaultKernels map[string]string
+	// Relocators is the number of concurrent relocations (default: cores).
+	Relocators int
+	Logger     *slog.Logger
 	// Out receives the one-time start-up notice (URL, admin token).
 	Out io.Writer
 	// Listener, when set, is used instead of listening on Addr (tests).
@@ -55,6 +62,7 @@ type Server struct {
 	Blobs    blob.Store
 	Key      *signing.Key
 	Compiler *compile.Compiler
+	Archive  *archive.Archive
 	Builds   *build.Service
 	Registry *prometheus.Registry
 	API      *httpapi.Server
@@ -69,6 +77,12 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.Data == "" {
 		cfg.Data = "data"
 	}
+	// The sandbox binds paths under Data: they must be absolute.
+	data, err := filepath.Abs(cfg.Data)
+	if err != nil {
+		return nil, fmt.Errorf("data directory: %w", err)
+	}
+	cfg.Data = data
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -82,7 +96,6 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	s := &Server{cfg: cfg, Registry: prometheus.NewRegistry()}
 	s.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	var err error
 	if s.DB, err = store.Open(ctx, filepath.Join(cfg.Data, "bpfarm.db")); err != nil {
 		return nil, err
 	}
@@ -131,9 +144,21 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 		s.DB.Close()
 		return nil, fmt.Errorf("job directory: %w", err)
 	}
+	tmp := filepath.Join(cfg.Data, "tmp")
+	os.RemoveAll(tmp)
+	if err := os.MkdirAll(tmp, 0o700); err != nil {
+		s.DB.Close()
+		return nil, fmt.Errorf("temp directory: %w", err)
+	}
+	s.Archive, err = archive.New(archive.Config{DB: s.DB, Blobs: s.Blobs, Log: log,
+		CacheDir: filepath.Join(farm, "kernels"), Defaults: cfg.DefaultKernels})
+	if err != nil {
+		s.DB.Close()
+		return nil, err
+	}
 	s.Compiler, err = compile.New(compile.Config{
 		Headers: hdrs,
-		Vmlinux: &compile.HostVmlinux{CacheDir: filepath.Join(farm, "vmlinux")},
+		Vmlinux: s.Archive.Provider(&compile.HostVmlinux{CacheDir: filepath.Join(farm, "vmlinux")}),
 		WorkDir: jobs,
 		Timeout: cfg.CompileTimeout,
 		UsePCH:  !cfg.NoPCH,
@@ -145,9 +170,9 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	log.Info("compiler ready", "version", s.Compiler.Version())
 
 	s.Builds = build.New(build.Config{DB: s.DB, Blobs: s.Blobs, Compiler: s.Compiler, Workers: cfg.Workers,
-		Logger: log, Registry: s.Registry})
-	s.API = httpapi.New(httpapi.Config{DB: s.DB, Blobs: s.Blobs, Builds: s.Builds, Key: s.Key, Logger: log,
-		Registry: s.Registry, AnonymousRead: cfg.AnonymousRead, UI: web.New(s.DB)})
+		Logger: log, Registry: s.Registry, Archive: s.Archive, Key: s.Key, Relocators: cfg.Relocators})
+	s.API = httpapi.New(httpapi.Config{DB: s.DB, Blobs: s.Blobs, Builds: s.Builds, Archive: s.Archive, Key: s.Key,
+		Logger: log, Registry: s.Registry, AnonymousRead: cfg.AnonymousRead, UI: web.New(s.DB), TempDir: tmp})
 	return s, nil
 }
 

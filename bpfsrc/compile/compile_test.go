@@ -85,6 +85,9 @@ func TestCompileCORE(t *testing.T) {
 			t.Errorf("no section %s", name)
 		}
 	}
+	if f.Section(".debug_info") != nil {
+		t.Error("DWARF .debug_info left in the object (it is stripped by default)")
+	}
 	if res.UsedPCH {
 		t.Error("UsedPCH without Config.UsePCH")
 	}

@@ -94,6 +94,9 @@ type Config struct {
 	// vmlinux.h; if building it fails, the Compiler compiles without it
 	// until it is restarted.
 	UsePCH bool
+	// KeepDWARF keeps the DWARF debug sections in objects; by default they
+	// are stripped (llvm-strip --strip-debug), keeping .BTF and .BTF.ext.
+	KeepDWARF bool
 }
 
 // Request is one compile.
@@ -299,8 +302,8 @@ func (c *Compiler) Fingerprint(ctx context.Context, arch string) (string, error)
 		return "", fmt.Errorf("fingerprint: %w", err)
 	}
 	sum := sha256.New()
-	fmt.Fprintf(sum, "%s\x00%s\x00%s\x00headers %s\x00vmlinux %s\x00",
-		fingerprintVersion, c.version, strings.Join(c.fixedFlags(arch, sandboxView), " "), hd, vd)
+	fmt.Fprintf(sum, "%s\x00%s\x00%s\x00headers %s\x00vmlinux %s\x00keep-dwarf %v\x00",
+		fingerprintVersion, c.version, strings.Join(c.fixedFlags(arch, sandboxView), " "), hd, vd, c.cfg.KeepDWARF)
 	return hex.EncodeToString(sum.Sum(nil)), nil
 }
 
@@ -462,6 +465,22 @@ func (c *Compiler) Compile(ctx context.Context, req Request) (*Result, error) {
 	}
 	if info.Size() > c.cfg.MaxOutput {
 		return nil, &Error{Reason: "output exceeds " + formatBytes(c.cfg.MaxOutput), Diagnostics: diags, Log: log}
+	}
+	if !c.cfg.KeepDWARF {
+		// Like libbpf-bootstrap's `llvm-strip -g`: DWARF is most of an
+		// object built against vmlinux.h (~600 KiB of ~650 KiB) and hosts
+		// never need it; .BTF and .BTF.ext stay.
+		strip := *spec
+		strip.prog = filepath.Join(filepath.Dir(c.clang), "llvm-strip")
+		strip.args = []string{"--strip-debug", filepath.Join(v.out, objName)}
+		strip.noASLR = false
+		sres, err := c.run(ctx, &strip)
+		if err != nil {
+			return nil, fmt.Errorf("compile: strip: %w", err)
+		}
+		if sres.code != 0 || sres.sig != 0 {
+			return nil, fmt.Errorf("compile: llvm-strip --strip-debug: exit %d, signal %v: %s", sres.code, sres.sig, bytes.TrimSpace(sres.out))
+		}
 	}
 	obj, err := os.ReadFile(objPath)
 	if err != nil {

@@ -25,6 +25,7 @@ func newPush(g *globals) *cobra.Command {
 		name, entry   string
 		arches, flags []string
 		wait          bool
+		perKernel     bool
 	)
 	cmd := &cobra.Command{
 		Use:   "push PATH",
@@ -53,7 +54,7 @@ diagnostics at your own file:line:col.`,
 			if err != nil {
 				return err
 			}
-			return push(cmd.Context(), c, g, name, b, client.PushOptions{Arches: splitComma(arches), Flags: flags}, wait)
+			return push(cmd.Context(), c, g, name, b, client.PushOptions{Arches: splitComma(arches), Flags: flags, PerKernel: perKernel}, wait)
 		},
 	}
 	f := cmd.Flags()
@@ -62,6 +63,7 @@ diagnostics at your own file:line:col.`,
 	f.StringSliceVar(&arches, "arch", nil, "target arches: x86_64, arm64 (default x86_64)")
 	f.StringArrayVar(&flags, "cflag", nil, "extra compiler flag: -DNAME[=VALUE], -UNAME, -W..., -std=..., -O1..-O3 (repeatable)")
 	f.BoolVar(&wait, "wait", false, "wait for the builds and show progress (default: on a terminal)")
+	f.BoolVar(&perKernel, "per-kernel", false, "compile against each kernel's own vmlinux.h and LINUX_VERSION_CODE (sources that are not CO-RE)")
 	return cmd
 }
 
@@ -172,7 +174,11 @@ func printBuild(w io.Writer, b *api.Build) {
 	if b.CachedFrom != 0 {
 		cached = fmt.Sprintf(" (cached from build %d)", b.CachedFrom)
 	}
-	fmt.Fprintf(w, "build %d %s: %s%s%s\n", b.ID, b.Arch, b.State, took, cached)
+	kernel := ""
+	if b.Kernel != "" {
+		kernel = " for " + b.Kernel
+	}
+	fmt.Fprintf(w, "build %d %s%s: %s%s%s\n", b.ID, b.Arch, kernel, b.State, took, cached)
 	for _, d := range b.Diagnostics {
 		fmt.Fprintln(w, d.String())
 	}

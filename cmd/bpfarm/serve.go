@@ -59,6 +59,9 @@ BPFARM_S3_ENDPOINT.`,
 	f.BoolVar(&cfg.AnonymousRead, "anonymous-read", false, "allow reads without a token")
 	f.DurationVar(&cfg.CompileTimeout, "compile-timeout", 60*time.Second, "wall-clock limit of one compile")
 	f.BoolVar(&cfg.NoPCH, "no-pch", false, "do not use the precompiled vmlinux.h")
+	f.StringToStringVar(&cfg.DefaultKernels, "default-kernel", nil,
+		"reference kernel per arch for CO-RE compiles, ARCH=DISTRO/VERSION/ARCH/RELEASE (default: the arch's newest kernel)")
+	f.IntVar(&cfg.Relocators, "relocators", runtime.NumCPU(), "concurrent per-kernel relocations")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	f.BoolVar(&logJSON, "log-json", false, "log as JSON lines")
 	return cmd

@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"log/slog"
 	"regexp"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -28,7 +29,9 @@ import (
 	"github.com/bpfarm/bpfarm/bpfsrc"
 	"github.com/bpfarm/bpfarm/bpfsrc/compile"
 	"github.com/bpfarm/bpfarm/bpfsrc/inspect"
+	"github.com/bpfarm/bpfarm/server/archive"
 	"github.com/bpfarm/bpfarm/server/blob"
+	"github.com/bpfarm/bpfarm/server/signing"
 	"github.com/bpfarm/bpfarm/server/store"
 )
 
@@ -42,8 +45,13 @@ type Service struct {
 	blobs    blob.Store
 	compiler *compile.Compiler
 	log      *slog.Logger
+	archive  *archive.Archive
+	key      *signing.Key
 	metrics  *metrics
 	workers  int
+
+	relocator  *relocator
+	relocators int
 
 	wake    chan struct{}
 	changed notifier
@@ -55,8 +63,15 @@ type Config struct {
 	Blobs    blob.Store
 	Compiler *compile.Compiler
 	Workers  int // concurrent compiles; at least 1
-	Logger   *slog.Logger
-	Registry prometheus.Registerer
+	// Archive is the BTF archive builds are relocated against; nil turns
+	// relocation off.
+	Archive *archive.Archive
+	// Key signs artifact manifests.
+	Key *signing.Key
+	// Relocators is the number of concurrent relocations (default: cores).
+	Relocators int
+	Logger     *slog.Logger
+	Registry   prometheus.Registerer
 }
 
 // New returns a Service; call Run to start its workers.
@@ -67,8 +82,13 @@ func New(cfg Config) *Service {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.Relocators < 1 {
+		cfg.Relocators = runtime.GOMAXPROCS(0)
+	}
 	s := &Service{db: cfg.DB, blobs: cfg.Blobs, compiler: cfg.Compiler, log: cfg.Logger,
-		workers: cfg.Workers, wake: make(chan struct{}, 1)}
+		archive: cfg.Archive, key: cfg.Key, workers: cfg.Workers, relocators: cfg.Relocators,
+		wake: make(chan struct{}, 1)}
+	s.relocator = newRelocator(s)
 	s.metrics = newMetrics(cfg.Registry, cfg.DB)
 	return s
 }
@@ -85,6 +105,23 @@ func (s *Service) Run(ctx context.Context) error {
 		s.log.Info("recovered interrupted builds", "requeued", requeued, "failed", failed)
 	}
 	var wg sync.WaitGroup
+	if s.archive != nil {
+		n, err := s.db.RecoverArtifacts(ctx)
+		if err != nil {
+			return err
+		}
+		if n > 0 {
+			s.log.Info("recovered interrupted relocations", "requeued", n)
+		}
+		for i := range s.relocators {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				s.relocator.run(ctx, i)
+			}()
+		}
+		s.relocator.kick()
+	}
 	for i := range s.workers {
 		wg.Add(1)
 		go func() {
@@ -154,6 +191,15 @@ func (s *Service) run(ctx context.Context, log *slog.Logger, job *store.Job) {
 	s.metrics.builds.WithLabelValues(result).Inc()
 	s.metrics.duration.WithLabelValues(result).Observe(d.Seconds())
 	log.Info("build finished", "state", out.State, "error", out.Error, "duration", d, "pch", out.UsedPCH)
+	if out.State == api.StateSucceeded && s.archive != nil {
+		n, err := s.db.QueueArtifacts(context.WithoutCancel(ctx), job.ID)
+		if err != nil {
+			log.Error("queue relocations", "err", err)
+		} else if n > 0 {
+			log.Info("relocations queued", "kernels", n)
+			s.relocator.kick()
+		}
+	}
 	s.changed.broadcast()
 }
 
@@ -174,7 +220,17 @@ func (s *Service) execute(ctx context.Context, job *store.Job) store.Outcome {
 	if err != nil {
 		return fail("internal", fmt.Errorf("read source bundle: %w", err))
 	}
-	res, err := s.compiler.Compile(ctx, compile.Request{Bundle: bundle, Arch: job.Arch, Flags: job.Flags})
+	req := compile.Request{Bundle: bundle, Arch: job.Arch, Flags: job.Flags}
+	if job.KernelID != 0 {
+		k, err := s.db.KernelByID(ctx, job.KernelID)
+		if err != nil {
+			return fail("internal", err)
+		}
+		if req.Kernel, err = s.archive.Target(ctx, k); err != nil {
+			return fail("internal", err)
+		}
+	}
+	res, err := s.compiler.Compile(ctx, req)
 	var cerr *compile.Error
 	if errors.As(err, &cerr) {
 		out := fail("user", err)
@@ -183,7 +239,7 @@ func (s *Service) execute(ctx context.Context, job *store.Job) store.Outcome {
 		return out
 	}
 	if err != nil {
-		return fail("internal", fmt.Errorf("compile: %w", err))
+		return fail("internal", err)
 	}
 	out := store.Outcome{Compiler: s.compiler.Version(), Diagnostics: res.Diagnostics, UsedPCH: res.UsedPCH}
 	obj, err := inspect.Inspect(res.Object)
@@ -244,6 +300,10 @@ type PushRequest struct {
 	Arches   []string // default: x86_64
 	Flags    []string
 	PushedBy string
+	// PerKernel compiles the sources against each kernel's own vmlinux.h
+	// and LINUX_VERSION_CODE, one build per kernel of each arch (for
+	// sources that are not CO-RE).
+	PerKernel bool
 }
 
 var programNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
@@ -282,13 +342,9 @@ func (s *Service) Push(ctx context.Context, req PushRequest) (api.PushResult, er
 			return res, &InputError{fmt.Errorf("arch %q: want one of %s", a, strings.Join(api.Arches, ", "))}
 		}
 	}
-	keys := make([]string, len(req.Arches))
-	for i, a := range req.Arches {
-		fp, err := s.compiler.Fingerprint(ctx, a)
-		if err != nil {
-			return res, &InputError{fmt.Errorf("arch %s: %w", a, err)}
-		}
-		keys[i] = cacheKey(req.Bundle, a, req.Flags, fp)
+	inputs, err := s.buildInputs(ctx, req)
+	if err != nil {
+		return res, err
 	}
 	var tgz bytes.Buffer
 	if err := req.Bundle.WriteTarGz(&tgz); err != nil {
@@ -305,9 +361,9 @@ func (s *Service) Push(ctx context.Context, req PushRequest) (api.PushResult, er
 	if err != nil {
 		return res, err
 	}
-	for i, a := range req.Arches {
-		b, queued, err := s.db.EnsureBuild(ctx, store.BuildInput{Program: req.Program, Revision: res.Revision,
-			Arch: a, Flags: req.Flags, CacheKey: keys[i]})
+	for _, in := range inputs {
+		in.Program, in.Revision = req.Program, res.Revision
+		b, queued, err := s.db.EnsureBuild(ctx, in)
 		if err != nil {
 			return res, err
 		}
@@ -319,6 +375,41 @@ func (s *Service) Push(ctx context.Context, req PushRequest) (api.PushResult, er
 		res.Builds = append(res.Builds, b)
 	}
 	return res, nil
+}
+
+// buildInputs lists the builds a push asks for, with their cache keys: one
+// per arch, or with PerKernel one per kernel of each arch.
+func (s *Service) buildInputs(ctx context.Context, req PushRequest) ([]store.BuildInput, error) {
+	var out []store.BuildInput
+	for _, a := range req.Arches {
+		fp, err := s.compiler.Fingerprint(ctx, a)
+		if err != nil && !req.PerKernel {
+			return nil, &InputError{fmt.Errorf("arch %s: %w", a, err)}
+		}
+		if !req.PerKernel {
+			out = append(out, store.BuildInput{Arch: a, Flags: req.Flags, CacheKey: cacheKey(req.Bundle, a, req.Flags, fp)})
+			continue
+		}
+		if s.archive == nil {
+			return nil, &InputError{errors.New("per-kernel builds need the BTF archive")}
+		}
+		ks, err := s.db.Kernels(ctx, a)
+		if err != nil {
+			return nil, err
+		}
+		if len(ks) == 0 {
+			return nil, &InputError{fmt.Errorf("per-kernel build for %s: the archive holds no %s kernel (import some with bpfarm kernels import)", a, a)}
+		}
+		for _, k := range ks {
+			t, err := s.archive.Target(ctx, k)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, store.BuildInput{Arch: a, Flags: req.Flags, KernelID: k.ID,
+				CacheKey: cacheKey(req.Bundle, a, req.Flags, fp+"\x00kernel "+t.Digest)})
+		}
+	}
+	return out, nil
 }
 
 // cacheKey hashes every input of a compile.

@@ -38,6 +38,7 @@ func (s *Server) push(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	entry := q.Get("entry")
 	arches, flags := splitList(q["arch"]), q["flag"]
+	perKernel, _ := strconv.ParseBool(q.Get("per_kernel"))
 
 	ct, params, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	var (
@@ -70,7 +71,7 @@ func (s *Server) push(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	res, err := s.cfg.Builds.Push(r.Context(), build.PushRequest{Program: name, Bundle: bundle, Arches: arches,
-		Flags: flags, PushedBy: auth.FromContext(r.Context()).Name})
+		Flags: flags, PushedBy: auth.FromContext(r.Context()).Name, PerKernel: perKernel})
 	if err != nil {
 		s.fail(w, r, err)
 		return

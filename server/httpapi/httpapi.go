@@ -20,6 +20,7 @@ import (
 
 	"github.com/bpfarm/bpfarm/api"
 	"github.com/bpfarm/bpfarm/bpfsrc"
+	"github.com/bpfarm/bpfarm/server/archive"
 	"github.com/bpfarm/bpfarm/server/auth"
 	"github.com/bpfarm/bpfarm/server/blob"
 	"github.com/bpfarm/bpfarm/server/build"
@@ -29,9 +30,12 @@ import (
 
 // Config wires the API to the server's parts.
 type Config struct {
-	DB       *store.DB
-	Blobs    blob.Store
-	Builds   *build.Service
+	DB      *store.DB
+	Blobs   blob.Store
+	Builds  *build.Service
+	Archive *archive.Archive
+	// TempDir holds uploads while they are imported.
+	TempDir  string
 	Key      *signing.Key
 	Logger   *slog.Logger
 	Registry *prometheus.Registry
@@ -104,6 +108,16 @@ func (s *Server) routes() chi.Router {
 		r.With(s.require(api.RoleReader)).Get("/builds/{id}/log", s.getBuildLog)
 		r.With(s.require(api.RoleReader)).Get("/builds/{id}/object", s.getBuildObject)
 		r.With(s.require(api.RoleReader)).Get("/blobs/{digest}", s.getBlob)
+
+		r.With(s.require(api.RoleReader)).Get("/kernels", s.listKernels)
+		r.With(s.require(api.RoleAdmin)).Post("/kernels", s.importKernels)
+		r.With(s.require(api.RoleReader)).Get("/kernels/*", s.getKernel)
+		r.With(s.require(api.RoleAdmin)).Delete("/kernels/*", s.deleteKernel)
+
+		r.With(s.require(api.RoleReader)).Get("/artifacts", s.listArtifacts)
+		r.With(s.require(api.RoleReader)).Get("/artifacts/{id}", s.getArtifact)
+		r.With(s.require(api.RoleReader)).Get("/artifacts/{id}/manifest", s.getArtifactManifest)
+		r.With(s.require(api.RoleReader)).Get("/programs/{name}/artifact", s.resolve)
 
 		r.With(s.require(api.RoleAdmin)).Get("/tokens", s.listTokens)
 		r.With(s.require(api.RoleAdmin)).Post("/tokens", s.createToken)
@@ -291,17 +305,18 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	var (
 		inv   *bpfsrc.InvalidError
 		input *build.InputError
+		ainp  *archive.InputError
 		mbe   *http.MaxBytesError
 	)
 	switch {
 	case errors.As(err, &mbe):
 		s.error(w, r, http.StatusRequestEntityTooLarge, fmt.Errorf("request body exceeds %d bytes", mbe.Limit))
-	case errors.As(err, &inv), errors.As(err, &input):
+	case errors.Is(err, store.ErrConflict):
+		s.error(w, r, http.StatusConflict, err)
+	case errors.As(err, &inv), errors.As(err, &input), errors.As(err, &ainp):
 		s.error(w, r, http.StatusBadRequest, err)
 	case errors.Is(err, store.ErrNotFound), errors.Is(err, blob.ErrNotFound):
 		s.error(w, r, http.StatusNotFound, err)
-	case errors.Is(err, store.ErrConflict):
-		s.error(w, r, http.StatusConflict, err)
 	case errors.Is(err, context.Canceled):
 		s.error(w, r, 499, err)
 	default:

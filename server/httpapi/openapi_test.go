@@ -35,9 +35,11 @@ func TestOpenAPIMatchesRouter(t *testing.T) {
 	routed := map[string]bool{}
 	err := chi.Walk(s.Router(), func(method, route string, _ http.Handler, _ ...func(http.Handler) http.Handler) error {
 		route = strings.TrimSuffix(route, "/")
-		if route == "" || strings.HasSuffix(route, "/*") {
+		if route == "" || route == "/*" {
 			return nil // the web UI, mounted at /
 		}
+		// Kernel ids hold slashes: chi matches them with a wildcard.
+		route = strings.Replace(route, "/kernels/*", "/kernels/{kernel}", 1)
 		routed[method+" "+route] = true
 		return nil
 	})

@@ -6,16 +6,15 @@ package signing
 import (
 	"crypto/ed25519"
 	"crypto/rand"
-	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
-	"encoding/hex"
 	"encoding/pem"
 	"errors"
 	"fmt"
 	"os"
 
 	"github.com/bpfarm/bpfarm/api"
+	"github.com/bpfarm/bpfarm/manifest"
 )
 
 // Key is the server's signing key.
@@ -75,10 +74,7 @@ func (k *Key) Sign(msg []byte) []byte { return ed25519.Sign(k.priv, msg) }
 
 // KeyID is a short, stable name for a public key: the first 16 hex digits
 // of its SHA-256.
-func KeyID(pub ed25519.PublicKey) string {
-	h := sha256.Sum256(pub)
-	return hex.EncodeToString(h[:8])
-}
+func KeyID(pub ed25519.PublicKey) string { return manifest.KeyID(pub) }
 
 // PublicPEM encodes a public key as a PKIX "PUBLIC KEY" PEM block.
 func PublicPEM(pub ed25519.PublicKey) []byte {
@@ -96,3 +92,6 @@ func (k *Key) Describe() api.SigningKey {
 		KeyID:     KeyID(pub),
 	}
 }
+
+// Private returns the private key, for signers such as manifest.Sign.
+func (k *Key) Private() ed25519.PrivateKey { return k.priv }

@@ -67,6 +67,8 @@ type BuildInput struct {
 	Arch     string
 	Flags    []string
 	CacheKey string
+	// KernelID is the kernel of a per-kernel build (0 for a CO-RE build).
+	KernelID int64
 }
 
 // EnsureBuild returns the build of in, creating it when needed:
@@ -90,8 +92,9 @@ func (d *DB) EnsureBuild(ctx context.Context, in BuildInput) (b api.Build, queue
 			return fmt.Errorf("revision: %w", notFound(err))
 		}
 		var state, key, kind string
-		err = tx.QueryRowContext(ctx, `SELECT id, state, cache_key, error_kind FROM builds WHERE revision_id = ? AND arch = ? AND flags = ?`,
-			rid, in.Arch, string(flags)).Scan(&id, &state, &key, &kind)
+		err = tx.QueryRowContext(ctx, `SELECT id, state, cache_key, error_kind FROM builds
+			WHERE revision_id = ? AND arch = ? AND flags = ? AND COALESCE(kernel_id, 0) = ?`,
+			rid, in.Arch, string(flags), in.KernelID).Scan(&id, &state, &key, &kind)
 		switch {
 		case err == nil:
 			if key == in.CacheKey && !(state == api.StateFailed && kind == "internal") {
@@ -110,12 +113,12 @@ func (d *DB) EnsureBuild(ctx context.Context, in BuildInput) (b api.Build, queue
 		// A finished build with the same inputs is a cache hit.
 		res, err := tx.ExecContext(ctx, `INSERT INTO builds (revision_id, arch, flags, cache_key, state, error, error_kind,
 				diagnostics, inspection, object_blob, object_size, log_blob, compiler, used_pch, cached_from,
-				created_at, started_at, finished_at)
+				created_at, started_at, finished_at, kernel_id)
 			SELECT ?, ?, ?, cache_key, state, error, error_kind, diagnostics, inspection, object_blob, object_size,
-				log_blob, compiler, used_pch, id, ?, ?, ?
+				log_blob, compiler, used_pch, id, ?, ?, ?, NULLIF(?, 0)
 			FROM builds WHERE cache_key = ? AND (state = 'succeeded' OR (state = 'failed' AND error_kind = 'user'))
 			ORDER BY id DESC LIMIT 1`,
-			rid, in.Arch, string(flags), t, t, t, in.CacheKey)
+			rid, in.Arch, string(flags), t, t, t, in.KernelID, in.CacheKey)
 		if err != nil {
 			return err
 		}
@@ -123,8 +126,8 @@ func (d *DB) EnsureBuild(ctx context.Context, in BuildInput) (b api.Build, queue
 			id, _ = res.LastInsertId()
 			return nil
 		}
-		res, err = tx.ExecContext(ctx, `INSERT INTO builds (revision_id, arch, flags, cache_key, state, created_at)
-			VALUES (?, ?, ?, ?, 'queued', ?)`, rid, in.Arch, string(flags), in.CacheKey, t)
+		res, err = tx.ExecContext(ctx, `INSERT INTO builds (revision_id, arch, flags, cache_key, state, created_at, kernel_id)
+			VALUES (?, ?, ?, ?, 'queued', ?, NULLIF(?, 0))`, rid, in.Arch, string(flags), in.CacheKey, t, in.KernelID)
 		if err != nil {
 			return err
 		}
@@ -150,6 +153,7 @@ type Job struct {
 	Flags      []string
 	CacheKey   string
 	Attempts   int
+	KernelID   int64 // per-kernel build: compile against this kernel's headers
 }
 
 // Claim takes the oldest queued build, marks it running and returns it.
@@ -160,8 +164,8 @@ func (d *DB) Claim(ctx context.Context) (*Job, error) {
 	err := d.tx(ctx, func(tx *sql.Tx) error {
 		err := tx.QueryRowContext(ctx, `UPDATE builds SET state = 'running', started_at = ?, attempts = attempts + 1
 			WHERE id = (SELECT id FROM builds WHERE state = 'queued' ORDER BY id LIMIT 1)
-			RETURNING id, revision_id, arch, flags, cache_key, attempts`, now()).
-			Scan(&j.ID, new(int64), &j.Arch, &flags, &j.CacheKey, &j.Attempts)
+			RETURNING id, revision_id, arch, flags, cache_key, attempts, COALESCE(kernel_id, 0)`, now()).
+			Scan(&j.ID, new(int64), &j.Arch, &flags, &j.CacheKey, &j.Attempts, &j.KernelID)
 		if err != nil {
 			return notFound(err)
 		}
@@ -251,7 +255,8 @@ func (d *DB) QueueDepth(ctx context.Context) (queued, running int, err error) {
 }
 
 const buildColumns = `b.id, p.name, r.digest, b.arch, b.flags, b.state, b.error, b.error_kind, b.diagnostics, b.inspection,
-	b.object_blob, b.object_size, b.log_blob, b.compiler, b.used_pch, b.attempts, b.cached_from, b.created_at, b.started_at, b.finished_at`
+	b.object_blob, b.object_size, b.log_blob, b.compiler, b.used_pch, b.attempts, b.cached_from, b.created_at, b.started_at, b.finished_at,
+	COALESCE((SELECT kid FROM kernels WHERE id = b.kernel_id), '')`
 
 const buildFrom = ` FROM builds b JOIN revisions r ON r.id = b.revision_id JOIN programs p ON p.id = r.program_id`
 
@@ -266,7 +271,8 @@ func scanBuild(row interface{ Scan(...any) error }) (api.Build, error) {
 		createdAt          time.Time
 	)
 	err := row.Scan(&b.ID, &b.Program, &b.Revision, &b.Arch, &flags, &b.State, &b.Error, &b.ErrorKind, &diags, &insp,
-		&objBlob, &objSize, &logBlob, &b.Compiler, &b.UsedPCH, &b.Attempts, &cachedFrom, &createdAt, &started, &finished)
+		&objBlob, &objSize, &logBlob, &b.Compiler, &b.UsedPCH, &b.Attempts, &cachedFrom, &createdAt, &started, &finished,
+		&b.Kernel)
 	if err != nil {
 		return b, notFound(err)
 	}
@@ -356,7 +362,14 @@ func (d *DB) Builds(ctx context.Context, f BuildFilter) ([]api.Build, error) {
 func (d *DB) BlobRefs(ctx context.Context) ([]string, error) {
 	rows, err := d.db.QueryContext(ctx, `SELECT bundle_blob FROM revisions
 		UNION SELECT object_blob FROM builds WHERE object_blob != ''
-		UNION SELECT log_blob FROM builds WHERE log_blob != ''`)
+		UNION SELECT log_blob FROM builds WHERE log_blob != ''
+		UNION SELECT btf_blob FROM kernels
+		UNION SELECT modules_blob FROM kernels WHERE modules_blob != ''
+		UNION SELECT config_blob FROM kernels WHERE config_blob != ''
+		UNION SELECT image_blob FROM kernels WHERE image_blob != ''
+		UNION SELECT minbtf_blob FROM artifacts WHERE minbtf_blob != ''
+		UNION SELECT relocated_blob FROM artifacts WHERE relocated_blob != ''
+		UNION SELECT manifest_blob FROM artifacts WHERE manifest_blob != ''`)
 	if err != nil {
 		return nil, fmt.Errorf("blob refs: %w", err)
 	}

@@ -1,0 +1,360 @@
+package core
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/btf"
+)
+
+// Program statuses.
+const (
+	StatusOK       = "ok"
+	StatusPoisoned = "poisoned"
+	StatusFailed   = "failed"
+)
+
+// Result is the outcome of relocating an object for one kernel.
+type Result struct {
+	// Report tells, per program, whether its CO-RE relocations resolve
+	// against the kernel and whether its tracing targets exist there.
+	Report Report
+	// MinBTF is raw BTF holding only the kernel types and members this
+	// object's relocations touch (what bpftool gen min_core_btf produces):
+	// relocating against it alone gives the same fixups as against the
+	// kernel's full BTF.
+	MinBTF []byte
+	// Relocated is the ELF object with every CO-RE fixup for this kernel
+	// applied in place and its CO-RE relocation records removed from
+	// .BTF.ext, so that loaders need no kernel BTF for CO-RE. Everything
+	// else is byte-identical to the input.
+	Relocated []byte
+}
+
+// Report is the relocation report of an object for one kernel.
+type Report struct {
+	Kernel   string          `json:"kernel"`
+	Programs []ProgramReport `json:"programs"`
+}
+
+// ProgramReport is the relocation report of one program.
+type ProgramReport struct {
+	Name    string `json:"name"`
+	Section string `json:"section"`
+	// Status is "ok" when every relocation resolves, "poisoned" when some
+	// relocation matches nothing in the kernel (the instruction is
+	// poisoned, as libbpf does) and "failed" when relocation fails.
+	Status string `json:"status"`
+	// Error is why relocation failed, on one line.
+	Error string `json:"error,omitempty"`
+	// Relocations is the number of CO-RE relocations.
+	Relocations int `json:"relocations"`
+	// Poisoned lists every poisoned relocation.
+	Poisoned []Poison `json:"poisoned,omitempty"`
+	// Targets are the tracing targets the program needs.
+	Targets []Target `json:"targets,omitempty"`
+}
+
+// Poison is a relocation that matched nothing in the kernel.
+type Poison struct {
+	// Kind is the relocation kind: "field_byte_offset", "type_size",
+	// "enumval_value", ...
+	Kind string `json:"kind"`
+	// Path is the access path in the program's types:
+	// "task_struct.real_parent", "sk_buff.cb[2]",
+	// "enum bpf_func_id::BPF_FUNC_ringbuf_output", "struct task_struct".
+	Path string `json:"path"`
+	// Instruction is the raw offset of the poisoned instruction in the
+	// program, as numbered in the verifier log.
+	Instruction int `json:"instruction"`
+	// Guarded is set when the poisoned instruction is unreachable with this
+	// kernel's CO-RE values: the program checks, with an existence
+	// relocation (bpf_core_field_exists, bpf_core_type_exists, ...) or a
+	// relocated value, that the branch holding the instruction is not taken
+	// on this kernel, so the verifier prunes it and the program loads. See
+	// the guard analysis in guard.go for the exact rule.
+	Guarded bool `json:"guarded"`
+}
+
+// Target is a kernel hook a program attaches to or calls.
+type Target struct {
+	// Kind is "tracepoint", "raw_tracepoint", "btf_tracepoint", "function"
+	// or "kfunc".
+	Kind string `json:"kind"`
+	Name string `json:"name"`
+	// Status is "present", "missing" or "unknown" (the kernel's BTF can't
+	// tell, e.g. a kprobe on a function without BTF).
+	Status string `json:"status"`
+}
+
+// progResult is the outcome of relocating one program.
+type progResult struct {
+	p       *program
+	fixups  []btf.COREFixup // nil if failed
+	fx      []Fixup
+	err     error
+	poisons []Poison
+}
+
+// relocate computes the fixups of one program against targets. Call it
+// inside Kernel.lookup when targets belong to a Kernel.
+func (o *Object) relocate(p *program, targets []*btf.Spec) progResult {
+	res := progResult{p: p}
+	if len(p.relos) == 0 {
+		return res
+	}
+	fixups, err := btf.CORERelocate(p.crs, targets, o.byteOrder, o.spec.Types.TypeID)
+	if err != nil {
+		res.err = err
+		return res
+	}
+	if len(fixups) != len(p.relos) {
+		res.err = fmt.Errorf("%d fixups for %d relocations", len(fixups), len(p.relos))
+		return res
+	}
+	res.fixups = fixups
+	for i, r := range p.relos {
+		f, err := parseCOREFixup(&fixups[i], r)
+		if err != nil {
+			res.err, res.fixups, res.fx = err, nil, nil
+			return res
+		}
+		if r.kind == kindTypeIDTarget && !f.Poison {
+			t, err := targets[0].TypeByID(btf.TypeID(f.Target))
+			if err != nil {
+				res.err, res.fixups, res.fx = fmt.Errorf("type_id_target %d: %w", f.Target, err), nil, nil
+				return res
+			}
+			f.Target, f.TargetType = 0, typeString(t)
+		}
+		res.fx = append(res.fx, f)
+	}
+	return res
+}
+
+// report fills in the program's report entry and guard analysis.
+func (res *progResult) report() ProgramReport {
+	p := res.p
+	pr := ProgramReport{
+		Name:        p.spec.Name,
+		Section:     p.spec.SectionName,
+		Status:      StatusOK,
+		Relocations: len(p.relos),
+	}
+	if res.err != nil {
+		pr.Status = StatusFailed
+		pr.Error = oneLine(res.err.Error())
+		return pr
+	}
+	var reach map[int]bool
+	for i, f := range res.fx {
+		if !f.Poison {
+			continue
+		}
+		if reach == nil {
+			reach = p.reachable(res.consts())
+		}
+		r := p.relos[i]
+		pr.Poisoned = append(pr.Poisoned, Poison{
+			Kind:        r.kind.String(),
+			Path:        r.path,
+			Instruction: r.raw,
+			Guarded:     !reach[r.raw],
+		})
+	}
+	if len(pr.Poisoned) > 0 {
+		pr.Status = StatusPoisoned
+	}
+	return pr
+}
+
+// consts returns the kernel's values of the program's relocated immediates
+// by raw instruction offset.
+func (res *progResult) consts() map[int]uint64 {
+	out := make(map[int]uint64)
+	for i, f := range res.fx {
+		if f.Poison {
+			continue
+		}
+		r := res.p.relos[i]
+		ins := res.p.insns[res.p.byRaw[r.raw]]
+		switch ins.OpCode.Class() {
+		case asm.ALUClass, asm.ALU64Class:
+			if ins.OpCode.Source() == asm.ImmSource {
+				out[r.raw] = f.Target
+			}
+		case asm.LdClass:
+			if ins.OpCode.IsDWordLoad() {
+				out[r.raw] = f.Target
+			}
+		}
+	}
+	return out
+}
+
+func oneLine(s string) string {
+	return strings.Join(strings.Fields(s), " ")
+}
+
+// Relocate relocates the object against kernel k: it reports every
+// program's CO-RE status and tracing targets, and produces the minimized
+// BTF and the pre-relocated object. It is safe to call concurrently, for
+// the same or different kernels.
+//
+// A program whose relocation fails has its relocated instructions poisoned
+// in Relocated (the verifier rejects them if reached), rather than left
+// with the offsets of the build's headers.
+func (o *Object) Relocate(k *Kernel) (*Result, error) {
+	st, err := k.kstate()
+	if err != nil {
+		return nil, err
+	}
+	res := &Result{Report: Report{Kernel: k.ID, Programs: []ProgramReport{}}}
+	results := make([]progResult, len(o.programs))
+	var marks *markSet
+	err = k.lookup(o.lookupNames, func() error {
+		targets := k.specs()
+		for i, p := range o.programs {
+			results[i] = o.relocate(p, targets)
+			pr := results[i].report()
+			var err error
+			if pr.Targets, err = resolveTargets(k, p.targets); err != nil {
+				return fmt.Errorf("program %s: targets: %w", p.spec.Name, err)
+			}
+			res.Report.Programs = append(res.Report.Programs, pr)
+		}
+		marks, err = minimizeBTF(k, st, o.programs)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	if res.MinBTF, err = marks.build(o.byteOrder); err != nil {
+		return nil, fmt.Errorf("kernel %s: %w", k.ID, err)
+	}
+	if res.Relocated, err = o.patch(results); err != nil {
+		return nil, fmt.Errorf("kernel %s: %w", k.ID, err)
+	}
+	return res, nil
+}
+
+// Fixups returns every program's CO-RE fixups against targets (the first
+// is vmlinux or a standalone BTF, the others split BTF of modules on top of
+// it), by program name, in instruction order. A program whose relocation
+// fails has a single Fixup of kind "failed".
+//
+// Split specs share lazily decoded types with their base: don't use them
+// concurrently with other lookups in the same base (a Kernel's specs are
+// safe through Relocate).
+func (o *Object) Fixups(targets ...*btf.Spec) (map[string][]Fixup, error) {
+	if len(targets) == 0 || targets[0] == nil {
+		return nil, errors.New("no target BTF")
+	}
+	out := make(map[string][]Fixup, len(o.programs))
+	for _, p := range o.programs {
+		res := o.relocate(p, targets)
+		switch {
+		case res.err != nil:
+			out[p.spec.Name] = []Fixup{failedFixup()}
+		case res.fx == nil:
+			out[p.spec.Name] = []Fixup{}
+		default:
+			out[p.spec.Name] = res.fx
+		}
+	}
+	return out, nil
+}
+
+// Programs returns the names of the object's programs, sorted.
+func (o *Object) Programs() []string {
+	out := make([]string, 0, len(o.programs))
+	for _, p := range o.programs {
+		out = append(out, p.spec.Name)
+	}
+	return out
+}
+
+// patch applies the fixups to a copy of the object's ELF and removes the
+// CO-RE relocation records from .BTF.ext.
+//
+// Several programs may share a subprogram: its instructions are patched
+// once, and must get the same fixup from every program. A failed program's
+// relocated instructions are poisoned, unless another program fixes them.
+func (o *Object) patch(results []progResult) ([]byte, error) {
+	out := bytes.Clone(o.raw)
+	type patchAt struct {
+		ins    asm.Instruction
+		prog   string
+		poison bool
+	}
+	patches := make(map[int64]patchAt)
+	var order []int64
+	for _, res := range results {
+		p := res.p
+		for i, r := range p.relos {
+			size := asm.InstructionSize
+			if r.dword {
+				size *= 2
+			}
+			orig := out[r.pos : r.pos+int64(size)]
+			var ins asm.Instruction
+			if err := ins.Unmarshal(bytes.NewReader(orig), o.byteOrder, "linux"); err != nil {
+				return nil, fmt.Errorf("program %s: instruction %d: decode: %w", p.spec.Name, r.raw, err)
+			}
+			if ins.OpCode.IsDWordLoad() != r.dword {
+				return nil, fmt.Errorf("program %s: instruction %d: width changed", p.spec.Name, r.raw)
+			}
+			poison := res.fixups == nil
+			if poison {
+				ins = poisonInstruction(ins)
+			} else if err := res.fixups[i].Apply(&ins); err != nil {
+				return nil, fmt.Errorf("program %s: instruction %d: apply %s: %w", p.spec.Name, r.raw, res.fx[i], err)
+			}
+			prev, seen := patches[r.pos]
+			switch {
+			case !seen:
+				order = append(order, r.pos)
+			case poison:
+				continue
+			case !prev.poison && !sameInstruction(prev.ins, ins, o):
+				return nil, fmt.Errorf("programs %s and %s need different fixups for a shared instruction at file offset %d", prev.prog, p.spec.Name, r.pos)
+			}
+			patches[r.pos] = patchAt{ins, p.spec.Name, poison}
+		}
+	}
+	for _, pos := range order {
+		var buf bytes.Buffer
+		pa := patches[pos]
+		if _, err := pa.ins.Marshal(&buf, o.byteOrder); err != nil {
+			return nil, fmt.Errorf("encode instruction at file offset %d: %w", pos, err)
+		}
+		if int64(buf.Len())+pos > int64(len(out)) {
+			return nil, fmt.Errorf("instruction at file offset %d: out of bounds", pos)
+		}
+		copy(out[pos:], buf.Bytes())
+	}
+	if o.coreReloLenPos >= 0 {
+		o.byteOrder.PutUint32(out[o.coreReloLenPos:], 0)
+	}
+	return out, nil
+}
+
+// poisonInstruction is what CO-RE puts in place of an instruction it can't
+// relocate: a call to an invalid helper, or an invalid ld_imm64 of the same
+// width.
+func poisonInstruction(ins asm.Instruction) asm.Instruction {
+	if ins.OpCode.IsDWordLoad() {
+		return asm.LoadImm(asm.R10, btf.COREBadRelocationSentinel, asm.DWord)
+	}
+	return asm.BuiltinFunc(btf.COREBadRelocationSentinel).Call()
+}
+
+func sameInstruction(a, b asm.Instruction, o *Object) bool {
+	var ab, bb bytes.Buffer
+	_, aerr := a.Marshal(&ab, o.byteOrder)
+	_, berr := b.Marshal(&bb, o.byteOrder)
+	return aerr == nil && berr == nil && bytes.Equal(ab.Bytes(), bb.Bytes())
+}

@@ -1,0 +1,274 @@
+package core
+
+import (
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+)
+
+func relocate(tb testing.TB, o *Object, k *Kernel) *Result {
+	tb.Helper()
+	res, err := o.Relocate(k)
+	if err != nil {
+		tb.Fatalf("relocate against %s: %v", k.ID, err)
+	}
+	return res
+}
+
+// TestReportHost checks every program's report against the host kernel.
+func TestReportHost(t *testing.T) {
+	f := setup(t)
+
+	type want struct {
+		status   string
+		relos    int
+		poisoned []Poison
+		targets  []Target
+	}
+	tracepoint := func(kind, name string) []Target { return []Target{{kind, name, TargetPresent}} }
+	wants := map[string]map[string]want{
+		"execsnoop": {
+			"handle_exec": {StatusOK, 3, nil, tracepoint(TargetTracepoint, "sched_process_exec")},
+		},
+		"schedcount": {
+			// task_struct___o::state (pre-5.14) is poisoned, behind
+			// bpf_core_field_exists(t->__state), which holds here.
+			"handle_switch": {StatusPoisoned, 5, []Poison{{"field_byte_offset", "task_struct.state", 14, true}},
+				tracepoint(TargetBTFTracepoint, "sched_switch")},
+			"count_openat": {StatusOK, 0, nil, tracepoint(TargetTracepoint, "sys_enter_openat")},
+		},
+		"xdpcount": {
+			"xdp_count": {StatusOK, 4, nil, nil},
+		},
+		"uprobe-readline": {
+			"readline_entry":  {StatusOK, 0, nil, nil},
+			"readline_return": {StatusOK, 1, nil, nil},
+		},
+		"fields": {
+			"count_opens":            {StatusOK, 3, nil, tracepoint(TargetTracepoint, "sys_enter_openat")},
+			"read_sessionid":         {StatusOK, 1, nil, tracepoint(TargetTracepoint, "sys_enter_openat")},
+			"read_sessionid_guarded": {StatusOK, 2, nil, tracepoint(TargetTracepoint, "sys_enter_openat")},
+		},
+		"types": {
+			"enums": {StatusPoisoned, 3, []Poison{{"enumval_value", "enum bpfarm_missing::BPFARM_MISSING_VALUE", 8, true}},
+				tracepoint(TargetRawTracepoint, "sys_enter")},
+			"types": {StatusPoisoned, 6, []Poison{{"type_size", "struct bpfarm_missing_struct", 8, true}},
+				tracepoint(TargetRawTracepoint, "sys_enter")},
+			"bitfields": {StatusOK, 7, nil, tracepoint(TargetBTFTracepoint, "sched_switch")},
+		},
+		"subprog": {
+			"on_exec": {StatusOK, 3, nil, tracepoint(TargetTracepoint, "sched_process_exec")},
+			"on_fork": {StatusOK, 5, nil, tracepoint(TargetTracepoint, "sched_process_fork")},
+		},
+		"mtime": {
+			"exe_mtime": {StatusPoisoned, 7, []Poison{{"field_byte_offset", "inode.i_mtime.tv_sec", 30, true}},
+				tracepoint(TargetTracepoint, "sched_process_exec")},
+			"exe_mtime_old": {StatusPoisoned, 4, []Poison{{"field_byte_offset", "inode.i_mtime.tv_sec", 22, false}},
+				tracepoint(TargetTracepoint, "sched_process_exec")},
+		},
+		"layout": {
+			"skb_fields": {StatusOK, 12, nil, tracepoint(TargetBTFTracepoint, "netif_receive_skb")},
+			// list_head___bad::next is an int, the kernel's a pointer.
+			"task_fields": {StatusPoisoned, 11, []Poison{{"field_byte_offset", "list_head.next", 46, false}},
+				tracepoint(TargetBTFTracepoint, "sched_process_exec")},
+		},
+		"kfunc": {
+			"acquire": {StatusOK, 1, nil, []Target{
+				{TargetBTFTracepoint, "sched_process_fork", TargetPresent},
+				{TargetKfunc, "bpf_task_acquire", TargetPresent},
+				{TargetKfunc, "bpf_task_release", TargetPresent},
+			}},
+		},
+	}
+
+	for _, name := range f.names() {
+		t.Run(name, func(t *testing.T) {
+			progs, ok := wants[name]
+			if !ok {
+				t.Fatalf("no expectations for object %s", name)
+			}
+			res := relocate(t, f.object(t, name), f.host)
+			if res.Report.Kernel != "host" {
+				t.Errorf("kernel %q", res.Report.Kernel)
+			}
+			if len(res.Report.Programs) != len(progs) {
+				t.Errorf("%d programs, want %d", len(res.Report.Programs), len(progs))
+			}
+			for _, pr := range res.Report.Programs {
+				w, ok := progs[pr.Name]
+				if !ok {
+					t.Errorf("unexpected program %s", pr.Name)
+					continue
+				}
+				got := want{pr.Status, pr.Relocations, pr.Poisoned, pr.Targets}
+				if pr.Error != "" || !jsonEqual(got, w) {
+					t.Errorf("%s: got %+v (error %q), want %+v", pr.Name, got, pr.Error, w)
+				}
+			}
+		})
+	}
+}
+
+func jsonEqual(a, b any) bool {
+	ja, _ := json.Marshal(a)
+	jb, _ := json.Marshal(b)
+	return string(ja) == string(jb)
+}
+
+// TestReportMissingField checks the report against the modified kernel,
+// where task_struct::sessionid does not exist.
+func TestReportMissingField(t *testing.T) {
+	f := setup(t)
+	o := f.object(t, "fields")
+
+	host := relocate(t, o, f.host).Report
+	mod := relocate(t, o, f.modified).Report
+	for _, name := range []string{"count_opens", "read_sessionid", "read_sessionid_guarded"} {
+		if s := progReport(t, host, name).Status; s != StatusOK {
+			t.Errorf("host: %s is %s, want ok", name, s)
+		}
+	}
+	if pr := progReport(t, mod, "count_opens"); pr.Status != StatusOK {
+		t.Errorf("modified: count_opens is %s, want ok", pr.Status)
+	}
+	path := removedStruct + "." + removedField
+	for name, guarded := range map[string]bool{"read_sessionid": false, "read_sessionid_guarded": true} {
+		pr := progReport(t, mod, name)
+		if pr.Status != StatusPoisoned || len(pr.Poisoned) != 1 {
+			t.Errorf("modified: %s: status %s, poisoned %v", name, pr.Status, pr.Poisoned)
+			continue
+		}
+		p := pr.Poisoned[0]
+		if p.Kind != "field_byte_offset" || p.Path != path || p.Guarded != guarded {
+			t.Errorf("modified: %s: poison %+v, want field_byte_offset %s guarded=%v", name, p, path, guarded)
+		}
+	}
+	if b, err := json.Marshal(mod); err != nil || !strings.Contains(string(b), `"path":"task_struct.sessionid"`) {
+		t.Errorf("JSON report: %s, %v", b, err)
+	}
+}
+
+// TestGuardedFollowsKernel checks that Guarded depends on the kernel's
+// values: schedcount reads task_struct::__state if it exists, else the old
+// task_struct::state. On a kernel without __state, the __state read is the
+// guarded poison and the state read is live.
+func TestGuardedFollowsKernel(t *testing.T) {
+	f := setup(t)
+	raw, err := withoutMember(f.hostBTF, "task_struct", "__state")
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := LoadKernel("host-without-__state", raw, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pr := progReport(t, relocate(t, f.object(t, "schedcount"), k).Report, "handle_switch")
+	// Both reads are poisoned: state doesn't exist either. Only the one
+	// behind the failed existence check (__state) is guarded.
+	want := []Poison{
+		{"field_byte_offset", "task_struct.__state", 4, true},
+		{"field_byte_offset", "task_struct.state", 14, false},
+	}
+	if pr.Status != StatusPoisoned || !jsonEqual(pr.Poisoned, want) {
+		t.Errorf("got %s %+v, want %+v", pr.Status, pr.Poisoned, want)
+	}
+}
+
+// TestTargets checks the target rules on synthetic programs.
+func TestTargets(t *testing.T) {
+	f := setup(t)
+	cases := []struct {
+		section string
+		kfuncs  []string
+		want    []Target
+	}{
+		{"tp/sched/sched_switch", nil, []Target{{TargetTracepoint, "sched_switch", TargetPresent}}},
+		{"tracepoint/bpfarm/no_such_event", nil, []Target{{TargetTracepoint, "no_such_event", TargetMissing}}},
+		{"tp/syscalls/sys_exit_read", nil, []Target{{TargetTracepoint, "sys_exit_read", TargetPresent}}},
+		{"tp/syscalls/sys_enter_bpfarm_nope", nil, []Target{{TargetTracepoint, "sys_enter_bpfarm_nope", TargetUnknown}}},
+		{"raw_tp/sched_switch", nil, []Target{{TargetRawTracepoint, "sched_switch", TargetPresent}}},
+		{"raw_tp/bpfarm_nope", nil, []Target{{TargetRawTracepoint, "bpfarm_nope", TargetMissing}}},
+		{"tp_btf/sched_process_exec", nil, []Target{{TargetBTFTracepoint, "sched_process_exec", TargetPresent}}},
+		{"fentry/do_unlinkat", nil, []Target{{TargetFunction, "do_unlinkat", TargetPresent}}},
+		{"fexit/bpfarm_no_such_function", nil, []Target{{TargetFunction, "bpfarm_no_such_function", TargetMissing}}},
+		{"lsm/file_open", nil, []Target{{TargetFunction, "bpf_lsm_file_open", TargetPresent}}},
+		{"kprobe/do_unlinkat+0x10", nil, []Target{{TargetFunction, "do_unlinkat", TargetPresent}}},
+		{"kretprobe/bpfarm_no_such_function", nil, []Target{{TargetFunction, "bpfarm_no_such_function", TargetUnknown}}},
+		{"ksyscall/openat", nil, []Target{{TargetFunction, "openat", TargetPresent}}},
+		{"uprobe//bin/bash:readline", nil, nil},
+		{"xdp", []string{"bpf_rcu_read_lock", "bpfarm_no_such_kfunc"}, []Target{
+			{TargetKfunc, "bpf_rcu_read_lock", TargetPresent},
+			{TargetKfunc, "bpfarm_no_such_kfunc", TargetMissing},
+		}},
+	}
+	for _, c := range cases {
+		ps := &ebpf.ProgramSpec{Name: "p", SectionName: c.section, Instructions: asm.Instructions{asm.Return()}}
+		reqs := programTargets(ps, c.kfuncs)
+		var names []string
+		for _, r := range reqs {
+			for _, l := range r.lookups {
+				names = append(names, l.name)
+			}
+		}
+		var got []Target
+		err := f.host.lookup(names, func() (err error) {
+			got, err = resolveTargets(f.host, reqs)
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(got, c.want) {
+			t.Errorf("%s %v: got %v, want %v", c.section, c.kfuncs, got, c.want)
+		}
+	}
+}
+
+// TestReportConcurrent relocates every object against both kernels from
+// several goroutines at once and checks that the reports agree.
+func TestReportConcurrent(t *testing.T) {
+	f := setup(t)
+	type job struct {
+		o *Object
+		k *Kernel
+	}
+	var jobs []job
+	want := make(map[int]string)
+	for _, name := range f.names() {
+		o := f.object(t, name)
+		for _, k := range []*Kernel{f.host, f.modified} {
+			b, _ := json.Marshal(relocate(t, o, k).Report)
+			want[len(jobs)] = string(b)
+			jobs = append(jobs, job{o, k})
+		}
+	}
+	errs := make(chan error, 4*len(jobs))
+	done := make(chan struct{})
+	for range 4 {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			for i, j := range jobs {
+				res, err := j.o.Relocate(j.k)
+				if err != nil {
+					errs <- err
+					continue
+				}
+				if b, _ := json.Marshal(res.Report); string(b) != want[i] {
+					errs <- fmt.Errorf("job %d: report %s, want %s", i, b, want[i])
+				}
+			}
+		}()
+	}
+	for range 4 {
+		<-done
+	}
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}

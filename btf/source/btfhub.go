@@ -1,0 +1,176 @@
+package source
+
+import (
+	"bytes"
+	"bufio"
+	"archive/tar"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+
+	"github.com/bpfarm/bpfarm/btf/kernel"
+	"github.com/ulikunitz/xz"
+)
+
+// BTFHubSuffix ends the name of a btfhub-archive file.
+const BTFHubSuffix = ".btf.tar.xz"
+
+// importTree imports every DISTRO/VERSION/ARCH/RELEASE.btf.tar.xz in a
+// btfhub-archive tree, in lexical order. The ID comes from the path: the
+// file and its three parent directories, so that dir may also be a
+// subtree such as archive/ubuntu. A broken file stops the import with a
+// FormatError naming it.
+func importTree(ctx context.Context, dir string, opts Options, fn func(*Kernel) error) error {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return err
+	}
+	found := 0
+	err = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if d.IsDir() || !strings.HasSuffix(d.Name(), BTFHubSuffix) {
+			return nil
+		}
+		rel, err := filepath.Rel(dir, p)
+		if err != nil {
+			return err
+		}
+		parts := strings.Split(filepath.ToSlash(filepath.Join(abs, rel)), "/")
+		if len(parts) < 4 {
+			return &FormatError{Path: p, Err: errors.New("not at DISTRO/VERSION/ARCH/RELEASE" + BTFHubSuffix)}
+		}
+		parts = parts[len(parts)-4:]
+		id := kernel.ID{
+			Distro:  parts[0],
+			Version: parts[1],
+			Arch:    parts[2],
+			Release: strings.TrimSuffix(parts[3], BTFHubSuffix),
+		}
+		if err := id.Validate(); err != nil {
+			return &FormatError{Path: p, Err: fmt.Errorf("path is not DISTRO/VERSION/ARCH/RELEASE%s: %w", BTFHubSuffix, err)}
+		}
+		if !d.Type().IsRegular() {
+			return &FormatError{Path: p, Err: errors.New("not a regular file")}
+		}
+		found++
+		k, err := readBTFHubFile(ctx, p, opts)
+		if err != nil {
+			return err
+		}
+		if k.ID.Release != id.Release {
+			return &FormatError{Path: p, Err: fmt.Errorf("holds %s.btf, not %s.btf", k.ID.Release, id.Release)}
+		}
+		k.ID = id
+		k.Source = "btfhub archive " + dir
+		return fn(k)
+	})
+	if err != nil {
+		return err
+	}
+	if found == 0 {
+		return formatErrorf("directory has no DISTRO/VERSION/ARCH/RELEASE%s files (not a btfhub-archive tree)", BTFHubSuffix)
+	}
+	return nil
+}
+
+// readBTFHubFile reads one btfhub-archive file, returning a FormatError
+// naming it if it is broken.
+func readBTFHubFile(ctx context.Context, p string, opts Options) (*Kernel, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	k, err := readBTFTarXZ(ctx, f, opts)
+	if bf := (*badFormat)(nil); errors.As(err, &bf) {
+		return nil, &FormatError{Path: p, Err: err}
+	}
+	return k, err
+}
+
+// xzHead returns the first 512 bytes of the xz-compressed r (fewer if it
+// holds less).
+func xzHead(r io.ReaderAt) ([]byte, error) {
+	zr, err := xz.NewReader(bufio.NewReaderSize(io.NewSectionReader(r, 0, 1<<62), 64<<10))
+	if err != nil {
+		return nil, fmt.Errorf("corrupt xz: %w", err)
+	}
+	block := make([]byte, 512)
+	n, err := io.ReadFull(zr, block)
+	if err != nil && err != io.EOF && err != io.ErrUnexpectedEOF {
+		return nil, fmt.Errorf("corrupt xz: %w", err)
+	}
+	return block[:n], nil
+}
+
+// isTarHeader reports whether block starts a tar archive.
+func isTarHeader(block []byte) bool {
+	if len(block) < 512 {
+		return false
+	}
+	_, err := tar.NewReader(io.MultiReader(bytes.NewReader(block), bytes.NewReader(make([]byte, 1024)))).Next()
+	return err == nil
+}
+
+// readBTFTarXZ reads a btfhub-archive file: an xz-compressed tar holding
+// one entry RELEASE.btf of raw BTF.
+func readBTFTarXZ(ctx context.Context, r io.ReaderAt, opts Options) (*Kernel, error) {
+	zr, err := xz.NewReader(bufio.NewReaderSize(ctxReader{ctx, io.NewSectionReader(r, 0, 1<<62)}, bufSize))
+	if err != nil {
+		return nil, formatErrorf("corrupt xz: %w", err)
+	}
+	tr := tar.NewReader(zr)
+	hdr, err := tr.Next()
+	if err != nil {
+		return nil, tarError(ctx, err, "not a tar archive")
+	}
+	name := path.Clean(hdr.Name)
+	release, ok := strings.CutSuffix(name, ".btf")
+	if !hdr.FileInfo().Mode().IsRegular() || !ok || strings.Contains(name, "/") || release == "" {
+		return nil, formatErrorf("entry %s is not a file RELEASE.btf", hdr.Name)
+	}
+	if _, err := kernel.ParseRelease(release); err != nil {
+		return nil, formatErrorf("entry %s: %w", hdr.Name, err)
+	}
+	if hdr.Size > opts.maxBTF() {
+		return nil, formatErrorf("entry %s: BTF of %d bytes exceeds the limit of %d", hdr.Name, hdr.Size, opts.maxBTF())
+	}
+	raw, err := io.ReadAll(tr)
+	if err != nil {
+		return nil, tarError(ctx, err, "entry "+name+": corrupt xz data")
+	}
+	switch next, err := tr.Next(); {
+	case err == nil:
+		return nil, formatErrorf("more than one entry: %s and %s", hdr.Name, next.Name)
+	case err != io.EOF:
+		return nil, tarError(ctx, err, "after entry "+name)
+	}
+	raw, _, err = validateBTF(raw, name, nil)
+	if err != nil {
+		return nil, err
+	}
+	return &Kernel{ID: kernel.ID{Release: release}, BTF: raw}, nil
+}
+
+// tarError describes an error reading a compressed tar: the context's
+// error if it is done, else a format error.
+func tarError(ctx context.Context, err error, what string) error {
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if err == io.ErrUnexpectedEOF {
+		return formatErrorf("%s: truncated", what)
+	}
+	return formatErrorf("%s: %w", what, err)
+}

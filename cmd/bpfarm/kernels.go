@@ -1,0 +1,224 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/schollz/progressbar/v3"
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/bpfarm/bpfarm/api"
+	"github.com/bpfarm/bpfarm/btf/kernel"
+	"github.com/bpfarm/bpfarm/btf/source"
+	"github.com/bpfarm/bpfarm/client"
+)
+
+func newKernels(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "kernels", Short: "Manage the BTF archive"}
+	var (
+		id        string
+		replace   bool
+		host      bool
+		arch      string
+		noModules bool
+	)
+	imp := &cobra.Command{
+		Use:   "import [PATH...] [--host]",
+		Short: "Import kernels: btfhub-archive trees, .btf.tar.xz, raw BTF, vmlinux, linux-image .deb",
+		Long: `Import kernels into the BTF archive. PATH may be a btfhub-archive tree (every
+DISTRO/VERSION/ARCH/RELEASE.btf.tar.xz under it), a single .btf.tar.xz, a raw
+BTF file, a vmlinux ELF (stripped or not), a Debian linux-image-*.deb or a
+compressed kernel image. --id DISTRO/VERSION/ARCH/RELEASE names a kernel
+where the file does not. --host imports the running kernel
+(/sys/kernel/btf/vmlinux and its modules, identity from /etc/os-release and
+uname). Every program's latest revision is relocated for each new kernel.`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 && !host {
+				return usagef("kernels import needs a PATH or --host")
+			}
+			var opt client.ImportOptions
+			opt.Replace = replace
+			if id != "" {
+				kid, err := kernel.ParseID(id)
+				if err != nil {
+					return usageError{err}
+				}
+				if len(args) > 1 {
+					return usagef("--id names one kernel: give one PATH")
+				}
+				opt.ID = kid
+			}
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			var all []api.KernelImported
+			if host {
+				k, err := source.Host(source.Options{})
+				if err != nil {
+					return err
+				}
+				if noModules {
+					k.Modules = nil
+				}
+				res, err := c.ImportKernel(ctx, k, opt)
+				if err != nil {
+					return err
+				}
+				all = append(all, res.Kernels...)
+			}
+			for _, p := range args {
+				res, err := importPath(ctx, c, p, opt, !g.json)
+				if err != nil {
+					return err
+				}
+				all = append(all, res...)
+			}
+			if g.json {
+				return printJSON(os.Stdout, api.KernelImport{Kernels: all})
+			}
+			tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "KERNEL\tBTF\tMODULES\tSTATE\tRELOCATIONS QUEUED")
+			for _, k := range all {
+				state := "imported"
+				if !k.Created {
+					state = "already present"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d\n", k.Kernel.ID, size(k.Kernel.BTF.Size), k.Kernel.Modules, state, k.Queued)
+			}
+			return tw.Flush()
+		},
+	}
+	f := imp.Flags()
+	f.StringVar(&id, "id", "", "kernel id DISTRO/VERSION/ARCH/RELEASE, where the file does not name it")
+	f.BoolVar(&replace, "replace", false, "let another BTF replace an existing kernel id")
+	f.BoolVar(&host, "host", false, "import the running kernel")
+	f.BoolVar(&noModules, "no-modules", false, "with --host: skip the modules' BTF")
+
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List the archive's kernels",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			ks, err := c.Kernels(cmd.Context(), arch)
+			if err != nil {
+				return err
+			}
+			if g.json {
+				if ks == nil {
+					ks = []api.Kernel{}
+				}
+				return printJSON(os.Stdout, ks)
+			}
+			tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "KERNEL\tBTF\tMODULES\tIMAGE\tARTIFACTS\tSOURCE")
+			for _, k := range ks {
+				name := k.ID
+				if k.Default {
+					name += " (default)"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%d\t%v\t%d\t%s\n", name, size(k.BTF.Size), k.Modules, k.HasImage, k.Artifacts, k.Source)
+			}
+			return tw.Flush()
+		},
+	}
+	list.Flags().StringVar(&arch, "arch", "", "only kernels of this arch")
+	cmd.AddCommand(imp, list)
+	return cmd
+}
+
+// importPath imports one path: a btfhub tree walks to every
+// DISTRO/VERSION/ARCH/RELEASE.btf.tar.xz; a file is uploaded as is.
+func importPath(ctx context.Context, c *client.Client, path string, opt client.ImportOptions, progress bool) ([]api.KernelImported, error) {
+	info, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	if !info.IsDir() {
+		res, err := uploadKernel(ctx, c, path, info.Size(), opt, progress)
+		if err != nil {
+			return nil, err
+		}
+		return res.Kernels, nil
+	}
+	var files []string
+	err = filepath.WalkDir(path, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if !d.IsDir() && strings.HasSuffix(p, ".btf.tar.xz") {
+			files = append(files, p)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if len(files) == 0 {
+		return nil, fmt.Errorf("%s: no DISTRO/VERSION/ARCH/RELEASE.btf.tar.xz files (not a btfhub-archive tree)", path)
+	}
+	var out []api.KernelImported
+	for _, f := range files {
+		rel, _ := filepath.Rel(path, f)
+		parts := strings.Split(filepath.ToSlash(rel), "/")
+		if len(parts) < 4 {
+			return nil, fmt.Errorf("%s: not at DISTRO/VERSION/ARCH/RELEASE.btf.tar.xz in the tree", f)
+		}
+		parts = parts[len(parts)-4:]
+		kid, err := kernel.ParseID(strings.Join(parts[:3], "/") + "/" + strings.TrimSuffix(parts[3], ".btf.tar.xz"))
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", f, err)
+		}
+		o := opt
+		o.ID = kid
+		st, err := os.Stat(f)
+		if err != nil {
+			return nil, err
+		}
+		res, err := uploadKernel(ctx, c, f, st.Size(), o, progress)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, res.Kernels...)
+	}
+	return out, nil
+}
+
+func uploadKernel(ctx context.Context, c *client.Client, path string, n int64, opt client.ImportOptions, progress bool) (*api.KernelImport, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var body io.Reader = f
+	if progress && term.IsTerminal(int(os.Stderr.Fd())) {
+		bar := progressbar.DefaultBytes(n, "uploading "+filepath.Base(path))
+		defer bar.Finish()
+		pr := progressbar.NewReader(f, bar)
+		body = &pr
+	}
+	return c.ImportKernelFile(ctx, path, body, opt)
+}
+
+// size formats a byte count.
+func size(n int64) string {
+	switch {
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
+}

@@ -1,0 +1,233 @@
+package build
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/bpfarm/bpfarm/btf/core"
+	"github.com/bpfarm/bpfarm/manifest"
+	"github.com/bpfarm/bpfarm/server/blob"
+	"github.com/bpfarm/bpfarm/server/store"
+)
+
+// maxObjectSize bounds a compiled object read back for relocation.
+const maxObjectSize = 64 << 20
+
+// relocator turns succeeded builds into per-kernel artifacts: relocation
+// report, minimized BTF, pre-relocated object and a signed manifest.
+type relocator struct {
+	s    *Service
+	wake chan struct{}
+
+	mu      sync.Mutex
+	objects map[string]*core.Object // parsed objects by blob digest
+	order   []string
+}
+
+func newRelocator(s *Service) *relocator {
+	return &relocator{s: s, wake: make(chan struct{}, 1), objects: map[string]*core.Object{}}
+}
+
+func (r *relocator) kick() {
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+}
+
+// run claims and runs relocations until ctx is done.
+func (r *relocator) run(ctx context.Context, n int) {
+	log := r.s.log.With("relocator", n)
+	poll := time.NewTicker(5 * time.Second)
+	defer poll.Stop()
+	lastBTF := ""
+	for {
+		job, err := r.s.db.ClaimArtifact(ctx, lastBTF)
+		switch {
+		case err == nil:
+			r.kick()
+			lastBTF = job.Kernel.BTFBlob
+			r.relocate(ctx, log, job)
+			continue
+		case errors.Is(err, store.ErrNotFound):
+		case ctx.Err() != nil:
+			return
+		default:
+			log.Error("claim artifact", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-r.wake:
+		case <-poll.C:
+		}
+	}
+}
+
+func (r *relocator) relocate(ctx context.Context, log *slog.Logger, job *store.ArtifactJob) {
+	start := time.Now()
+	out, err := r.artifact(ctx, job)
+	if ctx.Err() != nil {
+		return // queued again on the next start
+	}
+	if err != nil {
+		out = store.ArtifactOutcome{Error: err.Error()}
+		log.Error("relocation failed", "artifact", job.ID, "build", job.Build.ID, "kernel", job.Kernel.KID, "err", err)
+		r.s.metrics.relocations.WithLabelValues("error").Inc()
+	} else {
+		r.s.metrics.relocations.WithLabelValues(out.Status).Inc()
+	}
+	if err := r.s.db.FinishArtifact(context.WithoutCancel(ctx), job.ID, out); err != nil {
+		log.Error("record artifact", "artifact", job.ID, "err", err)
+		return
+	}
+	r.s.metrics.relocationDuration.Observe(time.Since(start).Seconds())
+	log.Debug("relocated", "artifact", job.ID, "program", job.Build.Program, "kernel", job.Kernel.KID,
+		"status", out.Status, "duration", time.Since(start))
+	r.s.changed.broadcast()
+}
+
+func (r *relocator) object(ctx context.Context, digest string) (*core.Object, []byte, error) {
+	d, err := blob.ParseDigest(digest)
+	if err != nil {
+		return nil, nil, err
+	}
+	raw, err := blob.ReadAll(ctx, r.s.blobs, d, maxObjectSize)
+	if err != nil {
+		return nil, nil, fmt.Errorf("read object: %w", err)
+	}
+	r.mu.Lock()
+	o, ok := r.objects[digest]
+	r.mu.Unlock()
+	if ok {
+		return o, raw, nil
+	}
+	if o, err = core.LoadObject(raw); err != nil {
+		return nil, nil, err
+	}
+	r.mu.Lock()
+	if _, ok := r.objects[digest]; !ok {
+		r.objects[digest] = o
+		r.order = append(r.order, digest)
+		if len(r.order) > 32 {
+			delete(r.objects, r.order[0])
+			r.order = r.order[1:]
+		}
+	}
+	r.mu.Unlock()
+	return o, raw, nil
+}
+
+func (r *relocator) artifact(ctx context.Context, job *store.ArtifactJob) (store.ArtifactOutcome, error) {
+	var out store.ArtifactOutcome
+	b := job.Build
+	if b.Object == nil {
+		return out, fmt.Errorf("build %d has no object", b.ID)
+	}
+	obj, raw, err := r.object(ctx, b.Object.Digest)
+	if err != nil {
+		return out, err
+	}
+	k, err := r.s.archive.Parsed(ctx, job.Kernel)
+	if err != nil {
+		return out, err
+	}
+	res, err := obj.Relocate(k)
+	if err != nil {
+		return out, fmt.Errorf("relocate for %s: %w", job.Kernel.KID, err)
+	}
+	report := reportOf(res.Report)
+	report.Kernel = job.Kernel.KID
+	out.Report = &report
+	out.Status = overall(report)
+	minD, err := blob.PutBytes(ctx, r.s.blobs, res.MinBTF)
+	if err != nil {
+		return out, fmt.Errorf("store minimized BTF: %w", err)
+	}
+	relD, err := blob.PutBytes(ctx, r.s.blobs, res.Relocated)
+	if err != nil {
+		return out, fmt.Errorf("store relocated object: %w", err)
+	}
+	out.MinBTFBlob, out.MinBTFSize = minD.String(), int64(len(res.MinBTF))
+	out.RelocatedBlob, out.RelocatedSize = relD.String(), int64(len(res.Relocated))
+
+	m := &manifest.Manifest{
+		Version: manifest.Version, Program: b.Program, Revision: b.Revision, BuildID: b.ID, Arch: b.Arch,
+		Kernel: job.Kernel.KID, Compiler: b.Compiler, Flags: nonNilStrings(b.Flags), PerKernel: job.PerKernel,
+		CreatedAt: time.Now().UTC().Truncate(time.Second),
+		Files: map[string]manifest.File{
+			manifest.FileObject:    {Name: b.Program + ".bpf.o", SHA256: b.Object.Digest, Size: int64(len(raw))},
+			manifest.FileMinBTF:    {Name: b.Program + ".min.btf", SHA256: minD.String(), Size: out.MinBTFSize},
+			manifest.FileRelocated: {Name: b.Program + ".relocated.bpf.o", SHA256: relD.String(), Size: out.RelocatedSize},
+		},
+		Status: out.Status,
+		Report: report,
+	}
+	if err := m.Sign(r.s.key.Private()); err != nil {
+		return out, err
+	}
+	mb, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		return out, err
+	}
+	md, err := blob.PutBytes(ctx, r.s.blobs, append(mb, '\n'))
+	if err != nil {
+		return out, fmt.Errorf("store manifest: %w", err)
+	}
+	out.ManifestBlob = md.String()
+	return out, nil
+}
+
+// reportOf converts the CO-RE engine's report into the manifest's.
+func reportOf(r core.Report) manifest.Report {
+	out := manifest.Report{Kernel: r.Kernel, Programs: []manifest.ProgramReport{}}
+	for _, p := range r.Programs {
+		pr := manifest.ProgramReport{Name: p.Name, Section: p.Section, Status: p.Status, Error: p.Error,
+			Relocations: p.Relocations}
+		for _, x := range p.Poisoned {
+			pr.Poisoned = append(pr.Poisoned, manifest.Poison{Kind: x.Kind, Path: x.Path, Instruction: x.Instruction, Guarded: x.Guarded})
+		}
+		for _, t := range p.Targets {
+			pr.Targets = append(pr.Targets, manifest.Target{Kind: t.Kind, Name: t.Name, Status: t.Status})
+		}
+		out.Programs = append(out.Programs, pr)
+	}
+	return out
+}
+
+// overall summarises a report: failed if any program failed, poisoned if
+// any was poisoned, else ok.
+func overall(r manifest.Report) string {
+	status := "ok"
+	for _, p := range r.Programs {
+		switch p.Status {
+		case "failed":
+			return "failed"
+		case "poisoned":
+			status = "poisoned"
+		}
+	}
+	return status
+}
+
+func nonNilStrings(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+// KernelAdded queues, for a newly imported kernel, the relocation of the
+// latest revision of every program.
+func (s *Service) KernelAdded(ctx context.Context, kernelID int64) (int, error) {
+	n, err := s.db.QueueArtifactsForKernel(ctx, kernelID)
+	if n > 0 {
+		s.relocator.kick()
+	}
+	return n, err
+}

@@ -1,0 +1,152 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Kernel is a kernel of the BTF archive.
+type Kernel struct {
+	ID           int64     `json:"-"`
+	KID          string    `json:"id"` // DISTRO/VERSION/ARCH/RELEASE
+	Distro       string    `json:"distro"`
+	Version      string    `json:"version"`
+	Arch         string    `json:"arch"`
+	Release      string    `json:"release"`
+	Build        string    `json:"build,omitempty"`
+	VersionCode  uint32    `json:"version_code,omitempty"`
+	BTFBlob      string    `json:"btf_blob"`
+	BTFSize      int64     `json:"btf_size"`
+	ModulesBlob  string    `json:"modules_blob,omitempty"`
+	ModulesCount int       `json:"modules_count"`
+	ModulesSize  int64     `json:"modules_size"`
+	ConfigBlob   string    `json:"config_blob,omitempty"`
+	ImageBlob    string    `json:"image_blob,omitempty"`
+	ImageSize    int64     `json:"image_size,omitempty"`
+	Source       string    `json:"source"`
+	ImportedBy   string    `json:"imported_by,omitempty"`
+	CreatedAt    time.Time `json:"created_at"`
+}
+
+const kernelColumns = `id, kid, distro, version, arch, release, build, version_code, btf_blob, btf_size, modules_blob,
+	modules_count, modules_size, config_blob, image_blob, image_size, source, imported_by, created_at`
+
+func scanKernel(row interface{ Scan(...any) error }) (Kernel, error) {
+	var k Kernel
+	err := row.Scan(&k.ID, &k.KID, &k.Distro, &k.Version, &k.Arch, &k.Release, &k.Build, &k.VersionCode, &k.BTFBlob,
+		&k.BTFSize, &k.ModulesBlob, &k.ModulesCount, &k.ModulesSize, &k.ConfigBlob, &k.ImageBlob, &k.ImageSize,
+		&k.Source, &k.ImportedBy, &k.CreatedAt)
+	k.CreatedAt = k.CreatedAt.UTC()
+	return k, notFound(err)
+}
+
+// PutKernel records a kernel. Importing the same BTF under the same id is a
+// no-op (created is false); another BTF under an existing id is refused
+// with ErrConflict unless replace is set. Blobs must already be stored.
+func (d *DB) PutKernel(ctx context.Context, k Kernel, replace bool) (out Kernel, created bool, err error) {
+	err = d.tx(ctx, func(tx *sql.Tx) error {
+		old, err := scanKernel(tx.QueryRowContext(ctx, `SELECT `+kernelColumns+` FROM kernels WHERE kid = ?`, k.KID))
+		switch {
+		case err == nil && old.BTFBlob == k.BTFBlob && old.ModulesBlob == k.ModulesBlob:
+			// Same kernel: fill in what the earlier import lacked.
+			_, err = tx.ExecContext(ctx, `UPDATE kernels SET
+				build = CASE WHEN build = '' THEN ? ELSE build END,
+				version_code = CASE WHEN version_code = 0 THEN ? ELSE version_code END,
+				config_blob = CASE WHEN config_blob = '' THEN ? ELSE config_blob END,
+				image_blob = CASE WHEN image_blob = '' THEN ? ELSE image_blob END,
+				image_size = CASE WHEN image_blob = '' THEN ? ELSE image_size END
+				WHERE id = ?`, k.Build, k.VersionCode, k.ConfigBlob, k.ImageBlob, k.ImageSize, old.ID)
+			k.ID = old.ID
+			return err
+		case err == nil && !replace:
+			return fmt.Errorf("kernel %s already holds another BTF (%s): %w", k.KID, short(old.BTFBlob), ErrConflict)
+		case err == nil:
+			k.ID = old.ID
+			created = true
+			_, err = tx.ExecContext(ctx, `DELETE FROM artifacts WHERE kernel_id = ?`, old.ID)
+			if err == nil {
+				_, err = tx.ExecContext(ctx, `UPDATE kernels SET build = ?, version_code = ?, btf_blob = ?, btf_size = ?,
+					modules_blob = ?, modules_count = ?, modules_size = ?, config_blob = ?, image_blob = ?, image_size = ?,
+					source = ?, imported_by = ?, created_at = ? WHERE id = ?`,
+					k.Build, k.VersionCode, k.BTFBlob, k.BTFSize, k.ModulesBlob, k.ModulesCount, k.ModulesSize,
+					k.ConfigBlob, k.ImageBlob, k.ImageSize, k.Source, k.ImportedBy, now(), k.ID)
+			}
+			return err
+		case !errors.Is(err, ErrNotFound):
+			return err
+		}
+		created = true
+		res, err := tx.ExecContext(ctx, `INSERT INTO kernels (kid, distro, version, arch, release, build, version_code,
+			btf_blob, btf_size, modules_blob, modules_count, modules_size, config_blob, image_blob, image_size, source,
+			imported_by, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			k.KID, k.Distro, k.Version, k.Arch, k.Release, k.Build, k.VersionCode, k.BTFBlob, k.BTFSize, k.ModulesBlob,
+			k.ModulesCount, k.ModulesSize, k.ConfigBlob, k.ImageBlob, k.ImageSize, k.Source, k.ImportedBy, now())
+		if err != nil {
+			return err
+		}
+		k.ID, _ = res.LastInsertId()
+		return nil
+	})
+	if err != nil {
+		return k, false, fmt.Errorf("store kernel %s: %w", k.KID, err)
+	}
+	out, err = d.KernelByID(ctx, k.ID)
+	return out, created, err
+}
+
+// KernelByID returns a kernel by row id.
+func (d *DB) KernelByID(ctx context.Context, id int64) (Kernel, error) {
+	k, err := scanKernel(d.db.QueryRowContext(ctx, `SELECT `+kernelColumns+` FROM kernels WHERE id = ?`, id))
+	if err != nil {
+		return k, fmt.Errorf("kernel #%d: %w", id, err)
+	}
+	return k, nil
+}
+
+// Kernel returns a kernel by its id DISTRO/VERSION/ARCH/RELEASE.
+func (d *DB) Kernel(ctx context.Context, kid string) (Kernel, error) {
+	k, err := scanKernel(d.db.QueryRowContext(ctx, `SELECT `+kernelColumns+` FROM kernels WHERE kid = ?`, kid))
+	if err != nil {
+		return k, fmt.Errorf("kernel %s: %w", kid, err)
+	}
+	return k, nil
+}
+
+// Kernels lists kernels, of one arch when arch is not empty, by id.
+func (d *DB) Kernels(ctx context.Context, arch string) ([]Kernel, error) {
+	q := `SELECT ` + kernelColumns + ` FROM kernels`
+	var args []any
+	if arch != "" {
+		q += ` WHERE arch = ?`
+		args = append(args, arch)
+	}
+	rows, err := d.db.QueryContext(ctx, q+` ORDER BY kid`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("list kernels: %w", err)
+	}
+	defer rows.Close()
+	var out []Kernel
+	for rows.Next() {
+		k, err := scanKernel(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list kernels: %w", err)
+		}
+		out = append(out, k)
+	}
+	return out, rows.Err()
+}
+
+// DeleteKernel removes a kernel and its artifacts.
+func (d *DB) DeleteKernel(ctx context.Context, kid string) error {
+	res, err := d.db.ExecContext(ctx, `DELETE FROM kernels WHERE kid = ?`, kid)
+	if err != nil {
+		return fmt.Errorf("delete kernel %s: %w", kid, err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return fmt.Errorf("kernel %s: %w", kid, ErrNotFound)
+	}
+	return nil
+}
