@@ -3,6 +3,7 @@ package client
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"mime/multipart"
@@ -44,7 +45,10 @@ func (o ImportOptions) query(name string) url.Values {
 // file's content, streamed.
 func (c *Client) ImportKernelFile(ctx context.Context, name string, body io.Reader, opt ImportOptions) (*api.KernelImport, error) {
 	resp, err := c.Do(ctx, http.MethodPost, "/api/v1/kernels", opt.query(filepath.Base(name)), body, "application/octet-stream", nil)
-	if err != nil {
+	var ae *APIError
+	if errors.As(err, &ae) {
+		return nil, err // the server's message names the file
+	} else if err != nil {
 		return nil, fmt.Errorf("import %s: %w", name, err)
 	}
 	defer resp.Body.Close()

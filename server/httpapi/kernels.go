@@ -399,8 +399,9 @@ func (s *Server) matchKernel(ctx context.Context, want kernel.ID) (store.Kernel,
 	return k, "", fmt.Errorf("kernel %s is not in the archive; nearest: %s: %w", want, nearest(ks, want, 5), store.ErrNotFound)
 }
 
-// nearest names up to n kernels of the archive closest to want: same
-// distro and version first, then by release order around want's release.
+// nearest names up to n kernels of the archive closest to want: the same
+// distro and version first, then the same major.minor series, then by
+// distance in release order around want's release.
 func nearest(ks []store.Kernel, want kernel.ID, n int) string {
 	if len(ks) == 0 {
 		return fmt.Sprintf("none (the archive holds no %s kernel)", want.Arch)
@@ -408,19 +409,30 @@ func nearest(ks []store.Kernel, want kernel.ID, n int) string {
 	sorted := append([]store.Kernel(nil), ks...)
 	sort.Slice(sorted, func(i, j int) bool { return kernel.CompareRelease(sorted[i].Release, sorted[j].Release) < 0 })
 	at := sort.Search(len(sorted), func(i int) bool { return kernel.CompareRelease(sorted[i].Release, want.Release) >= 0 })
+	series := func(release string) string {
+		r, err := kernel.ParseRelease(release)
+		if err != nil {
+			return ""
+		}
+		return fmt.Sprintf("%d.%d", r.Major, r.Minor)
+	}
+	wantSeries := series(want.Release)
 	type cand struct {
 		k     store.Kernel
 		score int
 	}
-	var cs []cand
+	cs := make([]cand, 0, len(sorted))
 	for i, k := range sorted {
 		d := i - at
 		if d < 0 {
 			d = -d - 1
 		}
-		score := d * 2
+		score := d
 		if k.Distro != want.Distro || k.Version != want.Version {
-			score += 1000
+			score += 1 << 20
+		}
+		if wantSeries == "" || series(k.Release) != wantSeries {
+			score += 1 << 10
 		}
 		cs = append(cs, cand{k, score})
 	}
