@@ -203,3 +203,148 @@ type Resolved struct {
 	// Match says how the kernel was matched: "exact" or "release".
 	Match string `json:"match"`
 }
+
+// Per-program states an agent reports for a host.
+const (
+	// HostProgramLoaded: the desired revision is loaded and attached.
+	HostProgramLoaded = "loaded"
+	// HostProgramFailed: the desired revision could not be fetched or
+	// loaded and nothing of the program runs.
+	HostProgramFailed = "failed"
+	// HostProgramRolledBack: the desired revision was refused (fetch,
+	// verification, verifier or attach failure) and the last good one
+	// keeps running.
+	HostProgramRolledBack = "rolled_back"
+	// HostProgramPending: the desired revision is not applied yet (no
+	// artifact for the host's kernel so far, or the server is unreachable).
+	HostProgramPending = "pending"
+)
+
+// HostRegistration is what an agent sends when it registers its host
+// (POST /api/v1/hosts/register, idempotent by name).
+type HostRegistration struct {
+	Name         string            `json:"name"`
+	HostID       string            `json:"host_id,omitempty"` // machine-id, or an id the agent generated and keeps
+	Hostname     string            `json:"hostname,omitempty"`
+	Kernel       string            `json:"kernel"`          // DISTRO/VERSION/ARCH/RELEASE (kernel.Host)
+	Build        string            `json:"build,omitempty"` // uname -v
+	Labels       map[string]string `json:"labels,omitempty"`
+	HasBTF       bool              `json:"has_btf"`
+	AgentVersion string            `json:"agent_version,omitempty"`
+}
+
+// HostProgram is the state an agent reports for one program.
+type HostProgram struct {
+	Program string `json:"program"`
+	// Revision is the revision running on the host ("" when none).
+	Revision string `json:"revision,omitempty"`
+	// Desired is the revision the host should run, when it differs.
+	Desired string `json:"desired,omitempty"`
+	// State is loaded, failed, rolled_back or pending.
+	State string    `json:"state"`
+	Error string    `json:"error,omitempty"`
+	Since time.Time `json:"since"`
+}
+
+// HostReport is an agent's report of its programs (POST
+// /api/v1/hosts/{name}/report); it replaces the previous report.
+type HostReport struct {
+	Programs []HostProgram `json:"programs"`
+}
+
+// Host is a registered host.
+type Host struct {
+	ID           int64             `json:"id"`
+	Name         string            `json:"name"`
+	HostID       string            `json:"host_id,omitempty"`
+	Hostname     string            `json:"hostname,omitempty"`
+	Kernel       string            `json:"kernel"`
+	Build        string            `json:"build,omitempty"`
+	Labels       map[string]string `json:"labels"`
+	HasBTF       bool              `json:"has_btf"`
+	AgentVersion string            `json:"agent_version,omitempty"`
+	FirstSeen    time.Time         `json:"first_seen"`
+	LastSeen     time.Time         `json:"last_seen"`
+	// ReportedAt is when the agent last reported its programs.
+	ReportedAt *time.Time    `json:"reported_at,omitempty"`
+	Programs   []HostProgram `json:"programs"`
+	// ArchiveKernel is the archive's kernel the host's artifacts are
+	// relocated for (its own id, or the same release under another
+	// distro entry); empty when the archive has no such kernel.
+	ArchiveKernel string `json:"archive_kernel,omitempty"`
+}
+
+// AttachOptions say where an agent attaches programs that need a target.
+type AttachOptions struct {
+	Interface string `json:"interface,omitempty"` // xdp, tc, tcx
+	XDPMode   string `json:"xdp_mode,omitempty"`  // generic, native, offload
+	// TCDirection is the direction of plain tc programs: ingress (default)
+	// or egress.
+	TCDirection string `json:"tc_direction,omitempty"`
+	CgroupPath  string `json:"cgroup_path,omitempty"` // cgroup programs
+	PerfFreq    uint64 `json:"perf_freq,omitempty"`   // perf_event programs
+	UprobePID   int    `json:"uprobe_pid,omitempty"`  // uprobes: only this process
+}
+
+// LoadOptions are how an agent loads an assigned program.
+type LoadOptions struct {
+	// Programs loads only these programs of the object (all when empty).
+	Programs []string `json:"programs,omitempty"`
+	// Set rewrites const volatile globals before load: VAR → value.
+	Set map[string]string `json:"set,omitempty"`
+	// MaxEntries overrides maps' max_entries: MAP → n.
+	MaxEntries map[string]uint32 `json:"max_entries,omitempty"`
+	// NoAttach loads and pins without attaching.
+	NoAttach bool          `json:"no_attach,omitempty"`
+	Attach   AttachOptions `json:"attach,omitempty"`
+}
+
+// AssignmentRequest assigns a program to the hosts its selector matches
+// (POST /api/v1/assignments).
+type AssignmentRequest struct {
+	Program string `json:"program"`
+	// Selector holds label pairs a host must all have; empty: every host.
+	Selector map[string]string `json:"selector,omitempty"`
+	// Revision pins a revision (digest or unique prefix); empty: the
+	// latest revision with an artifact for each host's kernel.
+	Revision string      `json:"revision,omitempty"`
+	Options  LoadOptions `json:"options"`
+}
+
+// Assignment assigns a program to the hosts its selector matches.
+type Assignment struct {
+	ID        int64             `json:"id"`
+	Program   string            `json:"program"`
+	Selector  map[string]string `json:"selector"`
+	Revision  string            `json:"revision,omitempty"` // full digest when pinned
+	Options   LoadOptions       `json:"options"`
+	CreatedBy string            `json:"created_by,omitempty"`
+	CreatedAt time.Time         `json:"created_at"`
+}
+
+// DesiredProgram is one program a host should run.
+type DesiredProgram struct {
+	Program string `json:"program"`
+	// Revision is the revision to run: the assignment's pinned one, or the
+	// program's latest revision with a done artifact for the host's
+	// kernel. Empty when there is none yet (see Pending): the host keeps
+	// what it runs.
+	Revision string `json:"revision,omitempty"`
+	// Kernel is the archive kernel id to fetch the artifact for.
+	Kernel     string      `json:"kernel,omitempty"`
+	ArtifactID int64       `json:"artifact_id,omitempty"`
+	Assignment int64       `json:"assignment"`
+	Options    LoadOptions `json:"options"`
+	// Pending says why there is no revision to run yet.
+	Pending string `json:"pending,omitempty"`
+}
+
+// DesiredState is what a host should run
+// (GET /api/v1/hosts/{name}/desired). Version changes whenever the
+// content does: a client passes it back (?version=N) to long-poll for the
+// next change.
+type DesiredState struct {
+	Host     string           `json:"host"`
+	Version  uint64           `json:"version"`
+	Programs []DesiredProgram `json:"programs"`
+}

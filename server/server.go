@@ -48,7 +48,10 @@ type Config struct {
 	DefaultKernels map[string]string
 	// Relocators is the number of concurrent relocations (default: cores).
 	Relocators int
-	Logger     *slog.Logger
+	// AgentBTFUpload lets agents (reader tokens) upload the BTF of their
+	// registered host's kernel; kernel imports otherwise need admin.
+	AgentBTFUpload bool
+	Logger         *slog.Logger
 	// Out receives the one-time start-up notice (URL, admin token).
 	Out io.Writer
 	// Listener, when set, is used instead of listening on Addr (tests).
@@ -172,7 +175,8 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	s.Builds = build.New(build.Config{DB: s.DB, Blobs: s.Blobs, Compiler: s.Compiler, Workers: cfg.Workers,
 		Logger: log, Registry: s.Registry, Archive: s.Archive, Key: s.Key, Relocators: cfg.Relocators})
 	s.API = httpapi.New(httpapi.Config{DB: s.DB, Blobs: s.Blobs, Builds: s.Builds, Archive: s.Archive, Key: s.Key,
-		Logger: log, Registry: s.Registry, AnonymousRead: cfg.AnonymousRead, UI: web.New(s.DB), TempDir: tmp})
+		Logger: log, Registry: s.Registry, AnonymousRead: cfg.AnonymousRead, UI: web.New(s.DB), TempDir: tmp,
+		AgentBTFUpload: cfg.AgentBTFUpload})
 	return s, nil
 }
 

@@ -99,19 +99,20 @@ func (k coreKind) checksExistence() bool {
 // kernel's full BTF and a minimized copy of it; for those, Target is 0 and
 // TargetType names the target type instead ("struct task_struct").
 type Fixup struct {
-	// Instruction is the raw instruction offset in the program (the
-	// instruction numbering of the verifier log).
-	Instruction int
+	// Instruction is the raw offset of the instruction in the program, as
+	// in Poison.
+	Instruction int `json:"instruction"`
 	// Kind is the relocation kind ("field_byte_offset", ...).
-	Kind string
+	Kind string `json:"kind"`
 	// Local is the value the compiler emitted, Target the value for the
 	// target BTF. Both are zero when Poison is set.
-	Local, Target uint64
+	Local  uint64 `json:"local"`
+	Target uint64 `json:"target"`
 	// Poison is set when the relocation matched nothing in the target: the
 	// instruction is replaced with a call to an invalid helper.
-	Poison bool
+	Poison bool `json:"poison,omitempty"`
 	// TargetType names the target type of a type_id_target fixup.
-	TargetType string `json:",omitempty"`
+	TargetType string `json:"target_type,omitempty"`
 }
 
 // String formats f like "12: field_byte_offset 1280->1288".

@@ -27,15 +27,17 @@ import (
 const removedStruct, removedField = "task_struct", "sessionid"
 
 type fixture struct {
-	dir      string            // vmlinux.h and the objects
-	objs     map[string][]byte // object name -> ELF
-	paths    map[string]string // object name -> file
-	clang    string
-	bpftool  string
-	hostBTF  []byte
-	host     *Kernel
-	modBTF   []byte
-	modified *Kernel
+	dir       string            // vmlinux.h and the objects
+	objs      map[string][]byte // object name -> ELF
+	paths     map[string]string // object name -> file
+	clang     string
+	bpftool   string
+	hostBTF   []byte
+	host      *Kernel
+	modBTF    []byte
+	modified  *Kernel
+	ambBTF    []byte
+	ambiguous *Kernel
 
 	what, why string // a missing requirement
 	err       error  // a broken setup
@@ -158,6 +160,14 @@ func newFixture() *fixture {
 		f.err = err
 		return f
 	}
+	if f.ambBTF, err = withConflictingCopy(f.hostBTF, "task_struct", "pid"); err != nil {
+		f.err = err
+		return f
+	}
+	if f.ambiguous, err = LoadKernel("host-ambiguous", f.ambBTF, nil); err != nil {
+		f.err = err
+		return f
+	}
 	return f
 }
 
@@ -198,6 +208,42 @@ func withoutMember(raw []byte, name, field string) ([]byte, error) {
 		return nil, fmt.Errorf("no %s.%s in BTF", name, field)
 	}
 	b, err := btf.NewBuilder(types, nil)
+	if err != nil {
+		return nil, err
+	}
+	return b.Marshal(nil, nil)
+}
+
+// withConflictingCopy rewrites raw BTF with a second struct name that
+// differs from the first only in the offset of member field: relocations
+// reading field are ambiguous there, and fail.
+func withConflictingCopy(raw []byte, name, field string) ([]byte, error) {
+	spec, err := btf.LoadSpecFromReader(bytes.NewReader(raw))
+	if err != nil {
+		return nil, err
+	}
+	var types []btf.Type
+	var dup *btf.Struct
+	for typ, err := range spec.All() {
+		if err != nil {
+			return nil, err
+		}
+		if s, ok := typ.(*btf.Struct); ok && s.Name == name && dup == nil {
+			cpy := *s
+			cpy.Members = slices.Clone(s.Members)
+			i := slices.IndexFunc(cpy.Members, func(m btf.Member) bool { return m.Name == field })
+			if i < 0 {
+				return nil, fmt.Errorf("no %s.%s in BTF", name, field)
+			}
+			cpy.Members[i].Offset += 64
+			dup = &cpy
+		}
+		types = append(types, typ)
+	}
+	if dup == nil {
+		return nil, fmt.Errorf("no struct %s in BTF", name)
+	}
+	b, err := btf.NewBuilder(append(types, dup), nil)
 	if err != nil {
 		return nil, err
 	}

@@ -119,8 +119,10 @@ var (
 	fallbackStates   = make(map[*btf.Spec]*kernelState)
 )
 
-// kstate returns k's shared state. A Kernel built without LoadKernel gets
-// one per VMLinux spec, without a flavoured-names index.
+// kstate returns k's shared state. A Kernel built without LoadKernel has no
+// flavoured-names index (flavoured kernel types, rare, are then not
+// minimized as candidates) and, if it has modules, shares one state per
+// VMLinux spec for the life of the process.
 func (k *Kernel) kstate() (*kernelState, error) {
 	if k == nil || k.VMLinux == nil {
 		return nil, errors.New("kernel has no vmlinux BTF")
@@ -130,6 +132,10 @@ func (k *Kernel) kstate() (*kernelState, error) {
 	}
 	if k.state != nil {
 		return k.state, nil
+	}
+	if len(k.Modules) == 0 {
+		// Nothing to serialize: lookup doesn't lock without modules.
+		return &kernelState{prepared: make(map[string]bool)}, nil
 	}
 	fallbackStatesMu.Lock()
 	defer fallbackStatesMu.Unlock()

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"reflect"
 	"slices"
+	"strings"
 
 	"github.com/cilium/ebpf/btf"
 )
@@ -205,6 +206,11 @@ func minimizeBTF(k *Kernel, st *kernelState, programs []*program) (*markSet, err
 				}
 				cache[name] = cands
 			}
+			// Candidates whose kept parts are identical give identical
+			// fixups, and cilium/ebpf accepts ties that agree: keep one.
+			// Not for type_id_target, whose fixup is the candidate's ID.
+			dedupe := !slices.ContainsFunc(groups[local], func(r *relo) bool { return r.kind == kindTypeIDTarget })
+			kept := make(map[string]bool)
 			for _, cand := range cands {
 				trial := newMarkSet()
 				keep := false
@@ -217,10 +223,18 @@ func minimizeBTF(k *Kernel, st *kernelState, programs []*program) (*markSet, err
 						break
 					}
 				}
-				if keep {
-					trial.roots = append(trial.roots, cand)
-					all.merge(trial)
+				if !keep {
+					continue
 				}
+				if dedupe {
+					shape := trial.shape(cand)
+					if kept[shape] {
+						continue
+					}
+					kept[shape] = true
+				}
+				trial.roots = append(trial.roots, cand)
+				all.merge(trial)
 			}
 		}
 	}
@@ -762,6 +776,78 @@ func typesMatch(l, t btf.Type, visited map[[2]btf.Type]bool, ms *markSet) outcom
 		return typesMatch(lv.Return, tv.Return, visited, ms)
 	}
 	return outError
+}
+
+// shape describes what of t and the types below it ms keeps, so that two
+// candidates with the same shape relocate the same way.
+func (ms *markSet) shape(t btf.Type) string {
+	var b strings.Builder
+	ids := make(map[btf.Type]int)
+	var walk func(t btf.Type)
+	walk = func(t btf.Type) {
+		if id, ok := ids[t]; ok {
+			fmt.Fprintf(&b, "#%d", id)
+			return
+		}
+		ids[t] = len(ids)
+		ki := ms.keep[t]
+		if ki == nil {
+			ki = &keepInfo{}
+		}
+		fmt.Fprintf(&b, "(%T %q", t, t.TypeName())
+		switch v := t.(type) {
+		case *btf.Struct, *btf.Union:
+			size, _ := btf.Sizeof(v)
+			fmt.Fprintf(&b, " %d", size)
+			for i, m := range compositeMembers(v) {
+				if ki.members[i] {
+					fmt.Fprintf(&b, " [%q %d %d ", m.Name, m.Offset, m.BitfieldSize)
+					walk(m.Type)
+					b.WriteString("]")
+				}
+			}
+		case *btf.Enum:
+			fmt.Fprintf(&b, " %d %v", v.Size, v.Signed)
+			for i, val := range v.Values {
+				if ki.values[i] {
+					fmt.Fprintf(&b, " %q=%d", val.Name, val.Value)
+				}
+			}
+		case *btf.Int:
+			fmt.Fprintf(&b, " %d %v", v.Size, v.Encoding)
+		case *btf.Float:
+			fmt.Fprintf(&b, " %d", v.Size)
+		case *btf.Fwd:
+			fmt.Fprintf(&b, " %v", v.Kind)
+		case *btf.Pointer:
+			// Field relocations ignore what pointers point to.
+			if ki.follow {
+				walk(v.Target)
+			}
+		case *btf.Array:
+			fmt.Fprintf(&b, " %d ", v.Nelems)
+			walk(v.Index)
+			walk(v.Type)
+		case *btf.FuncProto:
+			walk(v.Return)
+			for _, p := range v.Params {
+				walk(p.Type)
+			}
+		case *btf.Typedef:
+			walk(v.Type)
+		case *btf.Const:
+			walk(v.Type)
+		case *btf.Volatile:
+			walk(v.Type)
+		case *btf.Restrict:
+			walk(v.Type)
+		case *btf.TypeTag:
+			walk(v.Type)
+		}
+		b.WriteString(")")
+	}
+	walk(t)
+	return b.String()
 }
 
 // build copies the marked types into new types holding only what is marked

@@ -28,13 +28,15 @@ func (tk testKernel) fullSize() int {
 	return n
 }
 
-// testKernels returns the host kernel, the modified host kernel and, if
-// available, real Debian kernels.
+// testKernels returns the host kernel, the host kernel without
+// task_struct::sessionid, the host kernel with a conflicting second
+// task_struct and, unless -short, real Debian kernels.
 func testKernels(t *testing.T) []testKernel {
 	f := setup(t)
 	out := []testKernel{
 		{f.host, f.hostBTF, nil},
 		{f.modified, f.modBTF, nil},
+		{f.ambiguous, f.ambBTF, nil},
 	}
 	return append(out, debianKernels(t)...)
 }
@@ -103,7 +105,12 @@ func TestMinBTFVersusBpftool(t *testing.T) {
 			res := relocate(t, f.object(t, name), tk.k)
 			out := filepath.Join(dir, tk.k.ID+"-"+name+".btf")
 			if _, err := run(f.bpftool, "gen", "min_core_btf", full, out, f.paths[name]); err != nil {
-				t.Errorf("%s: %v", name, err)
+				failed := slices.ContainsFunc(res.Report.Programs, func(pr ProgramReport) bool { return pr.Status == StatusFailed })
+				if !failed {
+					t.Errorf("%s: %v", name, err)
+				} else {
+					t.Logf("%-22s %-24s bpftool fails too: %v", tk.k.ID, name, err)
+				}
 				continue
 			}
 			theirs, err := os.ReadFile(out)

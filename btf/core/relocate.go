@@ -44,9 +44,11 @@ type Report struct {
 type ProgramReport struct {
 	Name    string `json:"name"`
 	Section string `json:"section"`
-	// Status is "ok" when every relocation resolves, "poisoned" when some
-	// relocation matches nothing in the kernel (the instruction is
-	// poisoned, as libbpf does) and "failed" when relocation fails.
+	// Status is "ok" when every relocation resolves or every poisoned one
+	// is Guarded (unreachable on this kernel), "poisoned" when a relocation
+	// that matches nothing in the kernel can run (the instruction is
+	// poisoned, as libbpf does: the verifier rejects the program) and
+	// "failed" when relocation fails.
 	Status string `json:"status"`
 	// Error is why relocation failed, on one line.
 	Error string `json:"error,omitempty"`
@@ -68,7 +70,9 @@ type Poison struct {
 	// "enum bpf_func_id::BPF_FUNC_ringbuf_output", "struct task_struct".
 	Path string `json:"path"`
 	// Instruction is the raw offset of the poisoned instruction in the
-	// program, as numbered in the verifier log.
+	// program, counted in 8-byte slots as the verifier log numbers them,
+	// with the program laid out as cilium/ebpf loads it: its own function
+	// first, then the subprograms it calls.
 	Instruction int `json:"instruction"`
 	// Guarded is set when the poisoned instruction is unreachable with this
 	// kernel's CO-RE values: the program checks, with an existence
@@ -165,8 +169,13 @@ func (res *progResult) report() ProgramReport {
 			Guarded:     !reach[r.raw],
 		})
 	}
-	if len(pr.Poisoned) > 0 {
-		pr.Status = StatusPoisoned
+	// A program is poisoned when a poisoned instruction can run: poisons
+	// that only sit in code the verifier prunes on this kernel (Guarded)
+	// are listed, but the program loads, so it stays ok.
+	for _, x := range pr.Poisoned {
+		if !x.Guarded {
+			pr.Status = StatusPoisoned
+		}
 	}
 	return pr
 }

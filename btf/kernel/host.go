@@ -33,8 +33,8 @@ type Utsname struct {
 	Machine string // uname -m, e.g. x86_64 or aarch64
 }
 
-// OSRelease paths, in the order they are read (os-release(5)).
-var OSRelease = []string{"/etc/os-release", "/usr/lib/os-release"}
+// osReleasePaths are where Host reads os-release(5), in order.
+var osReleasePaths = []string{"/etc/os-release", "/usr/lib/os-release"}
 
 // HostFrom describes a host from the contents of its os-release file and
 // its uname. It does not look at the file system: HasBTF and BTFPath are

@@ -9,12 +9,12 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Host describes the running machine: its ID from os-release (see
-// OSRelease) and uname, and whether its kernel exposes BTF.
+// Host describes the running machine: its ID from /etc/os-release (or
+// /usr/lib/os-release) and uname, and whether its kernel exposes BTF.
 func Host() (HostInfo, error) {
 	var osRelease []byte
 	var err error
-	for _, p := range OSRelease {
+	for _, p := range osReleasePaths {
 		osRelease, err = os.ReadFile(p)
 		if err == nil || !errors.Is(err, fs.ErrNotExist) {
 			break

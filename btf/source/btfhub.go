@@ -1,9 +1,9 @@
 package source
 
 import (
-	"bytes"
-	"bufio"
 	"archive/tar"
+	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"

@@ -1,8 +1,8 @@
 package source
 
 import (
-	"bufio"
 	"archive/tar"
+	"bufio"
 	"bytes"
 	"compress/bzip2"
 	"compress/gzip"

@@ -61,6 +61,27 @@ func debKernel(t testing.TB, series string) *Kernel {
 	return k
 }
 
+// shareDebKernel makes k, imported from the Debian package of series, the
+// one debKernel returns, with a copy of its Image in sharedDir.
+func shareDebKernel(series string, k *Kernel) error {
+	debMu.Lock()
+	defer debMu.Unlock()
+	if debKernels[series] != nil {
+		return nil
+	}
+	img, err := os.ReadFile(k.Image)
+	if err != nil {
+		return err
+	}
+	shared := *k
+	shared.Image = filepath.Join(sharedDir, "vmlinuz-"+series)
+	if err := os.WriteFile(shared.Image, img, 0o644); err != nil {
+		return err
+	}
+	debKernels[series] = &shared
+	return nil
+}
+
 // importOne imports path, which must hold one kernel.
 func importOne(path string, opts Options) (*Kernel, error) {
 	var got []*Kernel
@@ -227,13 +248,38 @@ func makeAr(members ...arMemberData) []byte {
 }
 
 // makeDeb returns a Debian package with the control file control and the
-// files in data (tar entries, named ./PATH as dpkg-deb names them).
+// files in data (tar entries, named ./PATH as dpkg-deb names them) in
+// data.tar.xz.
 func makeDeb(t testing.TB, control string, data ...tarEntry) []byte {
 	t.Helper()
+	return makeDebComp(t, "xz", control, data...)
+}
+
+// makeDebComp is makeDeb with data.tar compressed as comp, xz or gz.
+func makeDebComp(t testing.TB, comp, control string, data ...tarEntry) []byte {
+	t.Helper()
+	tarball := makeTar(t, data...)
+	switch comp {
+	case "xz":
+		tarball = xzData(t, tarball)
+	case "gz":
+		var buf bytes.Buffer
+		w, err := gzip.NewWriterLevel(&buf, gzip.BestSpeed)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.Write(tarball)
+		if err := w.Close(); err != nil {
+			t.Fatal(err)
+		}
+		tarball = buf.Bytes()
+	default:
+		t.Fatalf("compression %q", comp)
+	}
 	return makeAr(
 		arMemberData{"debian-binary", []byte("2.0\n")},
 		arMemberData{"control.tar.gz", gzipData(t, makeTar(t, tarEntry{name: "./", dir: true}, tarEntry{name: "./control", data: []byte(control)}))},
-		arMemberData{"data.tar.xz", xzData(t, makeTar(t, data...))},
+		arMemberData{"data.tar." + comp, tarball},
 	)
 }
 

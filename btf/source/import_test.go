@@ -86,7 +86,7 @@ func TestImportDeb(t *testing.T) {
 				if err != nil || fi.Size() == 0 {
 					t.Errorf("Image %q: %v, %v", got.Image, fi, err)
 				}
-				return nil
+				return shareDebKernel(series, got)
 			})
 			if err != nil {
 				t.Fatal(err)

@@ -108,10 +108,12 @@ type FormatError struct {
 	Err error
 }
 
+// Error returns "import PATH: WHAT IS WRONG", on one line.
 func (e *FormatError) Error() string {
 	return "import " + e.Path + ": " + oneLine(e.Err.Error())
 }
 
+// Unwrap returns Err.
 func (e *FormatError) Unwrap() error { return e.Err }
 
 // oneLine replaces line breaks, so that an error message is one line.

@@ -62,6 +62,8 @@ BPFARM_S3_ENDPOINT.`,
 	f.StringToStringVar(&cfg.DefaultKernels, "default-kernel", nil,
 		"reference kernel per arch for CO-RE compiles, ARCH=DISTRO/VERSION/ARCH/RELEASE (default: the arch's newest kernel)")
 	f.IntVar(&cfg.Relocators, "relocators", runtime.NumCPU(), "concurrent per-kernel relocations")
+	f.BoolVar(&cfg.AgentBTFUpload, "agent-btf-upload", false,
+		"let agents (reader tokens) upload their registered host's kernel BTF, so that artifacts get relocated for it")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	f.BoolVar(&logJSON, "log-json", false, "log as JSON lines")
 	return cmd

@@ -439,6 +439,11 @@ func (s *Service) Wait(ctx context.Context, id int64) (api.Build, error) {
 	}
 }
 
+// Changed returns a channel closed at the next change of a build's or a
+// relocation's state (a new revision's artifact done for a kernel, ...):
+// long polls subscribe, then re-read what they watch.
+func (s *Service) Changed() <-chan struct{} { return s.changed.wait() }
+
 // notifier wakes every waiter on each broadcast.
 type notifier struct {
 	mu sync.Mutex

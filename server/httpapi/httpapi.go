@@ -48,6 +48,9 @@ type Config struct {
 	MaxBundleBytes int64
 	// Ready reports whether the server can take work (for /readyz).
 	Ready func(context.Context) error
+	// AgentBTFUpload lets reader tokens (agents) import their own host's
+	// kernel BTF (see requireKernelImport); otherwise imports need admin.
+	AgentBTFUpload bool
 }
 
 // Server is the HTTP API.
@@ -56,6 +59,7 @@ type Server struct {
 	log     *slog.Logger
 	latency *prometheus.HistogramVec
 	router  chi.Router
+	hosts   *hostsState
 }
 
 // New builds the router.
@@ -75,6 +79,7 @@ func New(cfg Config) *Server {
 	if cfg.Registry != nil {
 		cfg.Registry.MustRegister(s.latency)
 	}
+	s.hosts = newHostsState(cfg.Registry)
 	s.router = s.routes()
 	return s
 }
@@ -110,7 +115,7 @@ func (s *Server) routes() chi.Router {
 		r.With(s.require(api.RoleReader)).Get("/blobs/{digest}", s.getBlob)
 
 		r.With(s.require(api.RoleReader)).Get("/kernels", s.listKernels)
-		r.With(s.require(api.RoleAdmin)).Post("/kernels", s.importKernels)
+		r.With(s.requireKernelImport).Post("/kernels", s.importKernels)
 		r.With(s.require(api.RoleReader)).Get("/kernels/*", s.getKernel)
 		r.With(s.require(api.RoleAdmin)).Delete("/kernels/*", s.deleteKernel)
 
@@ -118,6 +123,15 @@ func (s *Server) routes() chi.Router {
 		r.With(s.require(api.RoleReader)).Get("/artifacts/{id}", s.getArtifact)
 		r.With(s.require(api.RoleReader)).Get("/artifacts/{id}/manifest", s.getArtifactManifest)
 		r.With(s.require(api.RoleReader)).Get("/programs/{name}/artifact", s.resolve)
+
+		r.With(s.require(api.RoleReader)).Post("/hosts/register", s.registerHost)
+		r.With(s.require(api.RoleReader)).Get("/hosts", s.listHosts)
+		r.With(s.require(api.RoleReader)).Get("/hosts/{name}", s.getHost)
+		r.With(s.require(api.RoleReader)).Post("/hosts/{name}/report", s.reportHost)
+		r.With(s.require(api.RoleReader)).Get("/hosts/{name}/desired", s.desiredState)
+		r.With(s.require(api.RoleReader)).Get("/assignments", s.listAssignments)
+		r.With(s.require(api.RolePublisher)).Post("/assignments", s.createAssignment)
+		r.With(s.require(api.RolePublisher)).Delete("/assignments/{id}", s.deleteAssignment)
 
 		r.With(s.require(api.RoleAdmin)).Get("/tokens", s.listTokens)
 		r.With(s.require(api.RoleAdmin)).Post("/tokens", s.createToken)

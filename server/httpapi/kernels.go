@@ -322,6 +322,12 @@ func (s *Server) resolve(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		if a.State == api.ArtifactDone {
+			etag := `"sha256:` + a.Manifest.Digest + `"`
+			if r.Header.Get("If-None-Match") == etag {
+				w.Header().Set("ETag", etag)
+				w.WriteHeader(http.StatusNotModified)
+				return
+			}
 			d, _ := blob.ParseDigest(a.Manifest.Digest)
 			mb, err := blob.ReadAll(ctx, s.cfg.Blobs, d, 16<<20)
 			if err != nil {
@@ -333,7 +339,7 @@ func (s *Server) resolve(w http.ResponseWriter, r *http.Request) {
 				s.serverError(w, r, err)
 				return
 			}
-			w.Header().Set("ETag", `"sha256:`+a.Manifest.Digest+`"`)
+			w.Header().Set("ETag", etag)
 			s.json(w, http.StatusOK, api.Resolved{Artifact: a, Manifest: m, Match: match})
 			return
 		}
