@@ -11,11 +11,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"mime/multipart"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -691,5 +693,40 @@ func TestS3(t *testing.T) {
 	// Nothing went to the local blob directory.
 	if ents, _ := os.ReadDir(filepath.Join(f.data, "blobs", "sha256")); len(ents) != 0 {
 		t.Errorf("local blob directory used with S3 configured: %d entries", len(ents))
+	}
+}
+
+// TestMultipartPush: the REST upload as multipart/form-data, with paths in
+// the file names and options as form fields.
+func TestMultipartPush(t *testing.T) {
+	f := startFarm(t, "")
+	var body bytes.Buffer
+	mw := multipart.NewWriter(&body)
+	for name, content := range map[string]string{
+		"src/prog.bpf.c": "#include \"vmlinux.h\"\n#include \"inc/defs.h\"\n#include <bpf/bpf_helpers.h>\nSEC(\"tp/syscalls/sys_enter_getpid\") int p(void *ctx) { return VALUE; }\nchar LICENSE[] SEC(\"license\") = \"GPL\";\n",
+		"src/inc/defs.h": "#define VALUE 0\n",
+	} {
+		w, _ := mw.CreateFormFile("file", name)
+		io.WriteString(w, content)
+	}
+	mw.WriteField("entry", "src/prog.bpf.c")
+	mw.WriteField("flag", "-DBPFARM_TEST_EXTRA=1")
+	mw.Close()
+	var res api.PushResult
+	code, b := f.api("POST", "/api/v1/programs/multi/revisions", f.admin, mw.FormDataContentType(), &body, &res)
+	if code != 201 || len(res.Builds) != 1 {
+		t.Fatalf("multipart push: %d %s", code, b)
+	}
+	if bd := f.waitBuild(res.Builds[0].ID); bd.State != api.StateSucceeded || !slices.Equal(bd.Flags, []string{"-DBPFARM_TEST_EXTRA=1"}) {
+		t.Fatalf("build: %+v", bd)
+	}
+	// A path escaping the bundle is refused the same way as in a tarball.
+	body.Reset()
+	mw = multipart.NewWriter(&body)
+	w, _ := mw.CreateFormFile("file", "../evil.bpf.c")
+	io.WriteString(w, okProgram)
+	mw.Close()
+	if code, b := f.api("POST", "/api/v1/programs/multi/revisions", f.admin, mw.FormDataContentType(), &body, nil); code != 400 {
+		t.Errorf("../ in a multipart file name: %d %s", code, b)
 	}
 }
