@@ -161,6 +161,9 @@ type Artifact struct {
 	Manifest   *Blob            `json:"manifest,omitempty"`
 	CreatedAt  time.Time        `json:"created_at"`
 	FinishedAt *time.Time       `json:"finished_at,omitempty"`
+	// Verification is the artifact's verification on its real kernel,
+	// when the kernel has an image (see Verification).
+	Verification *Verification `json:"verification,omitempty"`
 }
 
 // Kernel is a kernel of the BTF archive.
@@ -347,4 +350,104 @@ type DesiredState struct {
 	Host     string           `json:"host"`
 	Version  uint64           `json:"version"`
 	Programs []DesiredProgram `json:"programs"`
+}
+
+// Verification results (Verification.Result).
+const (
+	// VerificationVerified: the kernel accepted every program in every
+	// mode.
+	VerificationVerified = "verified"
+	// VerificationRejected: the kernel refused at least one program.
+	VerificationRejected = "rejected"
+	// VerificationKernelError: the VM stopped without results: a kernel
+	// panic, no /init, garbage on the console.
+	VerificationKernelError = "kernel-error"
+	// VerificationTimeout: the VM did not finish within its timeout.
+	VerificationTimeout = "timeout"
+	// VerificationRunnerError: the verifier started in the VM but could
+	// not do its job (another kernel booted, an unreadable object...).
+	VerificationRunnerError = "runner-error"
+	// VerificationSkipped: the server cannot boot this kernel (no qemu for
+	// its arch); Reason says what to install.
+	VerificationSkipped = "skipped"
+)
+
+// ProgramVerification is one program's verdict on a real kernel in one
+// load mode.
+type ProgramVerification struct {
+	Program string `json:"program"`
+	Section string `json:"section,omitempty"`
+	Type    string `json:"type,omitempty"`
+	// Mode is how it was loaded: "relocated" (the pre-relocated object) or
+	// "host-btf" (the CO-RE object against the kernel's own BTF).
+	Mode     string `json:"mode"`
+	Accepted bool   `json:"accepted"`
+	// Verifier is set when a rejection came from the kernel's verifier
+	// (with a log) rather than an earlier step of the load.
+	Verifier bool `json:"verifier,omitempty"`
+	// Instructions is how many instructions the verifier processed.
+	Instructions int `json:"instructions,omitempty"`
+	// LoadMS is the load's wall time in the VM (emulated without KVM).
+	LoadMS float64 `json:"load_ms"`
+	// Error is the verifier's complaint; Log the tail of its log.
+	Error string   `json:"error,omitempty"`
+	Log   []string `json:"log,omitempty"`
+}
+
+// Verification is an artifact verified on its real kernel: the kernel's
+// image booted in a VM, where every program of the artifact was loaded,
+// load-only, with the agent's loader.
+type Verification struct {
+	ID         int64  `json:"id"`
+	ArtifactID int64  `json:"artifact_id"`
+	Program    string `json:"program"`
+	Revision   string `json:"revision"`
+	BuildID    int64  `json:"build_id"`
+	Arch       string `json:"arch"`
+	Kernel     string `json:"kernel"`
+	// State is queued, running, done or error (the server could not run
+	// it; see Reason).
+	State string `json:"state"`
+	// Result is verified, rejected, kernel-error, timeout, runner-error or
+	// skipped, when done.
+	Result string `json:"result,omitempty"`
+	Reason string `json:"reason,omitempty"`
+	// Programs holds each program's verdict per mode.
+	Programs []ProgramVerification `json:"programs"`
+	// Release is the kernel release the VM booted (uname -r).
+	Release string `json:"release,omitempty"`
+	// Accel is the VM's accelerator: kvm or tcg.
+	Accel string `json:"accel,omitempty"`
+	// Console is the tail of the VM's console; ConsoleLog the whole
+	// console (first MiB and last 64 KiB) as a blob.
+	Console    string `json:"console,omitempty"`
+	ConsoleLog *Blob  `json:"console_log,omitempty"`
+	// BootMS is the wall time from starting the VM to the verifier's first
+	// answer; DurationMS the VM's whole wall time.
+	BootMS     int64      `json:"boot_ms,omitempty"`
+	DurationMS int64      `json:"duration_ms,omitempty"`
+	Attempts   int        `json:"attempts"`
+	CreatedAt  time.Time  `json:"created_at"`
+	StartedAt  *time.Time `json:"started_at,omitempty"`
+	FinishedAt *time.Time `json:"finished_at,omitempty"`
+}
+
+// Accepted counts the programs accepted in every mode, out of all.
+func (v *Verification) Accepted() (accepted, total int) {
+	ok := map[string]bool{}
+	var order []string
+	for _, p := range v.Programs {
+		prev, seen := ok[p.Program]
+		if !seen {
+			order = append(order, p.Program)
+			prev = true
+		}
+		ok[p.Program] = prev && p.Accepted
+	}
+	for _, name := range order {
+		if ok[name] {
+			accepted++
+		}
+	}
+	return accepted, len(order)
 }

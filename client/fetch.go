@@ -39,6 +39,12 @@ type FetchOptions struct {
 	Backoff  time.Duration
 	// Offline uses the cache only.
 	Offline bool
+	// RequireVerified refuses an artifact unless its signed manifest
+	// records that the verifier of this exact kernel (the manifest's
+	// kernel is the kernel id asked for) accepted every program of it, or
+	// every program of VerifiedPrograms when set (see CheckVerified).
+	RequireVerified  bool
+	VerifiedPrograms []string
 }
 
 // Fetched is a verified artifact.
@@ -74,6 +80,19 @@ func (c *Client) FetchArtifact(ctx context.Context, program, kernelID, revision 
 	}
 	if opt.Backoff <= 0 {
 		opt.Backoff = 250 * time.Millisecond
+	}
+	if opt.RequireVerified {
+		// The same fetch, then the verdicts of the signed manifest.
+		o := opt
+		o.RequireVerified = false
+		f, err := c.FetchArtifact(ctx, program, kernelID, revision, o)
+		if err != nil {
+			return nil, err
+		}
+		if err := CheckVerified(f.Manifest, kernelID, opt.VerifiedPrograms); err != nil {
+			return nil, fmt.Errorf("artifact of %s for %s: %w", program, kernelID, err)
+		}
+		return f, nil
 	}
 	cache := artifactCache{dir: opt.CacheDir}
 	if opt.Offline {
@@ -281,4 +300,37 @@ func writeAtomic(path string, data []byte) error {
 		return err
 	}
 	return os.Rename(tmp.Name(), path)
+}
+
+// ErrNotVerified is returned (wrapped) for artifacts refused by
+// FetchOptions.RequireVerified.
+var ErrNotVerified = errors.New("not verified on this kernel")
+
+// CheckVerified checks that a (signature-checked) manifest records that
+// the verifier of kernel kernelID itself accepted every program of the
+// artifact, or every program of programs when not empty: the farm booted
+// that kernel and loaded them there. An artifact matched by release under
+// another kernel id is not verified on this kernel.
+func CheckVerified(m *manifest.Manifest, kernelID string, programs []string) error {
+	if m.Kernel != kernelID {
+		return fmt.Errorf("%w: the artifact is for kernel %s, this host runs %s", ErrNotVerified, m.Kernel, kernelID)
+	}
+	if len(m.Verified) == 0 {
+		return fmt.Errorf("%w: the farm has not verified it on %s (no kernel image in its archive, or not yet)", ErrNotVerified, kernelID)
+	}
+	if len(programs) == 0 {
+		for _, p := range m.Report.Programs {
+			programs = append(programs, p.Name)
+		}
+	}
+	for _, name := range programs {
+		v, ok := m.Verified[name]
+		switch {
+		case !ok:
+			return fmt.Errorf("%w: program %s has no verdict", ErrNotVerified, name)
+		case !v.Accepted:
+			return fmt.Errorf("%w: the verifier of %s rejected program %s: %s", ErrNotVerified, kernelID, name, v.Error)
+		}
+	}
+	return nil
 }

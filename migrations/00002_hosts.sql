@@ -22,7 +22,7 @@ CREATE TABLE hosts (
 -- the selector's pairs (an empty selector matches every host), at a pinned
 -- revision or else the latest one with an artifact for the host's kernel.
 CREATE TABLE assignments (
-    id          INTEGER PRIMARY KEY,
+    id          INTEGER PRIMARY KEY AUTOINCREMENT, -- ids are never reused: unassign ID stays unambiguous
     program_id  INTEGER NOT NULL REFERENCES programs(id) ON DELETE CASCADE,
     selector    TEXT NOT NULL DEFAULT '{}',
     revision    TEXT NOT NULL DEFAULT '',  -- full digest when pinned

@@ -27,6 +27,8 @@ import (
 	"github.com/bpfarm/bpfarm/server/httpapi"
 	"github.com/bpfarm/bpfarm/server/signing"
 	"github.com/bpfarm/bpfarm/server/store"
+	"github.com/bpfarm/bpfarm/server/verify"
+	bpfverify "github.com/bpfarm/bpfarm/verify"
 	"github.com/bpfarm/bpfarm/web"
 )
 
@@ -52,10 +54,29 @@ type Config struct {
 	// registered host's kernel; kernel imports otherwise need admin.
 	AgentBTFUpload bool
 	Logger         *slog.Logger
+	// Verify configures verification on real kernels (server/verify):
+	// artifacts are booted in VMs on kernels that have an image.
+	Verify VerifyConfig
 	// Out receives the one-time start-up notice (URL, admin token).
 	Out io.Writer
 	// Listener, when set, is used instead of listening on Addr (tests).
 	Listener net.Listener
+}
+
+// VerifyConfig configures verification on real kernels.
+type VerifyConfig struct {
+	// Runner is the static bpfarm-verifier binary; empty: found next to
+	// the executable or on $PATH, else verification is off.
+	Runner string
+	// VMs is the number of VMs run at once (default 1); negative turns
+	// verification off.
+	VMs int
+	// Timeout bounds one VM (default 60s under TCG, 30s under KVM).
+	Timeout time.Duration
+	// Accel is "kvm", "tcg" or "" (KVM when it works).
+	Accel string
+	// Memory is each VM's memory (default 512M).
+	Memory string
 }
 
 // Server is a running bpfarm server.
@@ -67,6 +88,7 @@ type Server struct {
 	Compiler *compile.Compiler
 	Archive  *archive.Archive
 	Builds   *build.Service
+	Verify   *verify.Service
 	Registry *prometheus.Registry
 	API      *httpapi.Server
 }
@@ -174,10 +196,35 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 
 	s.Builds = build.New(build.Config{DB: s.DB, Blobs: s.Blobs, Compiler: s.Compiler, Workers: cfg.Workers,
 		Logger: log, Registry: s.Registry, Archive: s.Archive, Key: s.Key, Relocators: cfg.Relocators})
+	if s.Verify, err = s.openVerify(); err != nil {
+		s.DB.Close()
+		return nil, err
+	}
+	ui := web.New(web.Config{DB: s.DB, Blobs: s.Blobs, Builds: s.Builds, Archive: s.Archive, Key: s.Key,
+		Logger: log, AnonymousRead: cfg.AnonymousRead, TempDir: tmp})
 	s.API = httpapi.New(httpapi.Config{DB: s.DB, Blobs: s.Blobs, Builds: s.Builds, Archive: s.Archive, Key: s.Key,
-		Logger: log, Registry: s.Registry, AnonymousRead: cfg.AnonymousRead, UI: web.New(s.DB), TempDir: tmp,
-		AgentBTFUpload: cfg.AgentBTFUpload})
+		Logger: log, Registry: s.Registry, AnonymousRead: cfg.AnonymousRead, UI: ui, TempDir: tmp,
+		AgentBTFUpload: cfg.AgentBTFUpload, Verify: s.Verify})
 	return s, nil
+}
+
+// openVerify sets up verification on real kernels, or leaves it off
+// (with a log line saying why) when there is no runner binary.
+func (s *Server) openVerify() (*verify.Service, error) {
+	vc := s.cfg.Verify
+	runner := vc.Runner
+	if vc.VMs >= 0 && runner == "" {
+		var err error
+		if runner, err = bpfverify.FindRunner(); err != nil {
+			s.cfg.Logger.Info("verification on real kernels is off", "reason", err)
+		}
+	}
+	if vc.VMs < 0 {
+		runner = ""
+	}
+	return verify.New(verify.Config{DB: s.DB, Blobs: s.Blobs, Key: s.Key, Runner: runner, VMs: vc.VMs,
+		Timeout: vc.Timeout, Memory: vc.Memory, Accel: vc.Accel, WorkDir: filepath.Join(s.cfg.Data, "verify"),
+		Changed: s.Builds.Changed, Logger: s.cfg.Logger, Registry: s.Registry})
 }
 
 // bootstrapAdmin creates the admin token on first start, writes it to
@@ -221,9 +268,12 @@ func (s *Server) Run(ctx context.Context) error {
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(s.cfg.Logger.Handler(), slog.LevelWarn),
 	}
+	srv.RegisterOnShutdown(s.API.StopLongPolls) // agents' desired-state long polls
 	workCtx, stopWork := context.WithCancel(context.WithoutCancel(ctx))
 	workersDone := make(chan error, 1)
 	go func() { workersDone <- s.Builds.Run(workCtx) }()
+	verifyDone := make(chan error, 1)
+	go func() { verifyDone <- s.Verify.Run(workCtx) }()
 
 	fmt.Fprintf(s.cfg.Out, "bpfarm serving on http://%s (data %s)\n", ln.Addr(), s.cfg.Data)
 	serveErr := make(chan error, 1)
@@ -238,6 +288,7 @@ func (s *Server) Run(ctx context.Context) error {
 	srv.Shutdown(shutdownCtx)
 	stopWork()
 	<-workersDone
+	<-verifyDone
 	if errors.Is(err, http.ErrServerClosed) {
 		err = nil
 	}

@@ -1,21 +1,407 @@
 // Command bpfarm-agent is bpfarm's thin client and host daemon: it fetches
-// the artifact built for this host's kernel and loads it with cilium/ebpf,
-// with no compiler, kernel headers or BTF needed on the host.
+// the artifact built for this host's kernel, verifies its digest and
+// signature, and loads it with cilium/ebpf — no compiler, kernel headers or
+// BTF needed on the host.
 //
-// This entry point only reports its version for now; loading and the daemon
-// arrive with the agent work (see the issue tracker).
+// Exit status: 0 success, 1 the operation failed, 2 usage error. Every
+// failure prints one line saying what and why first.
 package main
 
 import (
+	"context"
+	"crypto/ed25519"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
 	"fmt"
 	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/bpfarm/bpfarm/btf/kernel"
+	"github.com/bpfarm/bpfarm/btf/source"
+	"github.com/bpfarm/bpfarm/client"
+	"github.com/bpfarm/bpfarm/client/loader"
 )
 
+// version is set at build time (-ldflags "-X main.version=...").
+var version = "dev"
+
+type usageError struct{ error }
+
+func usagef(format string, args ...any) error { return usageError{fmt.Errorf(format, args...)} }
+
+type globals struct {
+	server, token string
+	json          bool
+}
+
 func main() {
-	if len(os.Args) > 1 && (os.Args[1] == "version" || os.Args[1] == "--version") {
-		fmt.Println("bpfarm-agent (development build)")
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	root := newRoot()
+	err := root.ExecuteContext(ctx)
+	stop()
+	if err == nil {
 		return
 	}
-	fmt.Fprintln(os.Stderr, "bpfarm-agent: not implemented yet: load, unload, status and run arrive with the agent issue")
-	os.Exit(2)
+	fmt.Fprintln(os.Stderr, "bpfarm-agent: "+err.Error())
+	var ue usageError
+	if errors.As(err, &ue) || isCobraUsage(err) {
+		fmt.Fprintln(os.Stderr, "Run 'bpfarm-agent --help' for usage.")
+		os.Exit(2)
+	}
+	os.Exit(1)
+}
+
+func isCobraUsage(err error) bool {
+	s := err.Error()
+	for _, p := range []string{"unknown command", "unknown flag", "unknown shorthand flag", "accepts ", "requires at least",
+		"requires exactly", "invalid argument", "flag needs an argument", "required flag"} {
+		if strings.Contains(s, p) {
+			return true
+		}
+	}
+	return false
+}
+
+func newRoot() *cobra.Command {
+	g := &globals{}
+	root := &cobra.Command{
+		Use:           "bpfarm-agent",
+		Short:         "Fetch and load bpfarm artifacts for this host's kernel",
+		Version:       version,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
+			return applyEnv(cmd)
+		},
+	}
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	pf := root.PersistentFlags()
+	pf.StringVar(&g.server, "server", client.DefaultServer, "server URL (env BPFARM_SERVER)")
+	pf.StringVar(&g.token, "token", "", "API token, reader role is enough (env BPFARM_TOKEN)")
+	pf.BoolVar(&g.json, "json", false, "machine-readable JSON output")
+	root.AddCommand(newLoad(g), newUnload(g), newStatus(g), newRunCommand())
+	return root
+}
+
+// applyEnv fills flags not given on the command line from BPFARM_<FLAG>.
+func applyEnv(cmd *cobra.Command) error {
+	var err error
+	set := func(f *pflag.Flag) {
+		if f.Changed || err != nil {
+			return
+		}
+		env := "BPFARM_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v, ok := os.LookupEnv(env); ok {
+			if e := f.Value.Set(v); e != nil {
+				err = usagef("%s=%q: %v", env, v, e)
+			}
+			f.Changed = true
+		}
+	}
+	cmd.Flags().VisitAll(set)
+	cmd.InheritedFlags().VisitAll(set)
+	return err
+}
+
+// loadFlags are the options shared by load, unload and status.
+type loadFlags struct {
+	pinDir, stateDir, cacheDir string
+}
+
+func (l *loadFlags) register(f *pflag.FlagSet) {
+	f.StringVar(&l.pinDir, "pin-dir", "/sys/fs/bpf/bpfarm", "bpffs directory for pinned maps and links (PIN-DIR/NAME/)")
+	f.StringVar(&l.stateDir, "state-dir", "/run/bpfarm", "directory for the agent's state files")
+	f.StringVar(&l.cacheDir, "cache-dir", "/var/cache/bpfarm-agent", "last good artifacts and the pinned server key")
+}
+
+func newLoad(g *globals) *cobra.Command {
+	var (
+		lf                            loadFlags
+		revision, pubkey, kernelBTF   string
+		kernelID, mode, iface, cgroup string
+		noAttach, uploadBTF           bool
+		requireVerified               bool
+		programs                      []string
+		sets, maxEntries              []string
+	)
+	cmd := &cobra.Command{
+		Use:   "load NAME",
+		Short: "Load a program's artifact for this host's kernel and attach it",
+		Long: `Resolve NAME's artifact for this host's kernel, verify its digests and its
+ed25519 signature (against --pubkey, else the key pinned on first use in
+--cache-dir), load it with cilium/ebpf, attach every selected program by its
+ELF section, pin maps and links under PIN-DIR/NAME/ and exit, leaving the
+programs running. The host's BTF is used when present; otherwise the
+artifact's minimized BTF or its pre-relocated object.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			name := args[0]
+			setMap, err := keyValues("--set", sets)
+			if err != nil {
+				return err
+			}
+			maxMap := map[string]uint32{}
+			me, err := keyValues("--max-entries", maxEntries)
+			if err != nil {
+				return err
+			}
+			for k, v := range me {
+				n, err := strconv.ParseUint(v, 0, 32)
+				if err != nil || n == 0 {
+					return usagef("--max-entries %s=%s: want a positive number", k, v)
+				}
+				maxMap[k] = uint32(n)
+			}
+			switch loader.Mode(mode) {
+			case loader.ModeAuto, loader.ModeHostBTF, loader.ModeMinBTF, loader.ModeRelocated:
+			default:
+				return usagef("--mode %q: want auto, host-btf, min-btf or relocated", mode)
+			}
+			host, err := kernel.Host()
+			if err != nil {
+				return err
+			}
+			kid := host.ID.String()
+			if kernelID != "" {
+				if _, err := kernel.ParseID(kernelID); err != nil {
+					return usageError{err}
+				}
+				kid = kernelID
+			}
+			c, err := client.New(g.server, g.token)
+			if err != nil {
+				return usageError{err}
+			}
+			c.UserAgent = "bpfarm-agent/" + version
+			ctx := cmd.Context()
+			pub, err := pinnedKey(ctx, c, pubkey, lf.cacheDir)
+			if err != nil {
+				return err
+			}
+			fopt := client.FetchOptions{PublicKey: pub, CacheDir: lf.cacheDir,
+				RequireVerified: requireVerified, VerifiedPrograms: splitComma(programs)}
+			f, err := c.FetchArtifact(ctx, name, kid, revision, fopt)
+			if err != nil && uploadBTF && client.IsNotFound(err) && host.HasBTF {
+				// An unknown kernel: give the server this host's BTF, then
+				// wait for the relocation.
+				k, herr := source.Host(source.Options{})
+				if herr != nil {
+					return herr
+				}
+				if _, herr := c.ImportKernel(ctx, k, client.ImportOptions{}); herr != nil {
+					return fmt.Errorf("%v; uploading this host's BTF failed too: %w", err, herr)
+				}
+				f, err = c.FetchArtifact(ctx, name, kid, revision, fopt)
+			}
+			if err != nil {
+				return err
+			}
+			a := &loader.Artifact{Name: name, Revision: f.Manifest.Revision, Object: f.Object, MinBTF: f.MinBTF, Relocated: f.Relocated}
+			opt := loader.Options{PinDir: lf.pinDir, StateDir: lf.stateDir, Programs: splitComma(programs), NoAttach: noAttach,
+				Set: setMap, MaxEntries: maxMap, KernelBTF: kernelBTF, Mode: loader.Mode(mode), Revision: f.Manifest.Revision,
+				Attach: loader.AttachOptions{Interface: iface, CgroupPath: cgroup}}
+			l, err := loader.Load(ctx, a, opt)
+			if err != nil {
+				return err
+			}
+			if g.json {
+				return printJSON(l)
+			}
+			from := ""
+			if f.FromCache {
+				from = " (server unreachable: last good artifact from the cache)"
+			}
+			fmt.Printf("loaded %s revision %s for %s, mode %s%s\n", name, f.Manifest.Revision[:12], f.Manifest.Kernel, l.Mode, from)
+			printPrograms(l)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	lf.register(f)
+	f.StringVar(&revision, "revision", "", "revision to load (digest or unique prefix); default the newest")
+	f.BoolVar(&noAttach, "no-attach", false, "load and pin programs without attaching them (like bpftool prog loadall)")
+	f.StringSliceVar(&programs, "programs", nil, "load only these programs (comma-separated), like libbpf's autoload")
+	f.StringArrayVar(&sets, "set", nil, "rewrite a const volatile global before load: VAR=VALUE (repeatable)")
+	f.StringArrayVar(&maxEntries, "max-entries", nil, "override a map's max_entries: MAP=N (repeatable)")
+	f.StringVar(&pubkey, "pubkey", "", "PEM file of the server's signing key (default: pinned on first use in --cache-dir)")
+	f.StringVar(&kernelBTF, "kernel-btf", "", "BTF file to use as this kernel's BTF instead of /sys/kernel/btf/vmlinux")
+	f.StringVar(&kernelID, "kernel", "", "kernel id DISTRO/VERSION/ARCH/RELEASE (default: this host's)")
+	f.StringVar(&mode, "mode", "auto", "auto, host-btf, min-btf (the artifact's minimized BTF) or relocated (the pre-relocated object)")
+	f.StringVar(&iface, "interface", "", "network interface for xdp, tc and tcx programs")
+	f.StringVar(&cgroup, "cgroup", "/sys/fs/cgroup", "cgroup for cgroup programs")
+	f.BoolVar(&uploadBTF, "upload-btf", false, "when the server lacks this kernel, upload this host's BTF and wait for the artifact")
+	f.BoolVar(&requireVerified, "require-verified", false,
+		"refuse an artifact unless the farm verified it on this exact kernel (booted it and the verifier accepted every loaded program)")
+	return cmd
+}
+
+func newUnload(g *globals) *cobra.Command {
+	var lf loadFlags
+	cmd := &cobra.Command{
+		Use:   "unload NAME",
+		Short: "Detach and unpin everything NAME loaded",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := loader.Unload(args[0], loader.Options{PinDir: lf.pinDir, StateDir: lf.stateDir}); err != nil {
+				return err
+			}
+			if !g.json {
+				fmt.Printf("unloaded %s\n", args[0])
+			}
+			return nil
+		},
+	}
+	lf.register(cmd.Flags())
+	return cmd
+}
+
+func newStatus(g *globals) *cobra.Command {
+	var lf loadFlags
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "List what is loaded: programs, attach points, revision, since when, run counts",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ls, err := loader.Status(loader.Options{PinDir: lf.pinDir, StateDir: lf.stateDir})
+			if err != nil {
+				return err
+			}
+			if g.json {
+				if ls == nil {
+					ls = []loader.Loaded{}
+				}
+				return printJSON(ls)
+			}
+			if len(ls) == 0 {
+				fmt.Println("nothing loaded")
+				return nil
+			}
+			for i := range ls {
+				fmt.Printf("%s revision %s, mode %s, since %s\n", ls[i].Name, short(ls[i].Revision), ls[i].Mode,
+					ls[i].Since.Local().Format(time.DateTime))
+				printPrograms(&ls[i])
+			}
+			return nil
+		},
+	}
+	lf.register(cmd.Flags())
+	return cmd
+}
+
+func printPrograms(l *loader.Loaded) {
+	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "  PROGRAM\tID\tATTACHED TO\tRUNS\tRUN TIME")
+	for _, p := range l.Programs {
+		at := p.AttachPoint
+		if !p.Attached {
+			at = "(not attached)"
+		}
+		if p.Error != "" {
+			at += ": " + p.Error
+		}
+		fmt.Fprintf(tw, "  %s\t%d\t%s\t%d\t%s\n", p.Name, p.ID, at, p.RunCount, time.Duration(p.RunTimeNS))
+	}
+	tw.Flush()
+}
+
+func printJSON(v any) error {
+	enc := json.NewEncoder(os.Stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func keyValues(flag string, vals []string) (map[string]string, error) {
+	out := map[string]string{}
+	for _, v := range vals {
+		k, val, ok := strings.Cut(v, "=")
+		if !ok || k == "" {
+			return nil, usagef("%s %q: want NAME=VALUE", flag, v)
+		}
+		out[k] = val
+	}
+	return out, nil
+}
+
+func splitComma(vals []string) []string {
+	var out []string
+	for _, v := range vals {
+		for _, p := range strings.Split(v, ",") {
+			if p = strings.TrimSpace(p); p != "" {
+				out = append(out, p)
+			}
+		}
+	}
+	return out
+}
+
+func short(s string) string {
+	if len(s) > 12 {
+		return s[:12]
+	}
+	return s
+}
+
+// pinnedKey returns the server's signing key: from --pubkey, else the key
+// pinned in cacheDir on first use (trust on first use, like ssh); a server
+// whose key changed afterwards is refused.
+func pinnedKey(ctx context.Context, c *client.Client, pubkeyFile, cacheDir string) (ed25519.PublicKey, error) {
+	if pubkeyFile != "" {
+		return readPublicKey(pubkeyFile)
+	}
+	pinned := filepath.Join(cacheDir, "signing-key.pem")
+	if _, err := os.Stat(pinned); err == nil {
+		return readPublicKey(pinned)
+	}
+	k, err := c.SigningKey(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("no pinned signing key (give --pubkey) and the server's could not be fetched: %w", err)
+	}
+	if k.Algorithm != "ed25519" {
+		return nil, fmt.Errorf("server signing key: algorithm %q, want ed25519", k.Algorithm)
+	}
+	raw, err := base64.StdEncoding.DecodeString(k.PublicKey)
+	if err != nil || len(raw) != ed25519.PublicKeySize {
+		return nil, fmt.Errorf("server signing key: not an ed25519 public key")
+	}
+	if err := os.MkdirAll(cacheDir, 0o700); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(pinned, []byte(k.PEM), 0o600); err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(os.Stderr, "bpfarm-agent: pinned the server's signing key %s in %s (trust on first use)\n", k.KeyID, pinned)
+	return raw, nil
+}
+
+// readPublicKey reads a PKIX "PUBLIC KEY" PEM file holding an ed25519 key.
+func readPublicKey(path string) (ed25519.PublicKey, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	blk, _ := pem.Decode(b)
+	if blk == nil {
+		return nil, fmt.Errorf("%s: no PEM block", path)
+	}
+	k, err := x509.ParsePKIXPublicKey(blk.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	pub, ok := k.(ed25519.PublicKey)
+	if !ok {
+		return nil, fmt.Errorf("%s: %T is not an ed25519 key", path, k)
+	}
+	return pub, nil
 }

@@ -2,9 +2,11 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"io/fs"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -28,6 +30,7 @@ func newKernels(g *globals) *cobra.Command {
 		host      bool
 		arch      string
 		noModules bool
+		image     string
 	)
 	imp := &cobra.Command{
 		Use:   "import [PATH...] [--host]",
@@ -38,10 +41,16 @@ BTF file, a vmlinux ELF (stripped or not), a Debian linux-image-*.deb or a
 compressed kernel image. --id DISTRO/VERSION/ARCH/RELEASE names a kernel
 where the file does not. --host imports the running kernel
 (/sys/kernel/btf/vmlinux and its modules, identity from /etc/os-release and
-uname). Every program's latest revision is relocated for each new kernel.`,
+uname). Every program's latest revision is relocated for each new kernel.
+--image VMLINUZ --id ID attaches a kernel image to the kernel ID (imported
+now from PATH, or earlier): the farm then verifies every artifact for that
+kernel on the real kernel, booted in a VM.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if len(args) == 0 && !host {
-				return usagef("kernels import needs a PATH or --host")
+			if len(args) == 0 && !host && image == "" {
+				return usagef("kernels import needs a PATH, --host or --image")
+			}
+			if image != "" && id == "" {
+				return usagef("--image needs --id DISTRO/VERSION/ARCH/RELEASE: the kernel to attach it to")
 			}
 			var opt client.ImportOptions
 			opt.Replace = replace
@@ -82,6 +91,24 @@ uname). Every program's latest revision is relocated for each new kernel.`,
 				}
 				all = append(all, res...)
 			}
+			if image != "" { // verification on real kernels
+				k, err := putImage(ctx, c, opt.ID.String(), image, !g.json)
+				if err != nil {
+					return err
+				}
+				if len(all) == 0 {
+					if g.json {
+						return printJSON(os.Stdout, k)
+					}
+					fmt.Printf("kernel %s: image attached (%s); its artifacts will be verified on it\n", k.ID, filepath.Base(image))
+					return nil
+				}
+				for i := range all {
+					if all[i].Kernel.ID == k.ID {
+						all[i].Kernel = *k
+					}
+				}
+			}
 			if g.json {
 				return printJSON(os.Stdout, api.KernelImport{Kernels: all})
 			}
@@ -102,6 +129,7 @@ uname). Every program's latest revision is relocated for each new kernel.`,
 	f.BoolVar(&replace, "replace", false, "let another BTF replace an existing kernel id")
 	f.BoolVar(&host, "host", false, "import the running kernel")
 	f.BoolVar(&noModules, "no-modules", false, "with --host: skip the modules' BTF")
+	f.StringVar(&image, "image", "", "kernel image (vmlinuz) to attach to the kernel --id, to verify artifacts on the real kernel")
 
 	list := &cobra.Command{
 		Use:   "list",
@@ -221,4 +249,34 @@ func size(n int64) string {
 		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
 	}
 	return fmt.Sprintf("%d B", n)
+}
+
+// putImage attaches a kernel image to the archive's kernel kid.
+func putImage(ctx context.Context, c *client.Client, kid, path string, progress bool) (*api.Kernel, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	var body io.Reader = f
+	if progress && term.IsTerminal(int(os.Stderr.Fd())) {
+		bar := progressbar.DefaultBytes(st.Size(), "uploading "+filepath.Base(path))
+		defer bar.Finish()
+		pr := progressbar.NewReader(f, bar)
+		body = &pr
+	}
+	resp, err := c.Do(ctx, http.MethodPut, "/api/v1/kernels/"+kid+"/image", nil, body, "application/octet-stream", nil)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	var k api.Kernel
+	if err := json.NewDecoder(resp.Body).Decode(&k); err != nil {
+		return nil, fmt.Errorf("kernel image: decode answer: %w", err)
+	}
+	return &k, nil
 }

@@ -77,8 +77,15 @@ func newPrograms(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			vs, err := programVerifications(cmd.Context(), c, p.Name) // verify.go
+			if err != nil {
+				return err
+			}
 			if g.json {
-				return printJSON(os.Stdout, p)
+				return printJSON(os.Stdout, struct {
+					*api.Program
+					Verifications []api.Verification `json:"verifications"`
+				}{p, vs})
 			}
 			fmt.Printf("program %s (created %s)\n", p.Name, p.CreatedAt.Local().Format("2006-01-02 15:04:05"))
 			for i, r := range p.Revisions {
@@ -91,6 +98,7 @@ func newPrograms(g *globals) *cobra.Command {
 				for j := range r.Builds {
 					printBuild(indent{os.Stdout}, &r.Builds[j])
 				}
+				printVerifications(indent{os.Stdout}, r.Digest, vs) // verify.go
 			}
 			return nil
 		},

@@ -36,7 +36,10 @@ const (
 // hostsState is the API's part of hosts and assignments: the change
 // notifier desired-state long polls wait on, and metrics.
 type hostsState struct {
-	changed      notifier
+	changed notifier
+	// stopping is closed when the server shuts down: long polls answer.
+	stopping     chan struct{}
+	stopOnce     sync.Once
 	polls        *prometheus.CounterVec
 	waiting      prometheus.Gauge
 	reports      *prometheus.CounterVec
@@ -45,6 +48,7 @@ type hostsState struct {
 
 func newHostsState(reg *prometheus.Registry) *hostsState {
 	h := &hostsState{
+		stopping: make(chan struct{}),
 		polls: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "bpfarm_desired_polls_total",
 			Help: "Desired-state requests by outcome: immediate (no version given or it differed), changed (a long poll woken by a change), unchanged (the wait passed).",
@@ -294,12 +298,24 @@ func (s *Server) desiredState(w http.ResponseWriter, r *http.Request) {
 			s.hosts.waiting.Dec()
 			s.answerDesired(w, ds, "unchanged")
 			return
+		case <-s.hosts.stopping:
+			s.hosts.waiting.Dec()
+			s.answerDesired(w, ds, "unchanged")
+			return
 		case <-hostsCh:
 		case <-buildsCh:
 		case <-time.After(desiredRecheck):
 		}
 		s.hosts.waiting.Dec()
 	}
+}
+
+// StopLongPolls answers every waiting desired-state long poll at once
+// (with the unchanged state): the server calls it when it shuts down
+// (http.Server.RegisterOnShutdown), so that shutdown need not wait for
+// them.
+func (s *Server) StopLongPolls() {
+	s.hosts.stopOnce.Do(func() { close(s.hosts.stopping) })
 }
 
 func (s *Server) answerDesired(w http.ResponseWriter, ds api.DesiredState, outcome string) {

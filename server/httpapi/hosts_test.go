@@ -28,6 +28,7 @@ type hostsAPI struct {
 	db     *store.DB
 	srv    *httptest.Server
 	reg    *prometheus.Registry
+	api    *Server
 	tokens map[string]string // role → secret
 }
 
@@ -49,6 +50,7 @@ func newHostsAPI(t *testing.T, agentBTFUpload bool) *hostsAPI {
 	h.reg = prometheus.NewRegistry()
 	s := New(Config{DB: db, Registry: h.reg, AgentBTFUpload: agentBTFUpload,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	h.api = s
 	h.srv = httptest.NewServer(s)
 	t.Cleanup(h.srv.Close)
 	return h
@@ -254,6 +256,19 @@ func TestDesiredLongPoll(t *testing.T) {
 	}
 	if n := h.metric("bpfarm_desired_polls_total", "changed"); n != 1 {
 		t.Fatalf("polls woken by a change: %v", n)
+	}
+	// A server shutting down answers waiting polls at once.
+	go func() {
+		var a answer
+		a.code = h.do(api.RoleReader, "GET", "/api/v1/hosts/web-1/desired?wait=2m&version="+strconv.FormatUint(got.ds.Version, 10), nil, &a.ds)
+		done <- a
+	}()
+	for h.metric("bpfarm_desired_polls_waiting", "") < 1 {
+		time.Sleep(5 * time.Millisecond)
+	}
+	h.api.StopLongPolls()
+	if got := <-done; got.code != http.StatusOK || len(got.ds.Programs) != 1 {
+		t.Fatalf("poll at shutdown: %+v", got)
 	}
 	if code := h.do(api.RoleReader, "GET", "/api/v1/hosts/web-1/desired?version=x", nil, nil); code != http.StatusBadRequest {
 		t.Fatalf("bad version: %d", code)

@@ -51,6 +51,9 @@ type Config struct {
 	// AgentBTFUpload lets reader tokens (agents) import their own host's
 	// kernel BTF (see requireKernelImport); otherwise imports need admin.
 	AgentBTFUpload bool
+	// Verify is the verification service, told when a kernel gets an
+	// image or an artifact is queued for verification again (may be nil).
+	Verify Verifier
 }
 
 // Server is the HTTP API.
@@ -118,6 +121,13 @@ func (s *Server) routes() chi.Router {
 		r.With(s.requireKernelImport).Post("/kernels", s.importKernels)
 		r.With(s.require(api.RoleReader)).Get("/kernels/*", s.getKernel)
 		r.With(s.require(api.RoleAdmin)).Delete("/kernels/*", s.deleteKernel)
+		// Verification on real kernels (verify.go). PUT /kernels/{kernel}/image:
+		// kernel ids hold slashes, so the wildcard takes every PUT.
+		r.With(s.require(api.RoleAdmin)).Put("/kernels/*", s.putKernel)
+		r.With(s.require(api.RoleReader)).Get("/verifications", s.listVerifications)
+		r.With(s.require(api.RoleReader)).Get("/verifications/{id}", s.getVerification)
+		r.With(s.require(api.RoleReader)).Get("/verifications/{id}/console", s.getVerificationConsole)
+		r.With(s.require(api.RolePublisher)).Post("/artifacts/{id}/verify", s.verifyArtifact)
 
 		r.With(s.require(api.RoleReader)).Get("/artifacts", s.listArtifacts)
 		r.With(s.require(api.RoleReader)).Get("/artifacts/{id}", s.getArtifact)

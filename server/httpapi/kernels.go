@@ -246,6 +246,10 @@ func (s *Server) listArtifacts(w http.ResponseWriter, r *http.Request) {
 	if as == nil {
 		as = []api.Artifact{}
 	}
+	if err := s.cfg.DB.WithVerifications(r.Context(), as); err != nil { // verify.go
+		s.fail(w, r, err)
+		return
+	}
 	s.json(w, http.StatusOK, as)
 }
 
@@ -265,6 +269,7 @@ func (s *Server) artifactID(w http.ResponseWriter, r *http.Request) (api.Artifac
 
 func (s *Server) getArtifact(w http.ResponseWriter, r *http.Request) {
 	if a, ok := s.artifactID(w, r); ok {
+		s.withVerification(r.Context(), &a) // verify.go
 		s.json(w, http.StatusOK, a)
 	}
 }
@@ -340,6 +345,7 @@ func (s *Server) resolve(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 			w.Header().Set("ETag", etag)
+			s.withVerification(ctx, &a) // verify.go
 			s.json(w, http.StatusOK, api.Resolved{Artifact: a, Manifest: m, Match: match})
 			return
 		}

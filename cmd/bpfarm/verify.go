@@ -1,0 +1,115 @@
+package main
+
+// Verification on real kernels in `bpfarm programs show`.
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/bpfarm/bpfarm/api"
+	"github.com/bpfarm/bpfarm/client"
+)
+
+// programVerifications lists the verifications of a program's artifacts.
+func programVerifications(ctx context.Context, c *client.Client, program string) ([]api.Verification, error) {
+	resp, err := c.Do(ctx, http.MethodGet, "/api/v1/verifications", url.Values{"program": {program}}, nil, "", nil)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	vs := []api.Verification{}
+	if err := json.NewDecoder(resp.Body).Decode(&vs); err != nil {
+		return nil, fmt.Errorf("verifications: decode answer: %w", err)
+	}
+	return vs, nil
+}
+
+// printVerifications prints a revision's verifications: one line per
+// kernel and program, with the verdict over both load modes.
+func printVerifications(w io.Writer, revision string, vs []api.Verification) {
+	var mine []api.Verification
+	for _, v := range vs {
+		if v.Revision == revision {
+			mine = append(mine, v)
+		}
+	}
+	if len(mine) == 0 {
+		return
+	}
+	sort.Slice(mine, func(i, j int) bool { return mine[i].Kernel < mine[j].Kernel })
+	fmt.Fprintln(w, "verified on real kernels:")
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "  KERNEL\tPROGRAM\tVERDICT\tINSNS\tLOAD\tBOOT\tDETAIL")
+	for _, v := range mine {
+		boot := "-"
+		if v.BootMS > 0 {
+			boot = (time.Duration(v.BootMS) * time.Millisecond).Round(10*time.Millisecond).String() + " " + v.Accel
+		}
+		if v.State != "done" || len(v.Programs) == 0 {
+			verdict := v.Result
+			if v.State != "done" {
+				verdict = v.State
+			}
+			fmt.Fprintf(tw, "  %s\t-\t%s\t-\t-\t%s\t%s\n", v.Kernel, verdict, boot, firstLine(v.Reason))
+			continue
+		}
+		for _, p := range combine(v.Programs) {
+			verdict, detail := "accepted", ""
+			if !p.accepted {
+				verdict, detail = "rejected", p.err
+			}
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%.1fms\t%s\t%s\n", v.Kernel, p.name, verdict, p.insns, p.loadMS, boot, detail)
+		}
+	}
+	tw.Flush()
+}
+
+type programVerdict struct {
+	name     string
+	accepted bool
+	insns    int
+	loadMS   float64
+	err      string
+}
+
+// combine merges a program's results over the load modes: accepted only
+// if every mode was; the error of the first mode that was not.
+func combine(ps []api.ProgramVerification) []programVerdict {
+	var out []programVerdict
+	at := map[string]int{}
+	for _, p := range ps {
+		i, ok := at[p.Program]
+		if !ok {
+			i = len(out)
+			at[p.Program] = i
+			out = append(out, programVerdict{name: p.Program, accepted: true})
+		}
+		v := &out[i]
+		v.insns = max(v.insns, p.Instructions)
+		v.loadMS = max(v.loadMS, p.LoadMS)
+		if !p.Accepted {
+			if v.accepted {
+				who := "the loader"
+				if p.Verifier {
+					who = "the verifier"
+				}
+				v.err = fmt.Sprintf("%s (%s): %s", who, p.Mode, p.Error)
+			}
+			v.accepted = false
+		}
+	}
+	return out
+}
+
+func firstLine(s string) string {
+	s, _, _ = strings.Cut(s, "\n")
+	return s
+}

@@ -1,0 +1,454 @@
+// Package verify runs the server's verification queue: for every artifact
+// (build × kernel) whose kernel has an image in the archive, a worker boots
+// the kernel in a qemu VM with bpfarm-verifier as /init (package
+// bpfarm/verify), records each program's verdict in SQLite, and re-signs
+// the artifact's manifest with the verdicts in its "verified" field.
+//
+// The queue lives in the database like the build and relocation queues: a
+// scanner queues a verification for each done artifact that lacks one (on
+// each relocation, and every few seconds), workers claim them, and
+// verifications left running by a crash are queued again on start. At most
+// VMs VMs run at once.
+package verify
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/bpfarm/bpfarm/api"
+	"github.com/bpfarm/bpfarm/manifest"
+	"github.com/bpfarm/bpfarm/server/blob"
+	"github.com/bpfarm/bpfarm/server/signing"
+	"github.com/bpfarm/bpfarm/server/store"
+	bpfverify "github.com/bpfarm/bpfarm/verify"
+)
+
+// MaxAttempts bounds how often a verification is retried after the server
+// died while running it.
+const MaxAttempts = 3
+
+// Size bounds of what a verification reads back from the blob store.
+const (
+	maxObjectSize = 64 << 20
+	maxImageSize  = 256 << 20
+)
+
+// Config configures a Service.
+type Config struct {
+	DB    *store.DB
+	Blobs blob.Store
+	// Key re-signs manifests with the verdicts.
+	Key *signing.Key
+	// Runner is the static bpfarm-verifier binary; empty turns
+	// verification off.
+	Runner string
+	// VMs is the number of VMs run at once (default 1).
+	VMs int
+	// Timeout bounds one VM (default 60s under TCG, 30s under KVM).
+	Timeout time.Duration
+	// Memory is the VMs' memory (default 512M).
+	Memory string
+	// Accel is "kvm", "tcg" or "" (KVM when it works).
+	Accel string
+	// WorkDir holds kernel images and initramfs files.
+	WorkDir string
+	// Changed, when set, returns a channel closed at the next change of
+	// relocations (build.Service.Changed): new artifacts to verify.
+	Changed func() <-chan struct{}
+	// Modes are the load modes (default: relocated and host-btf).
+	Modes    []string
+	Logger   *slog.Logger
+	Registry prometheus.Registerer
+}
+
+// Service is the verification queue and its workers.
+type Service struct {
+	cfg     Config
+	log     *slog.Logger
+	runner  string // sha256 of the runner binary
+	wake    chan struct{}
+	scan    chan struct{}
+	metrics *metrics
+
+	imagesMu sync.Mutex
+	changed  notifier
+}
+
+// New returns a Service; Run starts it. With no Runner it does nothing.
+func New(cfg Config) (*Service, error) {
+	if cfg.VMs < 1 {
+		cfg.VMs = 1
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	s := &Service{cfg: cfg, log: cfg.Logger, wake: make(chan struct{}, 1), scan: make(chan struct{}, 1)}
+	s.metrics = newMetrics(cfg.Registry, cfg.DB)
+	if cfg.Runner == "" {
+		return s, nil
+	}
+	f, err := os.Open(cfg.Runner)
+	if err != nil {
+		return nil, fmt.Errorf("verifier runner: %w", err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return nil, fmt.Errorf("verifier runner: %w", err)
+	}
+	s.runner = hex.EncodeToString(h.Sum(nil))
+	os.RemoveAll(filepath.Join(cfg.WorkDir, "tmp")) // leftovers of a crash
+	for _, d := range []string{"images", "tmp"} {
+		if err := os.MkdirAll(filepath.Join(cfg.WorkDir, d), 0o750); err != nil {
+			return nil, fmt.Errorf("verifier work directory: %w", err)
+		}
+	}
+	return s, nil
+}
+
+// Enabled reports whether the service verifies (it has a runner).
+func (s *Service) Enabled() bool { return s != nil && s.cfg.Runner != "" }
+
+// Kick makes the service look for work now (a kernel got an image, an
+// artifact was queued again).
+func (s *Service) Kick() {
+	if s == nil {
+		return
+	}
+	select {
+	case s.scan <- struct{}{}:
+	default:
+	}
+}
+
+// Changed returns a channel closed at the next finished verification.
+func (s *Service) Changed() <-chan struct{} { return s.changed.wait() }
+
+func (s *Service) kickWorkers() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Run recovers verifications interrupted by a crash, then queues and runs
+// verifications until ctx is done. Verifications running at that moment
+// are left "running" and queued again on the next start.
+func (s *Service) Run(ctx context.Context) error {
+	if !s.Enabled() {
+		return nil
+	}
+	requeued, failed, err := s.cfg.DB.RecoverVerifications(ctx, MaxAttempts)
+	if err != nil {
+		return err
+	}
+	if requeued > 0 || failed > 0 {
+		s.log.Info("recovered interrupted verifications", "requeued", requeued, "failed", failed)
+	}
+	s.log.Info("verifier ready", "runner", s.cfg.Runner, "vms", s.cfg.VMs, "accel", orAuto(s.cfg.Accel))
+	var wg sync.WaitGroup
+	for i := range s.cfg.VMs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.worker(ctx, i)
+		}()
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		s.scanner(ctx)
+	}()
+	wg.Wait()
+	return nil
+}
+
+func orAuto(s string) string {
+	if s == "" {
+		return "auto"
+	}
+	return s
+}
+
+// scanner queues verifications for new artifacts.
+func (s *Service) scanner(ctx context.Context) {
+	poll := time.NewTicker(5 * time.Second)
+	defer poll.Stop()
+	for {
+		var changed <-chan struct{}
+		if s.cfg.Changed != nil {
+			changed = s.cfg.Changed()
+		}
+		n, err := s.cfg.DB.QueueVerifications(ctx)
+		switch {
+		case err != nil && ctx.Err() == nil:
+			s.log.Error("queue verifications", "err", err)
+		case n > 0:
+			s.log.Info("verifications queued", "count", n)
+		}
+		s.kickWorkers()
+		select {
+		case <-ctx.Done():
+			return
+		case <-changed:
+		case <-s.scan:
+		case <-poll.C:
+		}
+	}
+}
+
+func (s *Service) worker(ctx context.Context, n int) {
+	log := s.log.With("vm", n)
+	poll := time.NewTicker(5 * time.Second)
+	defer poll.Stop()
+	for {
+		job, err := s.cfg.DB.ClaimVerification(ctx)
+		switch {
+		case err == nil:
+			s.kickWorkers()
+			s.run(ctx, log, job)
+			continue
+		case errors.Is(err, store.ErrNotFound):
+		case ctx.Err() != nil:
+			return
+		default:
+			log.Error("claim verification", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.wake:
+		case <-poll.C:
+		}
+	}
+}
+
+// run executes one claimed verification and records its outcome.
+func (s *Service) run(ctx context.Context, log *slog.Logger, job *store.VerifyJob) {
+	a := job.Artifact
+	log = log.With("verification", job.ID, "program", a.Program, "revision", short(a.Revision), "kernel", a.Kernel)
+	log.Info("verification started", "attempt", job.Attempts)
+	s.changed.broadcast()
+	start := time.Now()
+	out := s.verify(ctx, log, job)
+	if ctx.Err() != nil {
+		log.Info("verification interrupted by shutdown")
+		return
+	}
+	if err := s.cfg.DB.FinishVerification(context.WithoutCancel(ctx), job.ID, a.ID, out); err != nil {
+		log.Error("record verification", "err", err)
+		return
+	}
+	result := out.Result
+	if out.Error != "" {
+		result = "error"
+	}
+	s.metrics.verifications.WithLabelValues(result).Inc()
+	s.metrics.duration.WithLabelValues(result).Observe(time.Since(start).Seconds())
+	if out.BootMS > 0 {
+		s.metrics.boot.Observe(float64(out.BootMS) / 1000)
+	}
+	log.Info("verification finished", "result", result, "reason", firstOf(out.Reason, out.Error),
+		"boot", time.Duration(out.BootMS)*time.Millisecond, "duration", time.Since(start).Round(time.Millisecond),
+		"accel", out.Accel)
+	s.changed.broadcast()
+}
+
+func firstOf(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
+
+// verify boots the kernel and loads the artifact; failures of the server
+// itself are Outcome.Error.
+func (s *Service) verify(ctx context.Context, log *slog.Logger, job *store.VerifyJob) store.VerifyOutcome {
+	a, k := job.Artifact, job.Kernel
+	out := store.VerifyOutcome{KernelImage: k.ImageBlob, Runner: s.runner}
+	fail := func(err error) store.VerifyOutcome {
+		out.Error = err.Error()
+		return out
+	}
+	if k.ImageBlob == "" {
+		return fail(fmt.Errorf("kernel %s has no image", k.KID))
+	}
+	qemu, err := bpfverify.QemuFor(k.Arch)
+	if errors.Is(err, bpfverify.ErrNoQemu) {
+		out.Result, out.Reason = api.VerificationSkipped, err.Error()
+		return out
+	}
+	if err != nil {
+		return fail(err)
+	}
+	image, err := s.image(ctx, k.ImageBlob)
+	if err != nil {
+		return fail(err)
+	}
+	read := func(b *api.Blob) ([]byte, error) {
+		if b == nil || b.Digest == "" {
+			return nil, nil
+		}
+		d, err := blob.ParseDigest(b.Digest)
+		if err != nil {
+			return nil, err
+		}
+		return blob.ReadAll(ctx, s.cfg.Blobs, d, maxObjectSize)
+	}
+	var obj, rel, minBTF []byte
+	if obj, err = read(a.Object); err == nil {
+		if rel, err = read(a.Relocated); err == nil {
+			minBTF, err = read(a.MinBTF)
+		}
+	}
+	if err != nil {
+		return fail(fmt.Errorf("artifact files: %w", err))
+	}
+	rep, err := bpfverify.Run(ctx, bpfverify.Request{Runner: s.cfg.Runner, Image: image, Arch: k.Arch, Release: k.Release,
+		Kernel: k.KID, Program: a.Program, Revision: a.Revision, Object: obj, Relocated: rel, MinBTF: minBTF,
+		Modes: s.cfg.Modes, Qemu: qemu, Accel: s.cfg.Accel, Memory: s.cfg.Memory, Timeout: s.cfg.Timeout,
+		TempDir: filepath.Join(s.cfg.WorkDir, "tmp")})
+	if err != nil {
+		return fail(fmt.Errorf("start VM: %w", err))
+	}
+	o := rep.Outcome
+	out.Result, out.Reason, out.Accel = rep.Result, rep.Reason, o.Accel
+	out.BootMS, out.DurationMS = o.Boot.Milliseconds(), o.Duration.Milliseconds()
+	if rep.Info != nil {
+		out.Release = rep.Info.Release
+	}
+	for _, p := range rep.Programs {
+		out.Programs = append(out.Programs, api.ProgramVerification{Program: p.Program, Section: p.Section, Type: p.Type,
+			Mode: p.Mode, Accepted: p.Accepted, Verifier: p.Verifier, Instructions: p.Instructions,
+			LoadMS: float64(p.LoadNS) / 1e6, Error: p.Error, Log: p.Log})
+	}
+	if rep.Result != bpfverify.ResultVerified && rep.Result != bpfverify.ResultRejected {
+		out.ConsoleTail = o.Tail
+	}
+	if len(o.Console) > 0 {
+		if d, err := blob.PutBytes(ctx, s.cfg.Blobs, o.Console); err != nil {
+			log.Warn("store VM console", "err", err)
+		} else {
+			out.ConsoleBlob = d.String()
+		}
+	}
+	if a.Manifest != nil {
+		// With no verdicts (the kernel did not get to load anything), the
+		// manifest loses those of an earlier verification, if any.
+		var verdicts map[string]bpfverify.Verdict
+		if len(rep.Programs) > 0 {
+			verdicts = rep.Verdicts()
+		}
+		md, err := s.resign(ctx, a.Manifest.Digest, verdicts)
+		if err != nil {
+			return fail(fmt.Errorf("re-sign manifest: %w", err))
+		}
+		out.ManifestBlob, out.OldManifestBlob = md, a.Manifest.Digest
+	}
+	return out
+}
+
+// resign stores the manifest with the verdicts, signed again.
+func (s *Service) resign(ctx context.Context, digest string, verdicts map[string]bpfverify.Verdict) (string, error) {
+	d, err := blob.ParseDigest(digest)
+	if err != nil {
+		return "", err
+	}
+	raw, err := blob.ReadAll(ctx, s.cfg.Blobs, d, 16<<20)
+	if err != nil {
+		return "", err
+	}
+	m, err := manifest.Parse(raw)
+	if err != nil {
+		return "", err
+	}
+	m.Verified = nil
+	if verdicts != nil {
+		m.Verified = map[string]manifest.Verification{}
+	}
+	for name, v := range verdicts {
+		m.Verified[name] = manifest.Verification{Accepted: v.Accepted, Instructions: v.Instructions, Error: v.Error}
+	}
+	if err := m.Sign(s.cfg.Key.Private()); err != nil {
+		return "", err
+	}
+	b, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		return "", err
+	}
+	nd, err := blob.PutBytes(ctx, s.cfg.Blobs, append(b, '\n'))
+	if err != nil {
+		return "", err
+	}
+	return nd.String(), nil
+}
+
+// image returns the path of the kernel image blob digest, written once
+// under WorkDir/images.
+func (s *Service) image(ctx context.Context, digest string) (string, error) {
+	d, err := blob.ParseDigest(digest)
+	if err != nil {
+		return "", fmt.Errorf("kernel image: %w", err)
+	}
+	p := filepath.Join(s.cfg.WorkDir, "images", d.String())
+	s.imagesMu.Lock()
+	defer s.imagesMu.Unlock()
+	if _, err := os.Stat(p); err == nil {
+		return p, nil
+	}
+	raw, err := blob.ReadAll(ctx, s.cfg.Blobs, d, maxImageSize)
+	if err != nil {
+		return "", fmt.Errorf("kernel image: %w", err)
+	}
+	tmp := p + ".tmp"
+	if err := os.WriteFile(tmp, raw, 0o640); err != nil {
+		return "", fmt.Errorf("kernel image: %w", err)
+	}
+	if err := os.Rename(tmp, p); err != nil {
+		return "", fmt.Errorf("kernel image: %w", err)
+	}
+	return p, nil
+}
+
+func short(d string) string {
+	if len(d) > 12 {
+		return d[:12]
+	}
+	return d
+}
+
+// notifier wakes every waiter on each broadcast.
+type notifier struct {
+	mu sync.Mutex
+	ch chan struct{}
+}
+
+func (n *notifier) wait() <-chan struct{} {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.ch == nil {
+		n.ch = make(chan struct{})
+	}
+	return n.ch
+}
+
+func (n *notifier) broadcast() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.ch != nil {
+		close(n.ch)
+		n.ch = nil
+	}
+}
