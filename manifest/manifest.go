@@ -29,12 +29,16 @@ const Version = 1
 
 // Manifest describes one artifact: a build relocated for one kernel.
 type Manifest struct {
-	Version   int       `json:"version"`
-	Program   string    `json:"program"`
-	Revision  string    `json:"revision"` // sha256 of the source bundle's canonical form
-	BuildID   int64     `json:"build_id"`
-	Arch      string    `json:"arch"`
-	Kernel    string    `json:"kernel"` // DISTRO/VERSION/ARCH/RELEASE
+	Version  int    `json:"version"`
+	Program  string `json:"program"`
+	Revision string `json:"revision"` // sha256 of the source bundle's canonical form
+	BuildID  int64  `json:"build_id"`
+	Arch     string `json:"arch"`
+	Kernel   string `json:"kernel"` // DISTRO/VERSION/ARCH/RELEASE
+	// KernelBTF is the sha256 of the kernel's vmlinux BTF the artifact was
+	// relocated against: a host whose own BTF hashes the same can load the
+	// pre-relocated object without parsing its BTF.
+	KernelBTF string    `json:"kernel_btf,omitempty"`
 	Compiler  string    `json:"compiler"`
 	Flags     []string  `json:"flags"`
 	PerKernel bool      `json:"per_kernel,omitempty"`

@@ -121,7 +121,7 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	s := &Server{cfg: cfg, Registry: prometheus.NewRegistry()}
 	s.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	if s.DB, err = store.Open(ctx, filepath.Join(cfg.Data, "bpfarm.db")); err != nil {
+	if s.DB, err = store.Open(ctx, filepath.Join(cfg.Data, "bpfarm.db"), store.WithLogger(log)); err != nil {
 		return nil, err
 	}
 	var backend blob.Store

@@ -40,7 +40,7 @@ type artifactData struct {
 	KeyID          string
 	MinBTF         int64 // minimized BTF size
 	FullBTF        int64 // the kernel's BTF size
-	ManifestError string
+	ManifestError  string
 	// Verification is the artifact's verification on its booted kernel,
 	// when the server verifies.
 	Verification *verifyRow

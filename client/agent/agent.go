@@ -683,7 +683,7 @@ func (a *Agent) fetch(ctx context.Context, d *api.DesiredProgram, offline bool) 
 			m.Program, short(m.Revision))
 	}
 	return &loader.Artifact{Name: d.Program, Revision: m.Revision, Object: f.Object, MinBTF: f.MinBTF,
-		Relocated: f.Relocated}, f.FromCache, nil
+		Relocated: f.Relocated, KernelBTF: m.KernelBTF}, f.FromCache, nil
 }
 
 // transientFetch reports whether a fetch failure may pass by itself (the

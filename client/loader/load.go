@@ -5,6 +5,8 @@ package loader
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -92,6 +94,25 @@ func hasHostBTF(opt Options) bool {
 	return err == nil
 }
 
+// hostBTFDigest is the hex sha256 of the host's BTF, or "" when it cannot
+// be read.
+func hostBTFDigest(opt Options) string {
+	p := hostBTFPath
+	if opt.KernelBTF != "" {
+		p = opt.KernelBTF
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return ""
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
 // resolveMode turns ModeAuto into the mode to use for a.
 func resolveMode(a *Artifact, opt Options) (Mode, error) {
 	switch opt.Mode {
@@ -102,6 +123,8 @@ func resolveMode(a *Artifact, opt Options) (Mode, error) {
 		return "", fmt.Errorf("mode %q: want %s, %s, %s or %s", opt.Mode, ModeAuto, ModeHostBTF, ModeMinBTF, ModeRelocated)
 	}
 	switch {
+	case len(a.Relocated) > 0 && a.KernelBTF != "" && hostBTFDigest(opt) == a.KernelBTF:
+		return ModeRelocated, nil
 	case hasHostBTF(opt) && len(a.Object) > 0:
 		return ModeHostBTF, nil
 	case len(a.MinBTF) > 0 && len(a.Object) > 0:

@@ -49,6 +49,9 @@ type Artifact struct {
 	MinBTF []byte
 	// Relocated is Object pre-relocated for this kernel (may be nil).
 	Relocated []byte
+	// KernelBTF is the lower-case hex sha256 of the kernel BTF that
+	// Relocated was relocated against (the manifest's kernel_btf), or "".
+	KernelBTF string
 }
 
 // Mode is how CO-RE relocations are resolved.
@@ -58,7 +61,10 @@ type Mode string
 const (
 	// ModeAuto uses the host's BTF (/sys/kernel/btf/vmlinux, or
 	// Options.KernelBTF) when present, else the artifact's MinBTF, else its
-	// Relocated object.
+	// Relocated object. When the host's BTF is byte for byte the BTF the
+	// artifact was relocated against (Artifact.KernelBTF), the Relocated
+	// object is exactly what relocating against it would give, and it is
+	// loaded instead: hashing the BTF costs a fraction of parsing it.
 	ModeAuto Mode = "auto"
 	// ModeHostBTF loads the CO-RE object, relocated by cilium/ebpf against
 	// the host's BTF (Options.KernelBTF when set).

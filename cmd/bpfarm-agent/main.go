@@ -208,7 +208,8 @@ artifact's minimized BTF or its pre-relocated object.`,
 			if err != nil {
 				return err
 			}
-			a := &loader.Artifact{Name: name, Revision: f.Manifest.Revision, Object: f.Object, MinBTF: f.MinBTF, Relocated: f.Relocated}
+			a := &loader.Artifact{Name: name, Revision: f.Manifest.Revision, Object: f.Object, MinBTF: f.MinBTF, Relocated: f.Relocated,
+				KernelBTF: f.Manifest.KernelBTF}
 			opt := loader.Options{PinDir: lf.pinDir, StateDir: lf.stateDir, Programs: splitComma(programs), NoAttach: noAttach,
 				Set: setMap, MaxEntries: maxMap, KernelBTF: kernelBTF, Mode: loader.Mode(mode), Revision: f.Manifest.Revision,
 				Attach: loader.AttachOptions{Interface: iface, CgroupPath: cgroup}}

@@ -66,7 +66,8 @@ BPFARM_S3_ENDPOINT.`,
 		"let agents (reader tokens) upload their registered host's kernel BTF, so that artifacts get relocated for it")
 	f.StringVar(&cfg.Verify.Runner, "verifier", "",
 		"static bpfarm-verifier binary that verifies artifacts on real kernels in VMs (default: next to this executable, or on $PATH; none: verification is off)")
-	f.IntVar(&cfg.Verify.VMs, "verify-vms", 1, "verification VMs run at once (-1: no verification)")
+	f.IntVar(&cfg.Verify.VMs, "verify-vms", max(1, runtime.NumCPU()/2),
+		"verification VMs run at once (-1: no verification); each keeps about one core busy without KVM")
 	f.DurationVar(&cfg.Verify.Timeout, "verify-timeout", 0, "wall-clock limit of one verification VM (default 60s, 30s with KVM)")
 	f.StringVar(&cfg.Verify.Accel, "verify-accel", "", "VM accelerator: kvm or tcg (default: kvm when it works)")
 	f.StringVar(&cfg.Verify.Memory, "verify-memory", "512M", "memory of each verification VM")

@@ -103,7 +103,8 @@ func TestVerifyOnRealKernels(t *testing.T) {
 	f := startFarm(t, "", "--verifier", runner, "--verify-vms", "2")
 
 	dirs := exampleDirs(t)
-	newer := t.TempDir()
+	newer := filepath.Join(t.TempDir(), "newer")
+	os.Mkdir(newer, 0o755)
 	src, err := os.ReadFile(filepath.Join(repoRoot(t), "verify", "testdata", "newer.bpf.c"))
 	if err != nil {
 		t.Fatal(err)

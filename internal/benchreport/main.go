@@ -32,6 +32,7 @@ var groups = []group{
 	{"./server/blob/", "^Benchmark(Put|Get)", "30x", 1},
 	{"./btf/core/", ".", "", 1},
 	{"./btf/source/", ".", "", 1},
+	{"./cmd/bpfarm-agent/", ".", "10x", 3},
 }
 
 // result is a benchmark's median over its runs: ns/op plus custom metrics.
@@ -83,6 +84,19 @@ var comparisons = []comparison{
 	{"BTF archive", "fan-out over 100 kernel ids (Debian 6.12 with modules): wall time", "btf/core:BenchmarkFanout100/debian-6.12-with-modules", "", "abs<=ms", 5000, ""},
 	{"BTF archive", "fan-out over 100 kernel ids (Debian 6.12 with modules): peak RSS (MB)", "btf/core:BenchmarkFanout100/debian-6.12-with-modules:peak-rss-MB", "", "abs<=", 1024, ""},
 	{"BTF archive", "parse Debian 6.12's vmlinux BTF (btf.LoadSpecFromReader)", "btf/source:BenchmarkParseBTF", "", "info", 0, ""},
+	{"Agent", "agent start to attached, artifact built on the server (execsnoop: tracepoint)", "cmd/bpfarm-agent:BenchmarkAgentLoad/execsnoop", "", "abs<=ms", 150, ""},
+	{"Agent", "agent start to attached vs clang-19 compile + libbpf load on the host (execsnoop)",
+		"cmd/bpfarm-agent:BenchmarkAgentLoad/execsnoop", "cmd/bpfarm-agent:BenchmarkHostCompileLoad/execsnoop", "speedup>=", 10, ""},
+	{"Agent", "peak RSS: agent vs clang-19 compile + libbpf load on the host (execsnoop)",
+		"cmd/bpfarm-agent:BenchmarkAgentLoad/execsnoop:peak-rss-MB", "cmd/bpfarm-agent:BenchmarkHostCompileLoad/execsnoop:peak-rss-MB", "lower>=", 5, ""},
+	{"Agent", "agent start to attached (schedcount: tp_btf + tracepoint)", "cmd/bpfarm-agent:BenchmarkAgentLoad/schedcount", "", "abs<=ms", 150, ""},
+	{"Agent", "agent start to attached vs clang-19 compile + libbpf load on the host (schedcount)",
+		"cmd/bpfarm-agent:BenchmarkAgentLoad/schedcount", "cmd/bpfarm-agent:BenchmarkHostCompileLoad/schedcount", "speedup>=", 10,
+		"its tp_btf program makes cilium/ebpf parse the kernel's whole BTF (~15 ms) to find the attach target"},
+	{"Agent", "peak RSS: agent vs clang-19 compile + libbpf load on the host (schedcount)",
+		"cmd/bpfarm-agent:BenchmarkAgentLoad/schedcount:peak-rss-MB", "cmd/bpfarm-agent:BenchmarkHostCompileLoad/schedcount:peak-rss-MB", "lower>=", 5, ""},
+	{"Agent", "agent binary (static, CGO_ENABLED=0, -s -w), MB", "cmd/bpfarm-agent:BenchmarkAgentBinary:binary-MB", "", "abs<=", 20, ""},
+	{"Agent", "daemon RSS, steady state with one program loaded, MB", "cmd/bpfarm-agent:BenchmarkAgentDaemonRSS:rss-MB", "", "abs<=", 40, ""},
 	{"BTF archive", "import a Debian linux-image .deb (pure Go: ar, xz/zstd, lz4, ELF .BTF, modules)", "btf/source:BenchmarkImportDeb", "", "info", 0, ""},
 }
 
@@ -216,7 +230,7 @@ func render(results map[string]result, raw string) string {
 			switch {
 			case strings.HasSuffix(ref, "bytes"):
 				return fmt.Sprintf("%.0f bytes", v)
-			case strings.Contains(ref, "MiB"), strings.Contains(ref, "-MB"):
+			case strings.Contains(ref, "MiB"), strings.HasSuffix(ref, "MB"):
 				return fmt.Sprintf("%.0f MB", v)
 			}
 			return ms(v)
@@ -238,6 +252,10 @@ func render(results map[string]result, raw string) string {
 		case "speedup>=":
 			r := theirs / ours
 			ratioS, budgetS = fmt.Sprintf("%.1f× faster", r), fmt.Sprintf("≥ %.0f× faster", c.budget)
+			within = r >= c.budget
+		case "lower>=":
+			r := theirs / ours
+			ratioS, budgetS = fmt.Sprintf("%.1f× lower", r), fmt.Sprintf("≥ %.0f× lower", c.budget)
 			within = r >= c.budget
 		case "abs<=ms":
 			budgetS = fmt.Sprintf("≤ %.0f ms", c.budget)

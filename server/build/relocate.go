@@ -158,7 +158,7 @@ func (r *relocator) artifact(ctx context.Context, job *store.ArtifactJob) (store
 
 	m := &manifest.Manifest{
 		Version: manifest.Version, Program: b.Program, Revision: b.Revision, BuildID: b.ID, Arch: b.Arch,
-		Kernel: job.Kernel.KID, Compiler: b.Compiler, Flags: nonNilStrings(b.Flags), PerKernel: job.PerKernel,
+		Kernel: job.Kernel.KID, KernelBTF: job.Kernel.BTFBlob, Compiler: b.Compiler, Flags: nonNilStrings(b.Flags), PerKernel: job.PerKernel,
 		CreatedAt: time.Now().UTC().Truncate(time.Second),
 		Files: map[string]manifest.File{
 			manifest.FileObject:    {Name: b.Program + ".bpf.o", SHA256: b.Object.Digest, Size: int64(len(raw))},

@@ -32,9 +32,21 @@ type DB struct {
 	db *sql.DB
 }
 
+// Option configures Open.
+type Option func(*options)
+
+type options struct{ log *slog.Logger }
+
+// WithLogger logs migrations to l instead of slog's default logger.
+func WithLogger(l *slog.Logger) Option { return func(o *options) { o.log = l } }
+
 // Open opens (creating it if needed) the SQLite database at path and
 // applies every pending migration.
-func Open(ctx context.Context, path string) (*DB, error) {
+func Open(ctx context.Context, path string, opts ...Option) (*DB, error) {
+	o := options{log: slog.Default()}
+	for _, opt := range opts {
+		opt(&o)
+	}
 	dsn := fmt.Sprintf("file:%s?_journal_mode=WAL&_busy_timeout=10000&_foreign_keys=on&_synchronous=NORMAL&_txlock=immediate", path)
 	db, err := sql.Open("sqlite3", dsn)
 	if err != nil {
@@ -44,34 +56,34 @@ func Open(ctx context.Context, path string) (*DB, error) {
 		db.Close()
 		return nil, fmt.Errorf("open database %s: %w", path, err)
 	}
-	if err := migrate(ctx, db); err != nil {
+	if err := migrate(ctx, db, o.log); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("migrate database %s: %w", path, err)
 	}
 	return &DB{db: db}, nil
 }
 
-func migrate(ctx context.Context, db *sql.DB) error {
+func migrate(ctx context.Context, db *sql.DB, log *slog.Logger) error {
 	sub, err := fs.Sub(migrations.FS, ".")
 	if err != nil {
 		return err
 	}
 	p, err := goose.NewProvider(goose.DialectSQLite3, db, sub,
-		goose.WithLogger(gooseLogger{}))
+		goose.WithLogger(gooseLogger{log}))
 	if err != nil {
 		return err
 	}
 	res, err := p.Up(ctx)
 	for _, r := range res {
-		slog.Info("applied migration", "version", r.Source.Version, "path", r.Source.Path, "duration", r.Duration)
+		log.Info("applied migration", "version", r.Source.Version, "path", r.Source.Path, "duration", r.Duration)
 	}
 	return err
 }
 
-type gooseLogger struct{}
+type gooseLogger struct{ log *slog.Logger }
 
-func (gooseLogger) Printf(format string, v ...any) { slog.Debug(fmt.Sprintf(format, v...)) }
-func (gooseLogger) Fatalf(format string, v ...any) { slog.Error(fmt.Sprintf(format, v...)) }
+func (g gooseLogger) Printf(format string, v ...any) { g.log.Debug(fmt.Sprintf(format, v...)) }
+func (g gooseLogger) Fatalf(format string, v ...any) { g.log.Error(fmt.Sprintf(format, v...)) }
 
 // Close closes the database.
 func (d *DB) Close() error { return d.db.Close() }
