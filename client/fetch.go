@@ -14,6 +14,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/bpfarm/bpfarm/internal/fsutil"
+
 	"github.com/bpfarm/bpfarm/api"
 	"github.com/bpfarm/bpfarm/manifest"
 )
@@ -242,13 +244,13 @@ func (a *artifactCache) store(program, kernelID, etag string, f *Fetched) {
 		if !ok || data == nil {
 			continue
 		}
-		writeAtomic(filepath.Join(a.dir, "blobs", file.SHA256), data)
+		fsutil.WriteFileAtomic(filepath.Join(a.dir, "blobs", file.SHA256), data, 0o600)
 	}
 	b, err := json.MarshalIndent(f.Manifest, "", "  ")
 	if err == nil {
 		p := a.manifestPath(program, kernelID)
-		if writeAtomic(p, append(b, '\n')) == nil && etag != "" {
-			writeAtomic(strings.TrimSuffix(p, ".json")+".etag", []byte(etag+"\n"))
+		if fsutil.WriteFileAtomic(p, append(b, '\n'), 0o600) == nil && etag != "" {
+			fsutil.WriteFileAtomic(strings.TrimSuffix(p, ".json")+".etag", []byte(etag+"\n"), 0o600)
 		}
 	}
 }
@@ -281,56 +283,4 @@ func (a *artifactCache) lastGood(program, kernelID, revision string, pub ed25519
 		*dst = data
 	}
 	return f, nil
-}
-
-func writeAtomic(path string, data []byte) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return err
-	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
-}
-
-// ErrNotVerified is returned (wrapped) for artifacts refused by
-// FetchOptions.RequireVerified.
-var ErrNotVerified = errors.New("not verified on this kernel")
-
-// CheckVerified checks that a (signature-checked) manifest records that
-// the verifier of kernel kernelID itself accepted every program of the
-// artifact, or every program of programs when not empty: the farm booted
-// that kernel and loaded them there. An artifact matched by release under
-// another kernel id is not verified on this kernel.
-func CheckVerified(m *manifest.Manifest, kernelID string, programs []string) error {
-	if m.Kernel != kernelID {
-		return fmt.Errorf("%w: the artifact is for kernel %s, this host runs %s", ErrNotVerified, m.Kernel, kernelID)
-	}
-	if len(m.Verified) == 0 {
-		return fmt.Errorf("%w: the farm has not verified it on %s (no kernel image in its archive, or not yet)", ErrNotVerified, kernelID)
-	}
-	if len(programs) == 0 {
-		for _, p := range m.Report.Programs {
-			programs = append(programs, p.Name)
-		}
-	}
-	for _, name := range programs {
-		v, ok := m.Verified[name]
-		switch {
-		case !ok:
-			return fmt.Errorf("%w: program %s has no verdict", ErrNotVerified, name)
-		case !v.Accepted:
-			return fmt.Errorf("%w: the verifier of %s rejected program %s: %s", ErrNotVerified, kernelID, name, v.Error)
-		}
-	}
-	return nil
 }

@@ -14,11 +14,14 @@ import (
 	"bytes"
 	"crypto/ed25519"
 	"crypto/sha256"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
+	"os"
 	"sort"
 	"strings"
 	"time"
@@ -280,4 +283,35 @@ func (m *Manifest) VerifyFile(role string, content []byte) error {
 		return fmt.Errorf("%s: sha256 %s, manifest says %s", f.Name, got, f.SHA256)
 	}
 	return nil
+}
+
+// ParsePublicKeyPEM parses a PKIX "PUBLIC KEY" PEM block holding an ed25519
+// key, as GET /api/v1/signing-key gives it.
+func ParsePublicKeyPEM(b []byte) (ed25519.PublicKey, error) {
+	blk, _ := pem.Decode(b)
+	if blk == nil {
+		return nil, errors.New("no PEM block")
+	}
+	k, err := x509.ParsePKIXPublicKey(blk.Bytes)
+	if err != nil {
+		return nil, err
+	}
+	pub, ok := k.(ed25519.PublicKey)
+	if !ok {
+		return nil, fmt.Errorf("%T is not an ed25519 key", k)
+	}
+	return pub, nil
+}
+
+// ReadPublicKeyFile reads a PEM file holding an ed25519 public key.
+func ReadPublicKeyFile(path string) (ed25519.PublicKey, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	pub, err := ParsePublicKeyPEM(b)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return pub, nil
 }

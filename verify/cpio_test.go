@@ -71,19 +71,3 @@ func TestCPIOWithCpio(t *testing.T) {
 		t.Errorf("init mode: %v %v", st, err)
 	}
 }
-
-func TestImageRelease(t *testing.T) {
-	k := debianKernel(t, "6.1")
-	f, err := os.Open(k.Image)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	rel, err := ImageRelease(f)
-	if err != nil || rel != k.Release {
-		t.Errorf("release %q, %v; want %q", rel, err, k.Release)
-	}
-	if _, err := ImageRelease(bytes.NewReader(make([]byte, 8192))); err != ErrNoVersion {
-		t.Errorf("zeros: %v, want ErrNoVersion", err)
-	}
-}

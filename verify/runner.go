@@ -3,6 +3,8 @@ package verify
 import (
 	"bytes"
 	"context"
+	"debug/elf"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -46,4 +48,34 @@ func FindRunner() (string, error) {
 		return "", fmt.Errorf("no %s next to this executable or on $PATH (build it with: CGO_ENABLED=0 go build -o bin/%s ./cmd/%s)", RunnerName, RunnerName, RunnerName)
 	}
 	return p, nil
+}
+
+// ErrNoRunner is returned (wrapped) by RunnerFor when there is no runner
+// for an arch.
+var ErrNoRunner = errors.New("no verifier runner for this arch")
+
+// elfMachines are the ELF machines of the arches.
+var elfMachines = map[string]elf.Machine{"x86_64": elf.EM_X86_64, "arm64": elf.EM_AARCH64}
+
+// RunnerFor returns the runner binary for kernels of arch: runner itself
+// when it is an ELF for arch, else runner-ARCH beside it (e.g.
+// bpfarm-verifier-arm64).
+func RunnerFor(runner, arch string) (string, error) {
+	want, ok := elfMachines[arch]
+	if !ok {
+		return "", fmt.Errorf("arch %q: %w", arch, ErrNoRunner)
+	}
+	for _, p := range []string{runner, runner + "-" + arch} {
+		f, err := elf.Open(p)
+		if err != nil {
+			continue
+		}
+		m := f.Machine
+		f.Close()
+		if m == want {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("%s kernels need a %s build of %s at %s-%s (GOARCH=%s CGO_ENABLED=0 go build -o %s-%s ./cmd/%s): %w",
+		arch, arch, RunnerName, runner, arch, Arches[arch].GOARCH, runner, arch, RunnerName, ErrNoRunner)
 }

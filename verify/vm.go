@@ -14,7 +14,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 )
 
@@ -208,9 +207,15 @@ func (vm *VM) Run(ctx context.Context) (*Outcome, error) {
 		case res.stderr != "":
 			out.Reason = "qemu: " + res.stderr
 		case res.begun:
-			out.Reason = fmt.Sprintf("the VM stopped with an incomplete result set (%d garbled frame lines)", res.garbled)
+			out.Reason = fmt.Sprintf("the VM stopped after %s with an incomplete result set (%d garbled frame lines)",
+				res.duration.Round(time.Millisecond), res.garbled)
 		default:
-			out.Reason = "the VM stopped without a result set"
+			out.Reason = fmt.Sprintf("the VM stopped after %s without a result set", res.duration.Round(time.Millisecond))
+			if last := lastLine(res.console); last != "" {
+				out.Reason += "; last console line: " + last
+			} else {
+				out.Reason += " and without any console output"
+			}
 		}
 		if res.garbled > 0 && !res.begun {
 			out.Reason += fmt.Sprintf(" (%d garbled frame lines)", res.garbled)
@@ -303,15 +308,14 @@ func runQemu(ctx context.Context, qemu string, args []string, asLimit uint64, ti
 	defer pr.Close()
 	stderr := &limitedBuffer{max: 4 << 10}
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = nil, pw, stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	setProcAttr(cmd)
 	start := time.Now()
 	if err := cmd.Start(); err != nil {
 		pw.Close()
 		return nil, fmt.Errorf("start %s: %w", qemu, err)
 	}
 	pw.Close()
-	pgid := cmd.Process.Pid
-	kill := func() { syscall.Kill(-pgid, syscall.SIGKILL) }
+	kill := func() { killGroup(cmd) }
 
 	res := &qemuResult{}
 	var parser *Parser
@@ -457,6 +461,25 @@ func tailLines(b []byte, n int) string {
 	}
 	return strings.Join(lines, "\n")
 }
+
+// lastLine returns the last non-empty line of the console, without
+// terminal escapes, cut to 200 bytes.
+func lastLine(b []byte) string {
+	lines := strings.Split(strings.ReplaceAll(string(b), "\r", "\n"), "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		l := strings.TrimSpace(escapeRE.ReplaceAllString(lines[i], ""))
+		if l != "" {
+			if len(l) > 200 {
+				l = l[:200]
+			}
+			return l
+		}
+	}
+	return ""
+}
+
+// escapeRE matches terminal escape sequences (SeaBIOS clears the screen).
+var escapeRE = regexp.MustCompile(`\x1b\[[0-9;?]*[A-Za-z]|\x1bc`)
 
 // limitedBuffer keeps the first max bytes written to it.
 type limitedBuffer struct {

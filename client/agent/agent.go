@@ -27,11 +27,8 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
-	"crypto/x509"
-	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -54,6 +51,7 @@ import (
 	"github.com/bpfarm/bpfarm/btf/source"
 	"github.com/bpfarm/bpfarm/client"
 	"github.com/bpfarm/bpfarm/client/loader"
+	"github.com/bpfarm/bpfarm/internal/fsutil"
 	"github.com/bpfarm/bpfarm/manifest"
 )
 
@@ -194,7 +192,7 @@ func New(cfg Config, opt Options) (*Agent, error) {
 		return nil, err
 	}
 	if cfg.PublicKey != "" {
-		if a.pub, err = readPublicKey(cfg.PublicKey); err != nil {
+		if a.pub, err = manifest.ReadPublicKeyFile(cfg.PublicKey); err != nil {
 			return nil, fmt.Errorf("agent config: public key: %w", err)
 		}
 	}
@@ -361,30 +359,16 @@ func (a *Agent) publicKey(ctx context.Context) (ed25519.PublicKey, error) {
 	if a.pub != nil {
 		return a.pub, nil
 	}
-	pinned := filepath.Join(a.cfg.CacheDir, "signing-key.pem")
-	if pub, err := readPublicKey(pinned); err == nil {
-		a.pub = pub
-		return pub, nil
-	} else if !errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("pinned signing key: %w", err)
-	}
-	k, err := a.c.SigningKey(ctx)
+	pub, pinned, err := a.c.PinnedKey(ctx, "", a.cfg.CacheDir)
 	if err != nil {
-		return nil, fmt.Errorf("no pinned signing key (set public_key) and the server's could not be fetched: %w", err)
-	}
-	raw, err := base64.StdEncoding.DecodeString(k.PublicKey)
-	if k.Algorithm != "ed25519" || err != nil || len(raw) != ed25519.PublicKeySize {
-		return nil, errors.New("server signing key: not an ed25519 public key")
-	}
-	if err := os.MkdirAll(a.cfg.CacheDir, 0o700); err != nil {
 		return nil, err
 	}
-	if err := os.WriteFile(pinned, []byte(k.PEM), 0o600); err != nil {
-		return nil, fmt.Errorf("pin signing key: %w", err)
+	if pinned {
+		a.log.Warn("pinned the server's signing key on first use; set public_key to pin it explicitly",
+			"key_id", manifest.KeyID(pub), "file", filepath.Join(a.cfg.CacheDir, client.PinnedKeyFile))
 	}
-	a.log.Warn("pinned the server's signing key on first use; set public_key to pin it explicitly", "key_id", k.KeyID, "file", pinned)
-	a.pub = raw
-	return a.pub, nil
+	a.pub = pub
+	return pub, nil
 }
 
 // loaderOptions are the loader options of a desired program.
@@ -805,7 +789,7 @@ func (a *Agent) save() {
 	b, err := json.MarshalIndent(a.saved, "", "  ")
 	a.mu.Unlock()
 	if err == nil {
-		err = writeAtomic(filepath.Join(a.cfg.StateDir, "agent.json"), append(b, '\n'))
+		err = fsutil.WriteFileAtomic(filepath.Join(a.cfg.StateDir, "agent.json"), append(b, '\n'), 0o600)
 	}
 	if err != nil {
 		a.log.Warn("save agent state", "err", err)
@@ -855,50 +839,10 @@ func hostID(stateDir string) (string, error) {
 		return "", err
 	}
 	id := hex.EncodeToString(raw[:])
-	if err := writeAtomic(p, []byte(id+"\n")); err != nil {
+	if err := fsutil.WriteFileAtomic(p, []byte(id+"\n"), 0o600); err != nil {
 		return "", fmt.Errorf("host id: %w", err)
 	}
 	return id, nil
-}
-
-// readPublicKey reads a PKIX "PUBLIC KEY" PEM file holding an ed25519 key.
-func readPublicKey(path string) (ed25519.PublicKey, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	blk, _ := pem.Decode(b)
-	if blk == nil {
-		return nil, fmt.Errorf("%s: no PEM block", path)
-	}
-	k, err := x509.ParsePKIXPublicKey(blk.Bytes)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	pub, ok := k.(ed25519.PublicKey)
-	if !ok {
-		return nil, fmt.Errorf("%s: %T is not an ed25519 key", path, k)
-	}
-	return pub, nil
-}
-
-func writeAtomic(path string, data []byte) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return err
-	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
 }
 
 // backoff is exponential backoff with jitter: each delay is drawn from

@@ -9,21 +9,18 @@ package main
 
 import (
 	"context"
-	"crypto/ed25519"
-	"crypto/x509"
-	"encoding/base64"
 	"encoding/json"
-	"encoding/pem"
-	"errors"
 	"fmt"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"syscall"
 	"text/tabwriter"
 	"time"
+
+	"github.com/bpfarm/bpfarm/internal/cli"
+	"github.com/bpfarm/bpfarm/manifest"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -37,14 +34,13 @@ import (
 // version is set at build time (-ldflags "-X main.version=...").
 var version = "dev"
 
-type usageError struct{ error }
-
-func usagef(format string, args ...any) error { return usageError{fmt.Errorf(format, args...)} }
-
 type globals struct {
 	server, token string
 	json          bool
 }
+
+// usagef returns a usage error (exit status 2).
+var usagef = cli.Usagef
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -55,23 +51,11 @@ func main() {
 		return
 	}
 	fmt.Fprintln(os.Stderr, "bpfarm-agent: "+err.Error())
-	var ue usageError
-	if errors.As(err, &ue) || isCobraUsage(err) {
+	if cli.IsUsage(err) {
 		fmt.Fprintln(os.Stderr, "Run 'bpfarm-agent --help' for usage.")
 		os.Exit(2)
 	}
 	os.Exit(1)
-}
-
-func isCobraUsage(err error) bool {
-	s := err.Error()
-	for _, p := range []string{"unknown command", "unknown flag", "unknown shorthand flag", "accepts ", "requires at least",
-		"requires exactly", "invalid argument", "flag needs an argument", "required flag"} {
-		if strings.Contains(s, p) {
-			return true
-		}
-	}
-	return false
 }
 
 func newRoot() *cobra.Command {
@@ -83,36 +67,16 @@ func newRoot() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
-			return applyEnv(cmd)
+			return cli.ApplyEnv(cmd)
 		},
 	}
-	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return cli.Usage(err) })
 	pf := root.PersistentFlags()
 	pf.StringVar(&g.server, "server", client.DefaultServer, "server URL (env BPFARM_SERVER)")
 	pf.StringVar(&g.token, "token", "", "API token, reader role is enough (env BPFARM_TOKEN)")
 	pf.BoolVar(&g.json, "json", false, "machine-readable JSON output")
 	root.AddCommand(newLoad(g), newUnload(g), newStatus(g), newRunCommand())
 	return root
-}
-
-// applyEnv fills flags not given on the command line from BPFARM_<FLAG>.
-func applyEnv(cmd *cobra.Command) error {
-	var err error
-	set := func(f *pflag.Flag) {
-		if f.Changed || err != nil {
-			return
-		}
-		env := "BPFARM_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
-		if v, ok := os.LookupEnv(env); ok {
-			if e := f.Value.Set(v); e != nil {
-				err = usagef("%s=%q: %v", env, v, e)
-			}
-			f.Changed = true
-		}
-	}
-	cmd.Flags().VisitAll(set)
-	cmd.InheritedFlags().VisitAll(set)
-	return err
 }
 
 // loadFlags are the options shared by load, unload and status.
@@ -148,12 +112,12 @@ artifact's minimized BTF or its pre-relocated object.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			name := args[0]
-			setMap, err := keyValues("--set", sets)
+			setMap, err := cli.KeyValues("--set", sets)
 			if err != nil {
 				return err
 			}
 			maxMap := map[string]uint32{}
-			me, err := keyValues("--max-entries", maxEntries)
+			me, err := cli.KeyValues("--max-entries", maxEntries)
 			if err != nil {
 				return err
 			}
@@ -176,22 +140,26 @@ artifact's minimized BTF or its pre-relocated object.`,
 			kid := host.ID.String()
 			if kernelID != "" {
 				if _, err := kernel.ParseID(kernelID); err != nil {
-					return usageError{err}
+					return cli.Usage(err)
 				}
 				kid = kernelID
 			}
 			c, err := client.New(g.server, g.token)
 			if err != nil {
-				return usageError{err}
+				return cli.Usage(err)
 			}
 			c.UserAgent = "bpfarm-agent/" + version
 			ctx := cmd.Context()
-			pub, err := pinnedKey(ctx, c, pubkey, lf.cacheDir)
+			pub, pinned, err := c.PinnedKey(ctx, pubkey, lf.cacheDir)
 			if err != nil {
 				return err
 			}
+			if pinned {
+				fmt.Fprintf(os.Stderr, "bpfarm-agent: pinned the server's signing key %s in %s (trust on first use)\n",
+					manifest.KeyID(pub), filepath.Join(lf.cacheDir, client.PinnedKeyFile))
+			}
 			fopt := client.FetchOptions{PublicKey: pub, CacheDir: lf.cacheDir,
-				RequireVerified: requireVerified, VerifiedPrograms: splitComma(programs)}
+				RequireVerified: requireVerified, VerifiedPrograms: cli.SplitComma(programs)}
 			f, err := c.FetchArtifact(ctx, name, kid, revision, fopt)
 			if err != nil && uploadBTF && client.IsNotFound(err) && host.HasBTF {
 				// An unknown kernel: give the server this host's BTF, then
@@ -210,7 +178,7 @@ artifact's minimized BTF or its pre-relocated object.`,
 			}
 			a := &loader.Artifact{Name: name, Revision: f.Manifest.Revision, Object: f.Object, MinBTF: f.MinBTF, Relocated: f.Relocated,
 				KernelBTF: f.Manifest.KernelBTF}
-			opt := loader.Options{PinDir: lf.pinDir, StateDir: lf.stateDir, Programs: splitComma(programs), NoAttach: noAttach,
+			opt := loader.Options{PinDir: lf.pinDir, StateDir: lf.stateDir, Programs: cli.SplitComma(programs), NoAttach: noAttach,
 				Set: setMap, MaxEntries: maxMap, KernelBTF: kernelBTF, Mode: loader.Mode(mode), Revision: f.Manifest.Revision,
 				Attach: loader.AttachOptions{Interface: iface, CgroupPath: cgroup}}
 			l, err := loader.Load(ctx, a, opt)
@@ -323,86 +291,9 @@ func printJSON(v any) error {
 	return enc.Encode(v)
 }
 
-func keyValues(flag string, vals []string) (map[string]string, error) {
-	out := map[string]string{}
-	for _, v := range vals {
-		k, val, ok := strings.Cut(v, "=")
-		if !ok || k == "" {
-			return nil, usagef("%s %q: want NAME=VALUE", flag, v)
-		}
-		out[k] = val
-	}
-	return out, nil
-}
-
-func splitComma(vals []string) []string {
-	var out []string
-	for _, v := range vals {
-		for _, p := range strings.Split(v, ",") {
-			if p = strings.TrimSpace(p); p != "" {
-				out = append(out, p)
-			}
-		}
-	}
-	return out
-}
-
 func short(s string) string {
 	if len(s) > 12 {
 		return s[:12]
 	}
 	return s
-}
-
-// pinnedKey returns the server's signing key: from --pubkey, else the key
-// pinned in cacheDir on first use (trust on first use, like ssh); a server
-// whose key changed afterwards is refused.
-func pinnedKey(ctx context.Context, c *client.Client, pubkeyFile, cacheDir string) (ed25519.PublicKey, error) {
-	if pubkeyFile != "" {
-		return readPublicKey(pubkeyFile)
-	}
-	pinned := filepath.Join(cacheDir, "signing-key.pem")
-	if _, err := os.Stat(pinned); err == nil {
-		return readPublicKey(pinned)
-	}
-	k, err := c.SigningKey(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("no pinned signing key (give --pubkey) and the server's could not be fetched: %w", err)
-	}
-	if k.Algorithm != "ed25519" {
-		return nil, fmt.Errorf("server signing key: algorithm %q, want ed25519", k.Algorithm)
-	}
-	raw, err := base64.StdEncoding.DecodeString(k.PublicKey)
-	if err != nil || len(raw) != ed25519.PublicKeySize {
-		return nil, fmt.Errorf("server signing key: not an ed25519 public key")
-	}
-	if err := os.MkdirAll(cacheDir, 0o700); err != nil {
-		return nil, err
-	}
-	if err := os.WriteFile(pinned, []byte(k.PEM), 0o600); err != nil {
-		return nil, err
-	}
-	fmt.Fprintf(os.Stderr, "bpfarm-agent: pinned the server's signing key %s in %s (trust on first use)\n", k.KeyID, pinned)
-	return raw, nil
-}
-
-// readPublicKey reads a PKIX "PUBLIC KEY" PEM file holding an ed25519 key.
-func readPublicKey(path string) (ed25519.PublicKey, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	blk, _ := pem.Decode(b)
-	if blk == nil {
-		return nil, fmt.Errorf("%s: no PEM block", path)
-	}
-	k, err := x509.ParsePKIXPublicKey(blk.Bytes)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	pub, ok := k.(ed25519.PublicKey)
-	if !ok {
-		return nil, fmt.Errorf("%s: %T is not an ed25519 key", path, k)
-	}
-	return pub, nil
 }

@@ -4,6 +4,8 @@ import (
 	"log/slog"
 	"os"
 
+	"github.com/bpfarm/bpfarm/internal/cli"
+
 	"github.com/spf13/cobra"
 
 	"github.com/bpfarm/bpfarm/client/agent"
@@ -66,7 +68,7 @@ apply when the file gives none.`,
 			}
 			cfg, err := agent.ReadConfig(configPath)
 			if err != nil {
-				return usageError{err}
+				return cli.Usage(err)
 			}
 			// The global flags (or BPFARM_SERVER, BPFARM_TOKEN) fill in what
 			// the file leaves out.

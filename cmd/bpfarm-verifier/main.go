@@ -118,6 +118,13 @@ func stage2() {
 		return
 	}
 	uptime, _ := strconv.ParseInt(os.Getenv(uptimeEnv), 10, 64)
+	defer func() {
+		// PID 1 must not die: a panic is reported as the runner's error.
+		if r := recover(); r != nil {
+			fmt.Fprintf(openConsole(job.Console), "bpfarm-verifier: panic: %v\n%s", r, debug.Stack())
+			fail(job, fmt.Errorf("panic: %v", r))
+		}
+	}()
 	records := run(context.Background(), job, "/", uptime)
 	out := openConsole(job.Console)
 	quiet := quietConsole()

@@ -2,15 +2,15 @@ package main
 
 import (
 	"crypto/ed25519"
-	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"os"
 	"path/filepath"
 	"text/tabwriter"
 	"time"
+
+	"github.com/bpfarm/bpfarm/internal/cli"
 
 	"github.com/spf13/cobra"
 
@@ -42,7 +42,7 @@ against --pubkey (a PEM file) or else the server's key.`,
 				return usagef("artifact get needs --kernel DISTRO/VERSION/ARCH/RELEASE")
 			}
 			if _, err := kernel.ParseID(kernelID); err != nil {
-				return usageError{err}
+				return cli.Usage(err)
 			}
 			c, err := g.client()
 			if err != nil {
@@ -55,7 +55,7 @@ against --pubkey (a PEM file) or else the server's key.`,
 			}
 			var pub ed25519.PublicKey
 			if pubkey != "" {
-				if pub, err = readPublicKey(pubkey); err != nil {
+				if pub, err = manifest.ReadPublicKeyFile(pubkey); err != nil {
 					return err
 				}
 			} else {
@@ -145,25 +145,4 @@ func printReport(w *os.File, r manifest.Report) {
 		fmt.Fprintf(tw, "  %s\t%s\t%d\t%s\n", p.Name, p.Status, p.Relocations, orDash(detail))
 	}
 	tw.Flush()
-}
-
-// readPublicKey reads a PKIX "PUBLIC KEY" PEM file holding an ed25519 key.
-func readPublicKey(path string) (ed25519.PublicKey, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	blk, _ := pem.Decode(b)
-	if blk == nil {
-		return nil, fmt.Errorf("%s: no PEM block", path)
-	}
-	k, err := x509.ParsePKIXPublicKey(blk.Bytes)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	pub, ok := k.(ed25519.PublicKey)
-	if !ok {
-		return nil, fmt.Errorf("%s: %T is not an ed25519 key", path, k)
-	}
-	return pub, nil
 }

@@ -10,6 +10,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/bpfarm/bpfarm/internal/cli"
+
 	"github.com/spf13/cobra"
 
 	"github.com/bpfarm/bpfarm/api"
@@ -31,7 +33,7 @@ func (g *globals) hostsAPI() (agent.HostsAPI, error) {
 // flag values.
 func parsePairs(flag string, vals []string) (map[string]string, error) {
 	out := map[string]string{}
-	for _, v := range splitComma(vals) {
+	for _, v := range cli.SplitComma(vals) {
 		k, val, ok := strings.Cut(v, "=")
 		if !ok || k == "" {
 			return nil, usagef("%s %q: want KEY=VALUE", flag, v)
@@ -106,7 +108,7 @@ of one program match a host, the newest wins.`,
 				return err
 			}
 			req := api.AssignmentRequest{Program: args[0], Selector: sel, Revision: revision, Options: api.LoadOptions{
-				Programs: splitComma(programs), Set: setMap, MaxEntries: maxMap, NoAttach: noAttach,
+				Programs: cli.SplitComma(programs), Set: setMap, MaxEntries: maxMap, NoAttach: noAttach,
 				Attach: api.AttachOptions{Interface: iface, XDPMode: xdpMode, CgroupPath: cgroup, TCDirection: tcDirection}}}
 			if len(req.Options.Set) == 0 {
 				req.Options.Set = nil

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"github.com/bpfarm/bpfarm/internal/cli"
+
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
@@ -57,7 +59,7 @@ kernel on the real kernel, booted in a VM.`,
 			if id != "" {
 				kid, err := kernel.ParseID(id)
 				if err != nil {
-					return usageError{err}
+					return cli.Usage(err)
 				}
 				if len(args) > 1 {
 					return usagef("--id names one kernel: give one PATH")

@@ -13,16 +13,12 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/bpfarm/bpfarm/internal/cli"
+
 	"github.com/spf13/cobra"
-	"github.com/spf13/pflag"
 
 	"github.com/bpfarm/bpfarm/client"
 )
-
-// usageError marks a command-line mistake (exit status 2).
-type usageError struct{ error }
-
-func usagef(format string, args ...any) error { return usageError{fmt.Errorf(format, args...)} }
 
 // exitError carries a specific exit status after its message was printed.
 type exitError struct {
@@ -36,6 +32,9 @@ type globals struct {
 	server, token, tokenFile string
 	json                     bool
 }
+
+// usagef returns a usage error (exit status 2).
+var usagef = cli.Usagef
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -51,7 +50,6 @@ func run(ctx context.Context, args []string) int {
 	if err == nil {
 		return 0
 	}
-	var ue usageError
 	var ee *exitError
 	switch {
 	case errors.As(err, &ee):
@@ -59,7 +57,7 @@ func run(ctx context.Context, args []string) int {
 			fmt.Fprintln(os.Stderr, "bpfarm: "+ee.msg)
 		}
 		return ee.code
-	case errors.As(err, &ue) || isCobraUsage(err):
+	case cli.IsUsage(err):
 		fmt.Fprintln(os.Stderr, "bpfarm: "+err.Error())
 		fmt.Fprintln(os.Stderr, "Run 'bpfarm --help' for usage.")
 		return 2
@@ -67,18 +65,6 @@ func run(ctx context.Context, args []string) int {
 		fmt.Fprintln(os.Stderr, "bpfarm: "+err.Error())
 		return 1
 	}
-}
-
-// isCobraUsage recognises cobra's own argument errors.
-func isCobraUsage(err error) bool {
-	s := err.Error()
-	for _, p := range []string{"unknown command", "unknown flag", "unknown shorthand flag", "accepts ", "requires at least",
-		"requires exactly", "invalid argument", "flag needs an argument", "required flag"} {
-		if strings.Contains(s, p) {
-			return true
-		}
-	}
-	return false
 }
 
 func newRoot() *cobra.Command {
@@ -89,10 +75,10 @@ func newRoot() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
-			return applyEnv(cmd)
+			return cli.ApplyEnv(cmd)
 		},
 	}
-	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return cli.Usage(err) })
 	pf := root.PersistentFlags()
 	pf.StringVar(&g.server, "server", client.DefaultServer, "server URL (env BPFARM_SERVER)")
 	pf.StringVar(&g.token, "token", "", "API token (env BPFARM_TOKEN)")
@@ -101,28 +87,6 @@ func newRoot() *cobra.Command {
 	root.AddCommand(newServe(), newPush(g), newPrograms(g), newBuilds(g), newTokens(g), newWhoami(g),
 		newKernels(g), newArtifact(g), newHosts(g), newAssign(g), newAssignments(g), newUnassign(g))
 	return root
-}
-
-// applyEnv fills every flag not given on the command line from
-// BPFARM_<FLAG> (upper snake case), e.g. --s3-endpoint from
-// BPFARM_S3_ENDPOINT.
-func applyEnv(cmd *cobra.Command) error {
-	var err error
-	set := func(f *pflag.Flag) {
-		if f.Changed || err != nil {
-			return
-		}
-		env := "BPFARM_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
-		if v, ok := os.LookupEnv(env); ok {
-			if e := f.Value.Set(v); e != nil {
-				err = usagef("%s=%q: %v", env, v, e)
-			}
-			f.Changed = true
-		}
-	}
-	cmd.Flags().VisitAll(set)
-	cmd.InheritedFlags().VisitAll(set)
-	return err
 }
 
 func (g *globals) client() (*client.Client, error) {
@@ -144,7 +108,7 @@ func (g *globals) client() (*client.Client, error) {
 	}
 	c, err := client.New(g.server, tok)
 	if err != nil {
-		return nil, usageError{err}
+		return nil, cli.Usage(err)
 	}
 	c.UserAgent = "bpfarm-cli"
 	return c, nil

@@ -11,6 +11,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/bpfarm/bpfarm/internal/cli"
+
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
@@ -54,7 +56,7 @@ diagnostics at your own file:line:col.`,
 			if err != nil {
 				return err
 			}
-			return push(cmd.Context(), c, g, name, b, client.PushOptions{Arches: splitComma(arches), Flags: flags, PerKernel: perKernel}, wait)
+			return push(cmd.Context(), c, g, name, b, client.PushOptions{Arches: cli.SplitComma(arches), Flags: flags, PerKernel: perKernel}, wait)
 		},
 	}
 	f := cmd.Flags()
@@ -220,16 +222,4 @@ func objSize(b *api.Blob) int64 {
 		return 0
 	}
 	return b.Size
-}
-
-func splitComma(vals []string) []string {
-	var out []string
-	for _, v := range vals {
-		for _, p := range strings.Split(v, ",") {
-			if p = strings.TrimSpace(p); p != "" {
-				out = append(out, p)
-			}
-		}
-	}
-	return out
 }

@@ -3,6 +3,7 @@ package main
 // Verification on real kernels in `bpfarm programs show`.
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -45,8 +46,11 @@ func printVerifications(w io.Writer, revision string, vs []api.Verification) {
 		return
 	}
 	sort.Slice(mine, func(i, j int) bool { return mine[i].Kernel < mine[j].Kernel })
-	fmt.Fprintln(w, "verified on real kernels:")
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	// The table goes to w in one write: w may indent each write.
+	var buf bytes.Buffer
+	defer func() { w.Write(buf.Bytes()) }()
+	fmt.Fprintln(&buf, "verified on real kernels:")
+	tw := tabwriter.NewWriter(&buf, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "  KERNEL\tPROGRAM\tVERDICT\tINSNS\tLOAD\tBOOT\tDETAIL")
 	for _, v := range mine {
 		boot := "-"

@@ -280,7 +280,7 @@ func TestVerifyOnRealKernels(t *testing.T) {
 	if _, err := c.FetchArtifact(ctx, "schedcount", k61.ID, "", opt); err != nil {
 		t.Errorf("schedcount, verified on %s: %v", k61.ID, err)
 	}
-	if _, err := c.FetchArtifact(ctx, "newer", k61.ID, "", opt); err == nil || !strings.Contains(err.Error(), "rejected program sext") {
+	if _, err := c.FetchArtifact(ctx, "newer", k61.ID, "", opt); err == nil || !strings.Contains(err.Error(), "sext (relocated: BPF_MOV uses reserved fields)") {
 		t.Errorf("newer on 6.1 with --require-verified: %v, want refused naming sext", err)
 	}
 	o := opt

@@ -29,6 +29,7 @@ import (
 	"github.com/bpfarm/bpfarm/bpfsrc"
 	"github.com/bpfarm/bpfarm/bpfsrc/compile"
 	"github.com/bpfarm/bpfarm/bpfsrc/inspect"
+	"github.com/bpfarm/bpfarm/internal/notify"
 	"github.com/bpfarm/bpfarm/server/archive"
 	"github.com/bpfarm/bpfarm/server/blob"
 	"github.com/bpfarm/bpfarm/server/signing"
@@ -54,7 +55,7 @@ type Service struct {
 	relocators int
 
 	wake    chan struct{}
-	changed notifier
+	changed notify.Notifier
 }
 
 // Config configures a Service.
@@ -171,7 +172,7 @@ func (s *Service) worker(ctx context.Context, n int) {
 func (s *Service) run(ctx context.Context, log *slog.Logger, job *store.Job) {
 	log = log.With("build", job.ID, "program", job.Program, "revision", short(job.Revision), "arch", job.Arch)
 	log.Info("build started", "attempt", job.Attempts)
-	s.changed.broadcast()
+	s.changed.Broadcast()
 	start := time.Now()
 	out := s.execute(ctx, job)
 	if ctx.Err() != nil {
@@ -200,7 +201,7 @@ func (s *Service) run(ctx context.Context, log *slog.Logger, job *store.Job) {
 			s.relocator.kick()
 		}
 	}
-	s.changed.broadcast()
+	s.changed.Broadcast()
 }
 
 func (s *Service) execute(ctx context.Context, job *store.Job) store.Outcome {
@@ -426,7 +427,7 @@ func cacheKey(b *bpfsrc.Bundle, arch string, flags []string, fingerprint string)
 // (a long poll).
 func (s *Service) Wait(ctx context.Context, id int64) (api.Build, error) {
 	for {
-		ch := s.changed.wait()
+		ch := s.changed.Wait()
 		b, err := s.db.Build(ctx, id)
 		if err != nil || b.Done() {
 			return b, err
@@ -442,31 +443,7 @@ func (s *Service) Wait(ctx context.Context, id int64) (api.Build, error) {
 // Changed returns a channel closed at the next change of a build's or a
 // relocation's state (a new revision's artifact done for a kernel, ...):
 // long polls subscribe, then re-read what they watch.
-func (s *Service) Changed() <-chan struct{} { return s.changed.wait() }
-
-// notifier wakes every waiter on each broadcast.
-type notifier struct {
-	mu sync.Mutex
-	ch chan struct{}
-}
-
-func (n *notifier) wait() <-chan struct{} {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.ch == nil {
-		n.ch = make(chan struct{})
-	}
-	return n.ch
-}
-
-func (n *notifier) broadcast() {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.ch != nil {
-		close(n.ch)
-		n.ch = nil
-	}
-}
+func (s *Service) Changed() <-chan struct{} { return s.changed.Wait() }
 
 func short(d string) string {
 	if len(d) > 12 {

@@ -89,7 +89,7 @@ func (r *relocator) relocate(ctx context.Context, log *slog.Logger, job *store.A
 	r.s.metrics.relocationDuration.Observe(time.Since(start).Seconds())
 	log.Debug("relocated", "artifact", job.ID, "program", job.Build.Program, "kernel", job.Kernel.KID,
 		"status", out.Status, "duration", time.Since(start))
-	r.s.changed.broadcast()
+	r.s.changed.Broadcast()
 }
 
 func (r *relocator) object(ctx context.Context, digest string) (*core.Object, []byte, error) {

@@ -12,6 +12,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/bpfarm/bpfarm/internal/notify"
+
 	"github.com/go-chi/chi/v5"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -36,7 +38,7 @@ const (
 // hostsState is the API's part of hosts and assignments: the change
 // notifier desired-state long polls wait on, and metrics.
 type hostsState struct {
-	changed notifier
+	changed notify.Notifier
 	// stopping is closed when the server shuts down: long polls answer.
 	stopping     chan struct{}
 	stopOnce     sync.Once
@@ -70,30 +72,6 @@ func newHostsState(reg *prometheus.Registry) *hostsState {
 		reg.MustRegister(h.polls, h.waiting, h.reports, h.registration)
 	}
 	return h
-}
-
-// notifier wakes every waiter on each broadcast.
-type notifier struct {
-	mu sync.Mutex
-	ch chan struct{}
-}
-
-func (n *notifier) wait() <-chan struct{} {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.ch == nil {
-		n.ch = make(chan struct{})
-	}
-	return n.ch
-}
-
-func (n *notifier) broadcast() {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.ch != nil {
-		close(n.ch)
-		n.ch = nil
-	}
 }
 
 var (
@@ -170,7 +148,7 @@ func (s *Server) registerHost(w http.ResponseWriter, r *http.Request) {
 			"previous_host_id", res.PreviousHostID, "by", by)
 	}
 	if res.Changed {
-		s.hosts.changed.broadcast()
+		s.hosts.changed.Broadcast()
 	}
 	code := http.StatusOK
 	if res.Created {
@@ -272,7 +250,7 @@ func (s *Server) desiredState(w http.ResponseWriter, r *http.Request) {
 	outcome := "immediate"
 	for waited := false; ; waited = true {
 		// Subscribe before computing, so no change slips in between.
-		hostsCh := s.hosts.changed.wait()
+		hostsCh := s.hosts.changed.Wait()
 		var buildsCh <-chan struct{}
 		if s.cfg.Builds != nil {
 			buildsCh = s.cfg.Builds.Changed()
@@ -368,7 +346,7 @@ func (s *Server) createAssignment(w http.ResponseWriter, r *http.Request) {
 	}
 	s.log.Info("program assigned", "assignment", a.ID, "program", a.Program, "selector", a.Selector,
 		"revision", a.Revision, "by", by)
-	s.hosts.changed.broadcast()
+	s.hosts.changed.Broadcast()
 	s.json(w, http.StatusCreated, a)
 }
 
@@ -383,7 +361,7 @@ func (s *Server) deleteAssignment(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.log.Info("assignment removed", "assignment", id, "by", auth.FromContext(r.Context()).Name)
-	s.hosts.changed.broadcast()
+	s.hosts.changed.Broadcast()
 	w.WriteHeader(http.StatusNoContent)
 }
 

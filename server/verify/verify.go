@@ -293,6 +293,14 @@ func (s *Service) verify(ctx context.Context, log *slog.Logger, job *store.Verif
 	if err != nil {
 		return fail(err)
 	}
+	runner, err := bpfverify.RunnerFor(s.cfg.Runner, k.Arch)
+	if errors.Is(err, bpfverify.ErrNoRunner) {
+		out.Result, out.Reason = api.VerificationSkipped, err.Error()
+		return out
+	}
+	if err != nil {
+		return fail(err)
+	}
 	image, err := s.image(ctx, k.ImageBlob)
 	if err != nil {
 		return fail(err)
@@ -316,7 +324,7 @@ func (s *Service) verify(ctx context.Context, log *slog.Logger, job *store.Verif
 	if err != nil {
 		return fail(fmt.Errorf("artifact files: %w", err))
 	}
-	rep, err := bpfverify.Run(ctx, bpfverify.Request{Runner: s.cfg.Runner, Image: image, Arch: k.Arch, Release: k.Release,
+	rep, err := bpfverify.Run(ctx, bpfverify.Request{Runner: runner, Image: image, Arch: k.Arch, Release: k.Release,
 		Kernel: k.KID, Program: a.Program, Revision: a.Revision, Object: obj, Relocated: rel, MinBTF: minBTF,
 		Modes: s.cfg.Modes, Qemu: qemu, Accel: s.cfg.Accel, Memory: s.cfg.Memory, Timeout: s.cfg.Timeout,
 		TempDir: filepath.Join(s.cfg.WorkDir, "tmp")})
