@@ -51,6 +51,7 @@ $(MINIO):
 build:
 	CGO_ENABLED=1 $(GO) build -trimpath -o $(BIN)/bpfarm ./cmd/bpfarm
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o $(BIN)/bpfarm-agent ./cmd/bpfarm-agent
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o $(BIN)/bpfarm-verifier ./cmd/bpfarm-verifier
 
 run: deps-run build
 	$(BIN)/bpfarm serve --addr $(ADDR) --data $(DATA)

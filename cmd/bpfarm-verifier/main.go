@@ -222,6 +222,9 @@ func loadOne(ctx context.Context, art *loader.Artifact, mode, prog, set, pinRoot
 		if c := verify.Complaint(ve.Log); c != "" {
 			res.Error = c
 		}
+		if strings.Contains(res.Error, kfuncPoison) {
+			res.Error += " (a call to a weak kfunc this kernel lacks, poisoned by the loader)"
+		}
 		tail := ve.Log
 		if len(tail) > logLines {
 			tail = tail[len(tail)-logLines:]
@@ -230,6 +233,10 @@ func loadOne(ctx context.Context, art *loader.Artifact, mode, prog, set, pinRoot
 	}
 	return res
 }
+
+// kfuncPoison is how the verifier names a call to a missing weak kfunc,
+// which cilium/ebpf replaces with a call to 0xdedc0de.
+const kfuncPoison = "unknown#233685214"
 
 func firstLine(s string) string {
 	s, _, _ = strings.Cut(s, "\n")

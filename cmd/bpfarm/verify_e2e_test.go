@@ -156,6 +156,11 @@ func TestVerifyOnRealKernels(t *testing.T) {
 	if r := importImage(t, f, "debian/12/x86_64/6.1.0-99-cloud-amd64", img61); r.code != 1 {
 		t.Errorf("an image for an unknown kernel: %d %q", r.code, r.stderr)
 	}
+	garbage := filepath.Join(t.TempDir(), "garbage")
+	os.WriteFile(garbage, []byte(strings.Repeat("not a kernel\n", 1000)), 0o644)
+	if r := importImage(t, f, hub, garbage); r.code != 1 || strings.Count(strings.TrimSpace(r.stderr), "\n") != 0 {
+		t.Errorf("a file that is no kernel image: %d %q, want refused in one line", r.code, r.stderr)
+	}
 	if r := importImage(t, f, hub, img61); r.code != 0 || !strings.Contains(r.stdout, "image attached") {
 		t.Fatalf("kernels import --image: %d %s %s", r.code, r.stdout, r.stderr)
 	}
@@ -305,7 +310,7 @@ func TestVerifyTimeoutAndRestart(t *testing.T) {
 	deb61 := testenv.DebianKernel(t, "6.1")
 	runner := verifierRunner(t)
 	data := t.TempDir()
-	f := startFarm(t, data, "--verifier", runner, "--verify-vms", "1", "--verify-timeout", "20s")
+	f := startFarm(t, data, "--verifier", runner, "--verify-vms", "1", "--verify-timeout", "30s")
 	img, release := debImage(t, deb61)
 	// The 6.1 kernel under another id, with a corrupted image: the
 	// decompressor halts, the VM prints nothing more and hangs. The
@@ -358,7 +363,7 @@ func TestVerifyTimeoutAndRestart(t *testing.T) {
 	f.start()
 
 	vs := waitVerifications(t, f, "schedcount", 1)
-	if v := vs[0]; v.Result != api.VerificationTimeout || v.Attempts != 2 || !strings.Contains(v.Reason, "20s") {
+	if v := vs[0]; v.Result != api.VerificationTimeout || v.Attempts != 2 || !strings.Contains(v.Reason, "30s") {
 		t.Errorf("after the restart: %s %q, attempts %d; want a timeout on the second attempt", v.Result, v.Reason, v.Attempts)
 	}
 	if qemuOf(data) != 0 {

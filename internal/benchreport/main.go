@@ -33,6 +33,7 @@ var groups = []group{
 	{"./btf/core/", ".", "", 1},
 	{"./btf/source/", ".", "", 1},
 	{"./cmd/bpfarm-agent/", ".", "10x", 3},
+	{"./verify/", "^BenchmarkVerify$", "1x", 1},
 }
 
 // result is a benchmark's median over its runs: ns/op plus custom metrics.
@@ -97,6 +98,8 @@ var comparisons = []comparison{
 		"cmd/bpfarm-agent:BenchmarkAgentLoad/schedcount:peak-rss-MB", "cmd/bpfarm-agent:BenchmarkHostCompileLoad/schedcount:peak-rss-MB", "lower>=", 5, ""},
 	{"Agent", "agent binary (static, CGO_ENABLED=0, -s -w), MB", "cmd/bpfarm-agent:BenchmarkAgentBinary:binary-MB", "", "abs<=", 20, ""},
 	{"Agent", "daemon RSS, steady state with one program loaded, MB", "cmd/bpfarm-agent:BenchmarkAgentDaemonRSS:rss-MB", "", "abs<=", 40, ""},
+	{"Verification", "kernel × program verifications per minute under qemu (TCG), 1 VM at a time", "verify:BenchmarkVerify/vms=1:verifications/min", "", "info", 0, ""},
+	{"Verification", "the same with 2 parallel VMs on 2 cores", "verify:BenchmarkVerify/vms=2:verifications/min", "", "info", 0, ""},
 	{"BTF archive", "import a Debian linux-image .deb (pure Go: ar, xz/zstd, lz4, ELF .BTF, modules)", "btf/source:BenchmarkImportDeb", "", "info", 0, ""},
 }
 
@@ -230,6 +233,8 @@ func render(results map[string]result, raw string) string {
 			switch {
 			case strings.HasSuffix(ref, "bytes"):
 				return fmt.Sprintf("%.0f bytes", v)
+			case strings.HasSuffix(ref, "/min"):
+				return fmt.Sprintf("%.1f per minute", v)
 			case strings.Contains(ref, "MiB"), strings.HasSuffix(ref, "MB"):
 				return fmt.Sprintf("%.0f MB", v)
 			}

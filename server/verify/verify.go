@@ -25,6 +25,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/bpfarm/bpfarm/internal/notify"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/bpfarm/bpfarm/api"
@@ -83,7 +85,7 @@ type Service struct {
 	metrics *metrics
 
 	imagesMu sync.Mutex
-	changed  notifier
+	changed  notify.Notifier
 }
 
 // New returns a Service; Run starts it. With no Runner it does nothing.
@@ -134,7 +136,7 @@ func (s *Service) Kick() {
 }
 
 // Changed returns a channel closed at the next finished verification.
-func (s *Service) Changed() <-chan struct{} { return s.changed.wait() }
+func (s *Service) Changed() <-chan struct{} { return s.changed.Wait() }
 
 func (s *Service) kickWorkers() {
 	select {
@@ -240,7 +242,7 @@ func (s *Service) run(ctx context.Context, log *slog.Logger, job *store.VerifyJo
 	a := job.Artifact
 	log = log.With("verification", job.ID, "program", a.Program, "revision", short(a.Revision), "kernel", a.Kernel)
 	log.Info("verification started", "attempt", job.Attempts)
-	s.changed.broadcast()
+	s.changed.Broadcast()
 	start := time.Now()
 	out := s.verify(ctx, log, job)
 	if ctx.Err() != nil {
@@ -263,7 +265,7 @@ func (s *Service) run(ctx context.Context, log *slog.Logger, job *store.VerifyJo
 	log.Info("verification finished", "result", result, "reason", firstOf(out.Reason, out.Error),
 		"boot", time.Duration(out.BootMS)*time.Millisecond, "duration", time.Since(start).Round(time.Millisecond),
 		"accel", out.Accel)
-	s.changed.broadcast()
+	s.changed.Broadcast()
 }
 
 func firstOf(a, b string) string {
@@ -435,28 +437,4 @@ func short(d string) string {
 		return d[:12]
 	}
 	return d
-}
-
-// notifier wakes every waiter on each broadcast.
-type notifier struct {
-	mu sync.Mutex
-	ch chan struct{}
-}
-
-func (n *notifier) wait() <-chan struct{} {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.ch == nil {
-		n.ch = make(chan struct{})
-	}
-	return n.ch
-}
-
-func (n *notifier) broadcast() {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.ch != nil {
-		close(n.ch)
-		n.ch = nil
-	}
 }
