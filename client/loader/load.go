@@ -81,6 +81,7 @@ type prepared struct {
 	spec     *ebpf.CollectionSpec
 	mode     Mode
 	progOpts ebpf.ProgramOptions
+	btfCache *btf.Cache // Options.BTFCache, or nil
 }
 
 // hasHostBTF reports whether the host's BTF is available, as ModeAuto sees
@@ -169,7 +170,7 @@ func prepare(a *Artifact, opt Options) (*prepared, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &prepared{mode: mode}
+	p := &prepared{mode: mode, btfCache: opt.BTFCache}
 	var obj []byte
 	switch mode {
 	case ModeHostBTF:
@@ -265,7 +266,10 @@ func loadObjects(ctx context.Context, p *prepared, reuse map[string]*ebpf.Map) (
 			o.close()
 		}
 	}()
-	cache := btf.NewCache()
+	cache := p.btfCache
+	if cache == nil {
+		cache = btf.NewCache()
+	}
 
 	// The maps, with the globals' contents, first. Program arrays are
 	// filled once the programs are loaded. The globals' values go into

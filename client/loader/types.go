@@ -5,6 +5,8 @@ import (
 	"io"
 	"io/fs"
 	"time"
+
+	"github.com/cilium/ebpf/btf"
 )
 
 // Default locations.
@@ -106,6 +108,11 @@ type Options struct {
 	// KernelBTF is a BTF file to use as the host's BTF instead of
 	// /sys/kernel/btf/vmlinux.
 	KernelBTF string
+	// BTFCache shares the kernel's parsed BTF across loads (nil: a new
+	// one per load). A caller may warm it (BTFCache.Kernel()) while it
+	// fetches an artifact: programs attached through BTF (tp_btf, fentry,
+	// lsm, ...) and host-BTF relocation need it.
+	BTFCache *btf.Cache
 	// Mode is how CO-RE relocations are resolved. Default ModeAuto.
 	Mode Mode
 	// Attach controls attaching.

@@ -19,6 +19,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/cilium/ebpf/btf"
+
 	"github.com/bpfarm/bpfarm/internal/cli"
 	"github.com/bpfarm/bpfarm/manifest"
 
@@ -144,6 +146,14 @@ artifact's minimized BTF or its pre-relocated object.`,
 				}
 				kid = kernelID
 			}
+			// Parse the host's BTF while the artifact downloads: BTF-attached
+			// programs (tp_btf, fentry, ...) and host-BTF relocation need it,
+			// and parsing it is most of a load's own cost.
+			var btfCache *btf.Cache
+			if host.HasBTF && kernelBTF == "" {
+				btfCache = btf.NewCache()
+				go btfCache.Kernel()
+			}
 			c, err := client.New(g.server, g.token)
 			if err != nil {
 				return cli.Usage(err)
@@ -180,7 +190,7 @@ artifact's minimized BTF or its pre-relocated object.`,
 				KernelBTF: f.Manifest.KernelBTF}
 			opt := loader.Options{PinDir: lf.pinDir, StateDir: lf.stateDir, Programs: cli.SplitComma(programs), NoAttach: noAttach,
 				Set: setMap, MaxEntries: maxMap, KernelBTF: kernelBTF, Mode: loader.Mode(mode), Revision: f.Manifest.Revision,
-				Attach: loader.AttachOptions{Interface: iface, CgroupPath: cgroup}}
+				Attach: loader.AttachOptions{Interface: iface, CgroupPath: cgroup}, BTFCache: btfCache}
 			l, err := loader.Load(ctx, a, opt)
 			if err != nil {
 				return err
