@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/bpfarm/bpfarm/bpfsrc"
+	"github.com/bpfarm/bpfarm/bpfsrc/elfstrip"
 )
 
 // Defaults for Config.
@@ -43,7 +44,7 @@ const (
 
 // fingerprintVersion changes whenever the way a Compiler turns a bundle into
 // an object changes in a way the other inputs of Fingerprint do not show.
-const fingerprintVersion = "bpfarm-compile/1"
+const fingerprintVersion = "bpfarm-compile/2"
 
 // Config configures a Compiler. Only Headers is required.
 type Config struct {
@@ -95,7 +96,8 @@ type Config struct {
 	// until it is restarted.
 	UsePCH bool
 	// KeepDWARF keeps the DWARF debug sections in objects; by default they
-	// are stripped (llvm-strip --strip-debug), keeping .BTF and .BTF.ext.
+	// are stripped (in process, like llvm-strip --strip-debug; see
+	// package elfstrip), keeping .BTF and .BTF.ext.
 	KeepDWARF bool
 }
 
@@ -466,25 +468,27 @@ func (c *Compiler) Compile(ctx context.Context, req Request) (*Result, error) {
 	if info.Size() > c.cfg.MaxOutput {
 		return nil, &Error{Reason: "output exceeds " + formatBytes(c.cfg.MaxOutput), Diagnostics: diags, Log: log}
 	}
-	if !c.cfg.KeepDWARF {
-		// Like libbpf-bootstrap's `llvm-strip -g`: DWARF is most of an
-		// object built against vmlinux.h (~600 KiB of ~650 KiB) and hosts
-		// never need it; .BTF and .BTF.ext stay.
-		strip := *spec
-		strip.prog = filepath.Join(filepath.Dir(c.clang), "llvm-strip")
-		strip.args = []string{"--strip-debug", filepath.Join(v.out, objName)}
-		strip.noASLR = false
-		sres, err := c.run(ctx, &strip)
-		if err != nil {
-			return nil, fmt.Errorf("compile: strip: %w", err)
-		}
-		if sres.code != 0 || sres.sig != 0 {
-			return nil, fmt.Errorf("compile: llvm-strip --strip-debug: exit %d, signal %v: %s", sres.code, sres.sig, bytes.TrimSpace(sres.out))
-		}
-	}
 	obj, err := os.ReadFile(objPath)
 	if err != nil {
 		return nil, fmt.Errorf("compile: %w", err)
+	}
+	if !c.cfg.KeepDWARF {
+		// Like libbpf-bootstrap's `llvm-strip -g`, in process: DWARF is
+		// most of an object built against vmlinux.h (~600 KiB of
+		// ~650 KiB) and hosts never need it; .BTF and .BTF.ext stay.
+		// An object StripDebug refuses (more sections than ELF numbers
+		// without extensions, say) comes from what the user submitted.
+		stripped, err := elfstrip.StripDebug(obj)
+		if errors.Is(err, elfstrip.ErrMalformed) {
+			reason := "cannot strip debug information from the object: " + err.Error()
+			return nil, &Error{Reason: reason, Diagnostics: diags, Log: log + reason + "\n"}
+		} else if err != nil {
+			return nil, fmt.Errorf("compile: strip debug information: %w", err)
+		}
+		if err := os.WriteFile(objPath, stripped, 0o644); err != nil {
+			return nil, fmt.Errorf("compile: %w", err)
+		}
+		obj = stripped
 	}
 
 	cmd := []string{"clang"}

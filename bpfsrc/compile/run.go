@@ -22,20 +22,12 @@ type runSpec struct {
 	dirs    []string // empty directories to create in the sandbox
 	chdir   string   // working directory in the sandbox
 	hostDir string   // working directory without the sandbox
-	prog    string   // the program to run; default clang
-	args    []string // the program's arguments, without argv[0]
+	args    []string // clang's arguments, without argv[0]
 	fsize   int64    // RLIMIT_FSIZE; 0 means Config.MaxOutput
 	// noASLR runs clang without address space layout randomization. With
 	// a precompiled header, clang 19 orders forward declarations in .BTF
 	// by address, so the object would change from run to run.
 	noASLR bool
-}
-
-func (s *runSpec) program(c *Compiler) string {
-	if s.prog != "" {
-		return s.prog
-	}
-	return c.clang
 }
 
 // runResult is how a run of clang ended.
@@ -81,7 +73,7 @@ func (c *Compiler) bwrapArgs(spec *runSpec) []string {
 	for _, d := range spec.dirs {
 		args = append(args, "--dir", d)
 	}
-	args = append(args, "--remount-ro", "/", "--chdir", spec.chdir, "--", spec.program(c))
+	args = append(args, "--remount-ro", "/", "--chdir", spec.chdir, "--", c.clang)
 	return append(args, spec.args...)
 }
 
@@ -98,7 +90,7 @@ func (c *Compiler) run(parent context.Context, spec *runSpec) (*runResult, error
 		setarch = []string{c.setarch, "-R"}
 	}
 	if c.cfg.NoSandbox {
-		argv := append(append(setarch, spec.program(c)), spec.args...)
+		argv := append(append(setarch, c.clang), spec.args...)
 		cmd = exec.CommandContext(ctx, argv[0], argv[1:]...)
 		cmd.Dir = spec.hostDir
 	} else {
