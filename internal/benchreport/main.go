@@ -35,6 +35,7 @@ var groups = []group{
 	{"./btf/source/", ".", "", 1},
 	{"./cmd/bpfarm-agent/", ".", "10x", 3},
 	{"./verify/", "^BenchmarkVerify$", "1x", 1},
+	{"./web/", "^BenchmarkRenderPages$", "", 1},
 }
 
 // result is a benchmark's median over its runs: ns/op plus custom metrics.
@@ -102,6 +103,18 @@ var comparisons = []comparison{
 		"cmd/bpfarm-agent:BenchmarkAgentLoad/schedcount:peak-rss-MB", "cmd/bpfarm-agent:BenchmarkHostCompileLoad/schedcount:peak-rss-MB", "lower>=", 5, ""},
 	{"Agent", "agent binary (static, CGO_ENABLED=0, -s -w), MB", "cmd/bpfarm-agent:BenchmarkAgentBinary:binary-MB", "", "abs<=", 20, ""},
 	{"Agent", "daemon RSS, steady state with one program loaded, MB", "cmd/bpfarm-agent:BenchmarkAgentDaemonRSS:rss-MB", "", "abs<=", 40, ""},
+	{"Web UI", "render programs (1000 kernels × 50 programs, ~90,000 artifacts, 200 hosts)", "web:BenchmarkRenderPages/programs", "", "abs<=ms", 50, ""},
+	{"Web UI", "render programs search (1000 kernels × 50 programs, ~90,000 artifacts, 200 hosts)", "web:BenchmarkRenderPages/programs_search", "", "abs<=ms", 50, ""},
+	{"Web UI", "render program matrix (1000 kernels × 50 programs, ~90,000 artifacts, 200 hosts)", "web:BenchmarkRenderPages/program_matrix", "", "abs<=ms", 50, ""},
+	{"Web UI", "render program problems (1000 kernels × 50 programs, ~90,000 artifacts, 200 hosts)", "web:BenchmarkRenderPages/program_problems", "", "abs<=ms", 50, ""},
+	{"Web UI", "render diff (1000 kernels × 50 programs, ~90,000 artifacts, 200 hosts)", "web:BenchmarkRenderPages/diff", "", "abs<=ms", 50, ""},
+	{"Web UI", "render build (1000 kernels × 50 programs, ~90,000 artifacts, 200 hosts)", "web:BenchmarkRenderPages/build", "", "abs<=ms", 50, ""},
+	{"Web UI", "render artifact (1000 kernels × 50 programs, ~90,000 artifacts, 200 hosts)", "web:BenchmarkRenderPages/artifact", "", "abs<=ms", 50, ""},
+	{"Web UI", "render kernels (1000 kernels × 50 programs, ~90,000 artifacts, 200 hosts)", "web:BenchmarkRenderPages/kernels", "", "abs<=ms", 50, ""},
+	{"Web UI", "render kernel (1000 kernels × 50 programs, ~90,000 artifacts, 200 hosts)", "web:BenchmarkRenderPages/kernel", "", "abs<=ms", 50, ""},
+	{"Web UI", "render hosts (1000 kernels × 50 programs, ~90,000 artifacts, 200 hosts)", "web:BenchmarkRenderPages/hosts", "", "abs<=ms", 50, ""},
+	{"Web UI", "render upload (1000 kernels × 50 programs, ~90,000 artifacts, 200 hosts)", "web:BenchmarkRenderPages/upload", "", "abs<=ms", 50, ""},
+	{"Web UI", "render signin (1000 kernels × 50 programs, ~90,000 artifacts, 200 hosts)", "web:BenchmarkRenderPages/signin", "", "abs<=ms", 50, ""},
 	{"Verification", "kernel × program verifications per minute under qemu (TCG), 1 VM at a time", "verify:BenchmarkVerify/vms=1:verifications/min", "", "info", 0, ""},
 	{"Verification", "the same with 2 parallel VMs on 2 cores", "verify:BenchmarkVerify/vms=2:verifications/min", "", "info", 0, ""},
 }
