@@ -23,6 +23,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/bpfarm/bpfarm/server/queue"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/bpfarm/bpfarm/api"
@@ -54,7 +56,7 @@ type Service struct {
 	relocator  *relocator
 	relocators int
 
-	wake    chan struct{}
+	wake    *queue.Waker
 	changed notify.Notifier
 }
 
@@ -88,7 +90,7 @@ func New(cfg Config) *Service {
 	}
 	s := &Service{db: cfg.DB, blobs: cfg.Blobs, compiler: cfg.Compiler, log: cfg.Logger,
 		archive: cfg.Archive, key: cfg.Key, workers: cfg.Workers, relocators: cfg.Relocators,
-		wake: make(chan struct{}, 1)}
+		wake: queue.NewWaker()}
 	s.relocator = newRelocator(s)
 	s.metrics = newMetrics(cfg.Registry, cfg.DB)
 	return s
@@ -135,37 +137,12 @@ func (s *Service) Run(ctx context.Context) error {
 	return nil
 }
 
-func (s *Service) kick() {
-	select {
-	case s.wake <- struct{}{}:
-	default:
-	}
-}
+// kick wakes an idle build worker.
+func (s *Service) kick() { s.wake.Kick() }
 
 func (s *Service) worker(ctx context.Context, n int) {
 	log := s.log.With("worker", n)
-	poll := time.NewTicker(5 * time.Second)
-	defer poll.Stop()
-	for {
-		job, err := s.db.Claim(ctx)
-		switch {
-		case err == nil:
-			s.kick() // more may be queued: let another worker look too
-			s.run(ctx, log, job)
-			continue
-		case errors.Is(err, store.ErrNotFound):
-		case ctx.Err() != nil:
-			return
-		default:
-			log.Error("claim build", "err", err)
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-s.wake:
-		case <-poll.C:
-		}
-	}
+	queue.Loop(ctx, log, "build", s.wake, s.db.Claim, func(ctx context.Context, job *store.Job) { s.run(ctx, log, job) })
 }
 
 // run executes one claimed build and records its outcome.

@@ -3,11 +3,12 @@ package build
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
 	"time"
+
+	"github.com/bpfarm/bpfarm/server/queue"
 
 	"github.com/bpfarm/bpfarm/btf/core"
 	"github.com/bpfarm/bpfarm/manifest"
@@ -22,7 +23,7 @@ const maxObjectSize = 64 << 20
 // report, minimized BTF, pre-relocated object and a signed manifest.
 type relocator struct {
 	s    *Service
-	wake chan struct{}
+	wake *queue.Waker
 
 	mu      sync.Mutex
 	objects map[string]*core.Object // parsed objects by blob digest
@@ -30,43 +31,22 @@ type relocator struct {
 }
 
 func newRelocator(s *Service) *relocator {
-	return &relocator{s: s, wake: make(chan struct{}, 1), objects: map[string]*core.Object{}}
+	return &relocator{s: s, wake: queue.NewWaker(), objects: map[string]*core.Object{}}
 }
 
-func (r *relocator) kick() {
-	select {
-	case r.wake <- struct{}{}:
-	default:
-	}
-}
+// kick wakes an idle relocator.
+func (r *relocator) kick() { r.wake.Kick() }
 
-// run claims and runs relocations until ctx is done.
+// run claims and runs relocations until ctx is done, preferring
+// relocations for the kernel whose BTF it parsed last.
 func (r *relocator) run(ctx context.Context, n int) {
 	log := r.s.log.With("relocator", n)
-	poll := time.NewTicker(5 * time.Second)
-	defer poll.Stop()
 	lastBTF := ""
-	for {
-		job, err := r.s.db.ClaimArtifact(ctx, lastBTF)
-		switch {
-		case err == nil:
-			r.kick()
-			lastBTF = job.Kernel.BTFBlob
-			r.relocate(ctx, log, job)
-			continue
-		case errors.Is(err, store.ErrNotFound):
-		case ctx.Err() != nil:
-			return
-		default:
-			log.Error("claim artifact", "err", err)
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-r.wake:
-		case <-poll.C:
-		}
-	}
+	claim := func(ctx context.Context) (*store.ArtifactJob, error) { return r.s.db.ClaimArtifact(ctx, lastBTF) }
+	queue.Loop(ctx, log, "artifact", r.wake, claim, func(ctx context.Context, job *store.ArtifactJob) {
+		lastBTF = job.Kernel.BTFBlob
+		r.relocate(ctx, log, job)
+	})
 }
 
 func (r *relocator) relocate(ctx context.Context, log *slog.Logger, job *store.ArtifactJob) {

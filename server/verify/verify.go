@@ -25,6 +25,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/bpfarm/bpfarm/server/queue"
+
 	"github.com/bpfarm/bpfarm/internal/notify"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -80,7 +82,7 @@ type Service struct {
 	cfg     Config
 	log     *slog.Logger
 	runner  string // sha256 of the runner binary
-	wake    chan struct{}
+	wake    *queue.Waker
 	scan    chan struct{}
 	metrics *metrics
 
@@ -96,7 +98,7 @@ func New(cfg Config) (*Service, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	s := &Service{cfg: cfg, log: cfg.Logger, wake: make(chan struct{}, 1), scan: make(chan struct{}, 1)}
+	s := &Service{cfg: cfg, log: cfg.Logger, wake: queue.NewWaker(), scan: make(chan struct{}, 1)}
 	s.metrics = newMetrics(cfg.Registry, cfg.DB)
 	if cfg.Runner == "" {
 		return s, nil
@@ -138,12 +140,8 @@ func (s *Service) Kick() {
 // Changed returns a channel closed at the next finished verification.
 func (s *Service) Changed() <-chan struct{} { return s.changed.Wait() }
 
-func (s *Service) kickWorkers() {
-	select {
-	case s.wake <- struct{}{}:
-	default:
-	}
-}
+// kickWorkers wakes an idle VM worker.
+func (s *Service) kickWorkers() { s.wake.Kick() }
 
 // Run recovers verifications interrupted by a crash, then queues and runs
 // verifications until ctx is done. Verifications running at that moment
@@ -213,28 +211,8 @@ func (s *Service) scanner(ctx context.Context) {
 
 func (s *Service) worker(ctx context.Context, n int) {
 	log := s.log.With("vm", n)
-	poll := time.NewTicker(5 * time.Second)
-	defer poll.Stop()
-	for {
-		job, err := s.cfg.DB.ClaimVerification(ctx)
-		switch {
-		case err == nil:
-			s.kickWorkers()
-			s.run(ctx, log, job)
-			continue
-		case errors.Is(err, store.ErrNotFound):
-		case ctx.Err() != nil:
-			return
-		default:
-			log.Error("claim verification", "err", err)
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-s.wake:
-		case <-poll.C:
-		}
-	}
+	queue.Loop(ctx, log, "verification", s.wake, s.cfg.DB.ClaimVerification,
+		func(ctx context.Context, job *store.VerifyJob) { s.run(ctx, log, job) })
 }
 
 // run executes one claimed verification and records its outcome.
