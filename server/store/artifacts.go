@@ -147,7 +147,7 @@ const artifactColumns = `a.id, p.name, r.digest, b.id, b.arch, k.kid, b.kernel_i
 const artifactFrom = ` FROM artifacts a JOIN builds b ON b.id = a.build_id JOIN kernels k ON k.id = a.kernel_id
 	JOIN revisions r ON r.id = b.revision_id JOIN programs p ON p.id = r.program_id`
 
-func scanArtifact(row interface{ Scan(...any) error }) (api.Artifact, error) {
+func scanArtifact(row rowScanner) (api.Artifact, error) {
 	var (
 		a                            api.Artifact
 		report, obj, minb, rel, mani string
@@ -205,20 +205,7 @@ func (d *DB) Artifacts(ctx context.Context, f ArtifactFilter) ([]api.Artifact, e
 		f.Limit = 10000
 	}
 	q += fmt.Sprintf(` ORDER BY a.id DESC LIMIT %d`, f.Limit)
-	rows, err := d.db.QueryContext(ctx, q, args...)
-	if err != nil {
-		return nil, fmt.Errorf("list artifacts: %w", err)
-	}
-	defer rows.Close()
-	var out []api.Artifact
-	for rows.Next() {
-		a, err := scanArtifact(rows)
-		if err != nil {
-			return nil, fmt.Errorf("list artifacts: %w", err)
-		}
-		out = append(out, a)
-	}
-	return out, rows.Err()
+	return queryList(ctx, d.db, "list artifacts", q, args, scanArtifact)
 }
 
 // Artifact returns one artifact.

@@ -260,7 +260,7 @@ const buildColumns = `b.id, p.name, r.digest, b.arch, b.flags, b.state, b.error,
 
 const buildFrom = ` FROM builds b JOIN revisions r ON r.id = b.revision_id JOIN programs p ON p.id = r.program_id`
 
-func scanBuild(row interface{ Scan(...any) error }) (api.Build, error) {
+func scanBuild(row rowScanner) (api.Build, error) {
 	var (
 		b                  api.Build
 		flags, diags, insp string
@@ -341,20 +341,7 @@ func (d *DB) Builds(ctx context.Context, f BuildFilter) ([]api.Build, error) {
 		f.Limit = 1000
 	}
 	q += fmt.Sprintf(` LIMIT %d`, f.Limit)
-	rows, err := d.db.QueryContext(ctx, q, args...)
-	if err != nil {
-		return nil, fmt.Errorf("list builds: %w", err)
-	}
-	defer rows.Close()
-	var out []api.Build
-	for rows.Next() {
-		b, err := scanBuild(rows)
-		if err != nil {
-			return nil, fmt.Errorf("list builds: %w", err)
-		}
-		out = append(out, b)
-	}
-	return out, rows.Err()
+	return queryList(ctx, d.db, "list builds", q, args, scanBuild)
 }
 
 // BlobRefs returns every blob digest the database names, for consistency

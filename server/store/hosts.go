@@ -31,7 +31,7 @@ type Registered struct {
 const hostColumns = `id, name, host_id, hostname, kernel, build, labels, has_btf, agent_version, first_seen, last_seen,
 	reported_at, state`
 
-func scanHost(row interface{ Scan(...any) error }) (api.Host, error) {
+func scanHost(row rowScanner) (api.Host, error) {
 	var (
 		h             api.Host
 		labels, state string
@@ -146,22 +146,9 @@ func (d *DB) Host(ctx context.Context, name string) (api.Host, error) {
 
 // Hosts lists registered hosts by name.
 func (d *DB) Hosts(ctx context.Context) ([]api.Host, error) {
-	rows, err := d.db.QueryContext(ctx, `SELECT `+hostColumns+` FROM hosts ORDER BY name`)
+	out, err := queryList(ctx, d.db, "list hosts", `SELECT `+hostColumns+` FROM hosts ORDER BY name`, nil, scanHost)
 	if err != nil {
-		return nil, fmt.Errorf("list hosts: %w", err)
-	}
-	var out []api.Host
-	for rows.Next() {
-		h, err := scanHost(rows)
-		if err != nil {
-			rows.Close()
-			return nil, fmt.Errorf("list hosts: %w", err)
-		}
-		out = append(out, h)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("list hosts: %w", err)
+		return nil, err
 	}
 	for i := range out {
 		if k, err := d.ArchiveKernel(ctx, out[i].Kernel); err == nil {
@@ -227,7 +214,7 @@ const assignmentColumns = `a.id, p.name, a.selector, a.revision, a.options, a.cr
 
 const assignmentFrom = ` FROM assignments a JOIN programs p ON p.id = a.program_id`
 
-func scanAssignment(row interface{ Scan(...any) error }) (api.Assignment, error) {
+func scanAssignment(row rowScanner) (api.Assignment, error) {
 	var (
 		a                 api.Assignment
 		selector, options string
@@ -266,20 +253,7 @@ func (d *DB) Assignments(ctx context.Context, program string) ([]api.Assignment,
 		q += ` WHERE p.name = ?`
 		args = append(args, program)
 	}
-	rows, err := d.db.QueryContext(ctx, q+` ORDER BY a.id`, args...)
-	if err != nil {
-		return nil, fmt.Errorf("list assignments: %w", err)
-	}
-	defer rows.Close()
-	var out []api.Assignment
-	for rows.Next() {
-		a, err := scanAssignment(rows)
-		if err != nil {
-			return nil, fmt.Errorf("list assignments: %w", err)
-		}
-		out = append(out, a)
-	}
-	return out, rows.Err()
+	return queryList(ctx, d.db, "list assignments", q+` ORDER BY a.id`, args, scanAssignment)
 }
 
 // DeleteAssignment removes an assignment.

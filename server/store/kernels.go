@@ -34,7 +34,7 @@ type Kernel struct {
 const kernelColumns = `id, kid, distro, version, arch, release, build, version_code, btf_blob, btf_size, modules_blob,
 	modules_count, modules_size, config_blob, image_blob, image_size, source, imported_by, created_at`
 
-func scanKernel(row interface{ Scan(...any) error }) (Kernel, error) {
+func scanKernel(row rowScanner) (Kernel, error) {
 	var k Kernel
 	err := row.Scan(&k.ID, &k.KID, &k.Distro, &k.Version, &k.Arch, &k.Release, &k.Build, &k.VersionCode, &k.BTFBlob,
 		&k.BTFSize, &k.ModulesBlob, &k.ModulesCount, &k.ModulesSize, &k.ConfigBlob, &k.ImageBlob, &k.ImageSize,
@@ -123,20 +123,7 @@ func (d *DB) Kernels(ctx context.Context, arch string) ([]Kernel, error) {
 		q += ` WHERE arch = ?`
 		args = append(args, arch)
 	}
-	rows, err := d.db.QueryContext(ctx, q+` ORDER BY kid`, args...)
-	if err != nil {
-		return nil, fmt.Errorf("list kernels: %w", err)
-	}
-	defer rows.Close()
-	var out []Kernel
-	for rows.Next() {
-		k, err := scanKernel(rows)
-		if err != nil {
-			return nil, fmt.Errorf("list kernels: %w", err)
-		}
-		out = append(out, k)
-	}
-	return out, rows.Err()
+	return queryList(ctx, d.db, "list kernels", q+` ORDER BY kid`, args, scanKernel)
 }
 
 // DeleteKernel removes a kernel and its artifacts.

@@ -230,7 +230,7 @@ const verificationColumns = `v.id, v.artifact_id, p.name, r.digest, b.id, b.arch
 const verificationFrom = ` FROM verifications v JOIN artifacts a ON a.id = v.artifact_id JOIN builds b ON b.id = a.build_id
 	JOIN kernels k ON k.id = a.kernel_id JOIN revisions r ON r.id = b.revision_id JOIN programs p ON p.id = r.program_id`
 
-func scanVerification(row interface{ Scan(...any) error }) (api.Verification, error) {
+func scanVerification(row rowScanner) (api.Verification, error) {
 	var (
 		v                 api.Verification
 		progs, consoleBlb string
@@ -291,20 +291,7 @@ func (d *DB) Verifications(ctx context.Context, f VerificationFilter) ([]api.Ver
 		f.Limit = 10000
 	}
 	q += fmt.Sprintf(` ORDER BY v.id DESC LIMIT %d`, f.Limit)
-	rows, err := d.db.QueryContext(ctx, q, args...)
-	if err != nil {
-		return nil, fmt.Errorf("list verifications: %w", err)
-	}
-	defer rows.Close()
-	var out []api.Verification
-	for rows.Next() {
-		v, err := scanVerification(rows)
-		if err != nil {
-			return nil, fmt.Errorf("list verifications: %w", err)
-		}
-		out = append(out, v)
-	}
-	return out, rows.Err()
+	return queryList(ctx, d.db, "list verifications", q, args, scanVerification)
 }
 
 // Verification returns one verification.
