@@ -12,14 +12,15 @@ MINIO     := $(CACHE)/bin/minio
 BIN       := bin
 # Packages the server needs to compile BPF (make run).
 APT_RUN   := clang-19 llvm-19 libbpf-dev bpftool bubblewrap linux-libc-dev linux-libc-dev-arm64-cross util-linux
-# Packages only the tests need.
-APT_TEST  := $(APT_RUN) qemu-system-x86 cpio chromium
+# Packages only the tests need (qemu-system-arm provides qemu-system-aarch64,
+# which boots the real Debian arm64 kernels the tests download).
+APT_TEST  := $(APT_RUN) qemu-system-x86 qemu-system-arm cpio chromium
 ADDR      ?= 127.0.0.1:8080
 DATA      ?= ./data
 
 export BPFARM_MINIO := $(MINIO)
 
-.PHONY: all deps deps-run deps-minio build run test test-short bench fmt vet clean
+.PHONY: all deps deps-run deps-arm64 deps-minio build run test test-short bench fmt vet clean
 
 all: build
 
@@ -37,8 +38,16 @@ endef
 deps-run:
 	$(call apt_install,$(APT_RUN))
 
-deps: deps-run deps-minio
+deps: deps-run deps-minio deps-arm64
 	$(call apt_install,$(APT_TEST))
+
+# The tests download real Debian arm64 kernel packages
+# (apt-get download linux-image-...-cloud-arm64-unsigned:arm64): dpkg must
+# know the arm64 architecture, and apt its package lists.
+deps-arm64:
+	@dpkg --print-foreign-architectures | grep -qx arm64 || { \
+	  echo "dpkg --add-architecture arm64"; \
+	  dpkg --add-architecture arm64 && apt-get update -qq; }
 
 # A real MinIO for the S3 tests, built once from the Go module proxy
 # (pinned release tags are refused by the proxy, hence @latest).
@@ -52,6 +61,7 @@ build:
 	CGO_ENABLED=1 $(GO) build -trimpath -o $(BIN)/bpfarm ./cmd/bpfarm
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o $(BIN)/bpfarm-agent ./cmd/bpfarm-agent
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o $(BIN)/bpfarm-verifier ./cmd/bpfarm-verifier
+	CGO_ENABLED=0 GOARCH=arm64 $(GO) build -trimpath -ldflags='-s -w' -o $(BIN)/bpfarm-verifier-arm64 ./cmd/bpfarm-verifier
 
 run: deps-run build
 	$(BIN)/bpfarm serve --addr $(ADDR) --data $(DATA)

@@ -19,19 +19,41 @@ const RunnerName = "bpfarm-verifier"
 // static binary (CGO_ENABLED=0) at out, with the go command. Servers take a
 // prebuilt runner (FindRunner); tests and development set-ups build it.
 func BuildRunner(ctx context.Context, moduleRoot, out string) (string, error) {
+	return BuildRunnerArch(ctx, moduleRoot, out, "")
+}
+
+// BuildRunnerArch is BuildRunner for the kernels of arch (x86_64, arm64):
+// it cross-compiles with that arch's GOARCH. An empty arch builds for the
+// host.
+func BuildRunnerArch(ctx context.Context, moduleRoot, out, arch string) (string, error) {
 	abs, err := filepath.Abs(out)
 	if err != nil {
 		return "", err
 	}
+	env := append(os.Environ(), "CGO_ENABLED=0")
+	if arch != "" {
+		a, ok := Arches[arch]
+		if !ok {
+			return "", fmt.Errorf("arch %q: %w", arch, ErrNoRunner)
+		}
+		env = append(env, "GOARCH="+a.GOARCH)
+	}
 	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags=-s -w", "-o", abs, "./cmd/"+RunnerName)
 	cmd.Dir = moduleRoot
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	cmd.Env = env
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	if err := cmd.Run(); err != nil {
-		return "", fmt.Errorf("go build ./cmd/%s: %v: %s", RunnerName, err, strings.TrimSpace(stderr.String()))
+		return "", fmt.Errorf("go build ./cmd/%s for %s: %v: %s", RunnerName, firstNonEmpty(arch, "the host"), err, strings.TrimSpace(stderr.String()))
 	}
 	return abs, nil
+}
+
+func firstNonEmpty(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
 }
 
 // FindRunner finds a prebuilt runner: next to the running executable

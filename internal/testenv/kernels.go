@@ -48,12 +48,36 @@ func KernelCacheDir() (string, error) {
 // can be had, the test is skipped, or fails if Strict.
 func DebianKernel(t testing.TB, series string) string {
 	t.Helper()
-	p, err := debianKernel(series, "amd64")
-	if err != nil {
-		Require(t, "Debian "+series+" amd64 kernel package", err.Error())
-		return ""
+	return DebianKernelArch(t, series, "amd64")
+}
+
+// DebianKernelArch is DebianKernel for the Debian architecture arch:
+// amd64 or arm64 (the kernel names x86_64 and aarch64 are accepted too).
+// Packages of a foreign architecture need it added to dpkg first
+// (dpkg --add-architecture arm64; apt-get update), which make deps does.
+func DebianKernelArch(t testing.TB, series, arch string) string {
+	t.Helper()
+	deb, err := DebianArch(arch)
+	if err == nil {
+		var p string
+		if p, err = debianKernel(series, deb); err == nil {
+			return p
+		}
 	}
-	return p
+	Require(t, "Debian "+series+" "+arch+" kernel package", err.Error())
+	return ""
+}
+
+// DebianArch returns the Debian architecture name of arch: amd64 for
+// amd64 and x86_64, arm64 for arm64 and aarch64.
+func DebianArch(arch string) (string, error) {
+	switch arch {
+	case "amd64", "x86_64", "x86-64":
+		return "amd64", nil
+	case "arm64", "aarch64":
+		return "arm64", nil
+	}
+	return "", fmt.Errorf("architecture %q: want amd64 (x86_64) or arm64 (aarch64)", arch)
 }
 
 // kernelPackage returns the pattern of the names of Debian cloud kernel
@@ -157,6 +181,9 @@ func aptKernelPackages(pkg *regexp.Regexp, series, arch string) ([]string, error
 		return names, nil
 	}
 	names, err := search()
+	if err == nil && len(names) == 0 && !dpkgKnowsArch(arch) {
+		return nil, fmt.Errorf("dpkg does not know the architecture %s: run dpkg --add-architecture %s && apt-get update (make deps does)", arch, arch)
+	}
 	if err == nil && len(names) == 0 {
 		if _, err = runApt("", "apt-get", "update"); err == nil {
 			names, err = search()
@@ -169,6 +196,23 @@ func aptKernelPackages(pkg *regexp.Regexp, series, arch string) ([]string, error
 		return nil, fmt.Errorf("apt knows no package matching %s", pkg)
 	}
 	return names, nil
+}
+
+// dpkgKnowsArch reports whether arch is dpkg's native architecture or one
+// of its foreign ones.
+func dpkgKnowsArch(arch string) bool {
+	native, err := runApt("", "dpkg", "--print-architecture")
+	if err != nil {
+		return false
+	}
+	if strings.TrimSpace(string(native)) == arch {
+		return true
+	}
+	foreign, err := runApt("", "dpkg", "--print-foreign-architectures")
+	if err != nil {
+		return false
+	}
+	return slices.Contains(strings.Fields(string(foreign)), arch)
 }
 
 // aptDownload downloads package name into dir, through a temporary

@@ -48,3 +48,14 @@ func TestCachedKernel(t *testing.T) {
 		t.Errorf("arm64: got %q, %v", got, err)
 	}
 }
+
+func TestDebianArch(t *testing.T) {
+	for in, want := range map[string]string{"amd64": "amd64", "x86_64": "amd64", "arm64": "arm64", "aarch64": "arm64"} {
+		if got, err := DebianArch(in); err != nil || got != want {
+			t.Errorf("%s: %q, %v; want %q", in, got, err, want)
+		}
+	}
+	if _, err := DebianArch("mips"); err == nil {
+		t.Error("mips: no error")
+	}
+}
