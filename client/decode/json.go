@@ -1,0 +1,197 @@
+package decode
+
+import (
+	"encoding/hex"
+	"math"
+	"strconv"
+	"unicode/utf8"
+)
+
+// AppendJSON appends the JSON encoding of b, which must have exactly d's
+// size, to dst. It encodes what Decode returns, without building it.
+func (d *Decoder) AppendJSON(dst, b []byte) ([]byte, error) {
+	if err := d.check(b); err != nil {
+		return dst, err
+	}
+	return d.root.appendJSON(dst, b, 0), nil
+}
+
+// appendJSON appends n's value at base.
+func (n *node) appendJSON(dst, b []byte, base int) []byte {
+	switch n.kind {
+	case kindUint:
+		return strconv.AppendUint(dst, n.uintAt(b, base), 10)
+	case kindInt:
+		return strconv.AppendInt(dst, n.intAt(b, base), 10)
+	case kindBool:
+		return strconv.AppendBool(dst, n.uintAt(b, base) != 0)
+	case kindFloat:
+		return appendFloat(dst, n.floatAt(b, base))
+	case kindString:
+		return appendJSONBytes(dst, n.stringAt(b, base))
+	case kindEnum:
+		name, signed, v := n.enumAt(b, base)
+		switch {
+		case name != "":
+			return appendJSONString(dst, name)
+		case signed:
+			return strconv.AppendInt(dst, int64(v), 10)
+		default:
+			return strconv.AppendUint(dst, v, 10)
+		}
+	case kindStruct:
+		dst = append(dst, '{')
+		for i, f := range n.fields {
+			if i > 0 {
+				dst = append(dst, ',')
+			}
+			dst = append(dst, f.jsonKey...)
+			dst = f.appendJSON(dst, b, base+n.off)
+		}
+		return append(dst, '}')
+	case kindArray:
+		dst = append(dst, '[')
+		start := base + n.off
+		for i := 0; i < n.n; i++ {
+			if i > 0 {
+				dst = append(dst, ',')
+			}
+			dst = n.elem.appendJSON(dst, b, start+i*n.elem.size)
+		}
+		return append(dst, ']')
+	case kindHist:
+		return appendBucketsJSON(dst, n.slots(b, base))
+	default:
+		dst = append(dst, `"0x`...)
+		dst = hex.AppendEncode(dst, b[base+n.off:base+n.off+n.size])
+		return append(dst, '"')
+	}
+}
+
+// appendBucketsJSON appends a histogram's buckets.
+func appendBucketsJSON(dst []byte, slots []uint64) []byte {
+	dst = append(dst, '[')
+	for i, bk := range (Histogram{Slots: slots}).Buckets() {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = append(dst, `{"low":`...)
+		dst = strconv.AppendUint(dst, bk.Low, 10)
+		dst = append(dst, `,"high":`...)
+		dst = strconv.AppendUint(dst, bk.High, 10)
+		dst = append(dst, `,"count":`...)
+		dst = strconv.AppendUint(dst, bk.Count, 10)
+		dst = append(dst, '}')
+	}
+	return append(dst, ']')
+}
+
+// appendValueJSON appends the JSON encoding of a generic value.
+func appendValueJSON(dst []byte, v any) []byte {
+	switch v := v.(type) {
+	case nil:
+		return append(dst, "null"...)
+	case uint64:
+		return strconv.AppendUint(dst, v, 10)
+	case int64:
+		return strconv.AppendInt(dst, v, 10)
+	case bool:
+		return strconv.AppendBool(dst, v)
+	case float64:
+		return appendFloat(dst, v)
+	case string:
+		return appendJSONString(dst, v)
+	case Struct:
+		dst = append(dst, '{')
+		for i, f := range v {
+			if i > 0 {
+				dst = append(dst, ',')
+			}
+			dst = appendKey(dst, f.Name)
+			dst = appendValueJSON(dst, f.Value)
+		}
+		return append(dst, '}')
+	case []any:
+		dst = append(dst, '[')
+		for i, e := range v {
+			if i > 0 {
+				dst = append(dst, ',')
+			}
+			dst = appendValueJSON(dst, e)
+		}
+		return append(dst, ']')
+	case Histogram:
+		return appendBucketsJSON(dst, v.Slots)
+	case Bytes:
+		return appendJSONString(dst, v.String())
+	case []Struct:
+		dst = append(dst, '[')
+		for i, e := range v {
+			if i > 0 {
+				dst = append(dst, ',')
+			}
+			dst = appendValueJSON(dst, e)
+		}
+		return append(dst, ']')
+	}
+	return appendJSONString(dst, "?")
+}
+
+// appendFloat appends f as JSON (null for NaN and infinities, which JSON
+// cannot hold).
+func appendFloat(dst []byte, f float64) []byte {
+	if math.IsNaN(f) || math.IsInf(f, 0) {
+		return append(dst, "null"...)
+	}
+	return strconv.AppendFloat(dst, f, 'g', -1, 64)
+}
+
+// appendJSONString appends s as a JSON string.
+func appendJSONString(dst []byte, s string) []byte {
+	return appendJSONBytes(dst, []byte(s))
+}
+
+const hexDigits = "0123456789abcdef"
+
+// appendJSONBytes appends s as a JSON string: control characters and
+// invalid UTF-8 are escaped (invalid bytes become U+FFFD).
+func appendJSONBytes(dst, s []byte) []byte {
+	dst = append(dst, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' {
+				i++
+				continue
+			}
+			dst = append(dst, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				dst = append(dst, '\\', c)
+			case '\n':
+				dst = append(dst, '\\', 'n')
+			case '\t':
+				dst = append(dst, '\\', 't')
+			case '\r':
+				dst = append(dst, '\\', 'r')
+			default:
+				dst = append(dst, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRune(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, `\ufffd`...)
+			i++
+			start = i
+			continue
+		}
+		i += size
+	}
+	dst = append(dst, s[start:]...)
+	return append(dst, '"')
+}
