@@ -247,6 +247,9 @@ type HostProgram struct {
 	State string    `json:"state"`
 	Error string    `json:"error,omitempty"`
 	Since time.Time `json:"since"`
+	// Exports says how each map the assignment exports is exported, or
+	// why it cannot be.
+	Exports []ExportStatus `json:"exports,omitempty"`
 }
 
 // HostReport is an agent's report of its programs (POST
@@ -312,6 +315,8 @@ type AssignmentRequest struct {
 	// latest revision with an artifact for each host's kernel.
 	Revision string      `json:"revision,omitempty"`
 	Options  LoadOptions `json:"options"`
+	// Exports names maps the hosts export as Prometheus metrics.
+	Exports []Export `json:"exports,omitempty"`
 }
 
 // Assignment assigns a program to the hosts its selector matches.
@@ -321,6 +326,7 @@ type Assignment struct {
 	Selector  map[string]string `json:"selector"`
 	Revision  string            `json:"revision,omitempty"` // full digest when pinned
 	Options   LoadOptions       `json:"options"`
+	Exports   []Export          `json:"exports"`
 	CreatedBy string            `json:"created_by,omitempty"`
 	CreatedAt time.Time         `json:"created_at"`
 }
@@ -338,6 +344,8 @@ type DesiredProgram struct {
 	ArtifactID int64       `json:"artifact_id,omitempty"`
 	Assignment int64       `json:"assignment"`
 	Options    LoadOptions `json:"options"`
+	// Exports are the maps to export as Prometheus metrics.
+	Exports []Export `json:"exports,omitempty"`
 	// Pending says why there is no revision to run yet.
 	Pending string `json:"pending,omitempty"`
 }

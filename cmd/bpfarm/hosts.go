@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"slices"
 	"sort"
@@ -62,18 +63,25 @@ func formatPairs(m map[string]string) string {
 func newAssign(g *globals) *cobra.Command {
 	var (
 		selector, programs, sets, maxEntries []string
+		exports                              []string
 		revision, iface, xdpMode, cgroup     string
 		tcDirection                          string
 		noAttach                             bool
 	)
 	cmd := &cobra.Command{
-		Use:   "assign NAME [--selector k=v[,k=v]] [--revision R] [--programs a,b] [--set VAR=VALUE]... [--interface IF]",
+		Use:   "assign NAME [--selector k=v[,k=v]] [--revision R] [--programs a,b] [--set VAR=VALUE]... [--interface IF] [--export MAP[:KIND]]...",
 		Short: "Run a program on every host whose labels match the selector (publisher)",
 		Long: `Assign program NAME to the hosts whose labels include every k=v pair of
 --selector (no selector: every host). Their agents load the pinned --revision,
 or else the program's latest revision with an artifact built for each host's
 kernel, and follow new revisions as they are pushed. When several assignments
-of one program match a host, the newest wins.`,
+of one program match a host, the newest wins.
+
+--export MAP[:counter|gauge|histogram] (repeatable) makes the agents export the
+map as Prometheus metrics on their /metrics (metrics_addr in the agent's
+config): labels from the key's fields, counters or gauges from the value's
+numeric fields, Prometheus histograms from log2 histograms (a slots[] array).
+Without a kind: histogram when the value holds slots[], else counter.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			sel, err := parsePairs("--selector", selector)
@@ -100,6 +108,17 @@ of one program match a host, the newest wins.`,
 				}
 				maxMap[k] = uint32(n)
 			}
+			var exps []api.Export
+			for _, v := range cli.SplitComma(exports) {
+				e, err := api.ParseExport(v)
+				if err != nil {
+					return usagef("--export: %v", err)
+				}
+				exps = append(exps, e)
+			}
+			if err := api.ValidateExports(exps); err != nil {
+				return usagef("--export: %v", err)
+			}
 			if tcDirection != "" && tcDirection != "ingress" && tcDirection != "egress" {
 				return usagef("--tc-direction %q: want ingress or egress", tcDirection)
 			}
@@ -109,7 +128,8 @@ of one program match a host, the newest wins.`,
 			}
 			req := api.AssignmentRequest{Program: args[0], Selector: sel, Revision: revision, Options: api.LoadOptions{
 				Programs: cli.SplitComma(programs), Set: setMap, MaxEntries: maxMap, NoAttach: noAttach,
-				Attach: api.AttachOptions{Interface: iface, XDPMode: xdpMode, CgroupPath: cgroup, TCDirection: tcDirection}}}
+				Attach: api.AttachOptions{Interface: iface, XDPMode: xdpMode, CgroupPath: cgroup, TCDirection: tcDirection}},
+				Exports: exps}
 			if len(req.Options.Set) == 0 {
 				req.Options.Set = nil
 			}
@@ -128,6 +148,9 @@ of one program match a host, the newest wins.`,
 				rev = shortRev(a.Revision)
 			}
 			fmt.Printf("assignment %d: %s (revision %s) on hosts matching %s\n", a.ID, a.Program, rev, formatPairs(a.Selector))
+			if len(a.Exports) > 0 {
+				fmt.Printf("  exports %s\n", formatExports(a.Exports))
+			}
 			return nil
 		},
 	}
@@ -142,7 +165,20 @@ of one program match a host, the newest wins.`,
 	f.StringVar(&tcDirection, "tc-direction", "", "direction of plain tc programs: ingress (default) or egress")
 	f.StringVar(&cgroup, "cgroup", "", "cgroup2 directory for cgroup programs (default /sys/fs/cgroup)")
 	f.BoolVar(&noAttach, "no-attach", false, "load and pin the programs without attaching them")
+	f.StringSliceVar(&exports, "export", nil, "export a map as Prometheus metrics from the agents' /metrics: MAP[:counter|gauge|histogram] (repeatable)")
 	return cmd
+}
+
+// formatExports formats exports as MAP[:KIND],...
+func formatExports(es []api.Export) string {
+	if len(es) == 0 {
+		return "-"
+	}
+	parts := make([]string, len(es))
+	for i, e := range es {
+		parts[i] = e.String()
+	}
+	return strings.Join(parts, ",")
 }
 
 func newAssignments(g *globals) *cobra.Command {
@@ -168,14 +204,14 @@ func newAssignments(g *globals) *cobra.Command {
 				return printJSON(os.Stdout, as)
 			}
 			tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tPROGRAM\tSELECTOR\tREVISION\tOPTIONS\tBY\tCREATED")
+			fmt.Fprintln(tw, "ID\tPROGRAM\tSELECTOR\tREVISION\tOPTIONS\tEXPORTS\tBY\tCREATED")
 			for _, a := range as {
 				rev := "latest"
 				if a.Revision != "" {
 					rev = shortRev(a.Revision)
 				}
-				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", a.ID, a.Program, formatPairs(a.Selector), rev,
-					formatOptions(a.Options), orDash(a.CreatedBy), a.CreatedAt.Local().Format("2006-01-02 15:04:05"))
+				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", a.ID, a.Program, formatPairs(a.Selector), rev,
+					formatOptions(a.Options), formatExports(a.Exports), orDash(a.CreatedBy), a.CreatedAt.Local().Format("2006-01-02 15:04:05"))
 			}
 			return tw.Flush()
 		},
@@ -336,7 +372,10 @@ func newHosts(g *globals) *cobra.Command {
 				fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\n", p.Program, p.State, orDash(shortRev(p.Revision)),
 					orDash(shortRev(p.Desired)), p.Since.Local().Format("2006-01-02 15:04:05"), orDash(oneLine(p.Error)))
 			}
-			return tw.Flush()
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			return printExportStatuses(os.Stdout, x.Programs)
 		},
 	}
 	cmd.AddCommand(list, show)
@@ -362,4 +401,33 @@ func yesNo(b bool) string {
 func oneLine(s string) string {
 	first, _, _ := strings.Cut(s, "\n")
 	return first
+}
+
+// printExportStatuses prints, for every program that exports maps, how
+// each is exported (metric families and key labels) or why it cannot be.
+func printExportStatuses(w io.Writer, ps []api.HostProgram) error {
+	var rows []string
+	for _, p := range ps {
+		for _, e := range p.Exports {
+			if e.Error != "" {
+				rows = append(rows, fmt.Sprintf("  %s\t%s\t%s\tNOT EXPORTED: %s", p.Program, e.Map, orDash(e.Kind), oneLine(e.Error)))
+				continue
+			}
+			labels := "-"
+			if len(e.Labels) > 0 {
+				labels = strings.Join(e.Labels, ",")
+			}
+			rows = append(rows, fmt.Sprintf("  %s\t%s\t%s\t%s {%s}", p.Program, e.Map, e.Kind, strings.Join(e.Metrics, ", "), labels))
+		}
+	}
+	if len(rows) == 0 {
+		return nil
+	}
+	fmt.Fprintln(w, "  exports:")
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "  PROGRAM\tMAP\tKIND\tMETRICS {LABELS}")
+	for _, r := range rows {
+		fmt.Fprintln(tw, r)
+	}
+	return tw.Flush()
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -44,6 +45,28 @@ func TestHostsCLI(t *testing.T) {
 	if r := f.cli("assign", "schedcount", "--selector", "role"); r.code != 2 {
 		t.Fatalf("bad selector: %d %s", r.code, r.stderr)
 	}
+	// --export: checked against the program's maps; a bad one is a usage
+	// error, an unknown map a refusal naming the maps.
+	r = f.cli("assign", "schedcount", "--selector", "role=db", "--export", "switches", "--export", "openat_count:gauge", "--json")
+	var ea api.Assignment
+	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &ea) != nil || len(ea.Exports) != 2 ||
+		ea.Exports[1] != (api.Export{Map: "openat_count", Kind: api.ExportGauge}) {
+		t.Fatalf("assign --export: %d %s %s", r.code, r.stdout, r.stderr)
+	}
+	if r := f.cli("assign", "schedcount", "--export", "switches:summary"); r.code != 2 || !strings.Contains(r.stderr, "want counter, gauge, histogram") {
+		t.Fatalf("assign --export with a bad kind: %d %s", r.code, r.stderr)
+	}
+	if r := f.cli("assign", "schedcount", "--export", "nope"); r.code != 1 || !strings.Contains(r.stderr, "has no map nope") ||
+		!strings.Contains(r.stderr, "openat_count") {
+		t.Fatalf("assign --export of an unknown map: %d %s", r.code, r.stderr)
+	}
+	r = f.cli("assignments", "list")
+	if r.code != 0 || !strings.Contains(r.stdout, "switches,openat_count:gauge") {
+		t.Fatalf("assignments list with exports: %d %s %s", r.code, r.stdout, r.stderr)
+	}
+	if r := f.cli("unassign", strconv.FormatInt(ea.ID, 10)); r.code != 0 {
+		t.Fatalf("unassign: %d %s", r.code, r.stderr)
+	}
 	r = f.cli("assignments", "list")
 	if r.code != 0 || !strings.Contains(r.stdout, "role=web,zone=a") || !strings.Contains(r.stdout, "interface=lo") {
 		t.Fatalf("assignments list: %d %s %s", r.code, r.stdout, r.stderr)
@@ -72,7 +95,9 @@ func TestHostsCLI(t *testing.T) {
 		}
 	}
 	rep, _ := json.Marshal(api.HostReport{Programs: []api.HostProgram{{Program: "schedcount", Revision: strings.Repeat("a", 64),
-		State: api.HostProgramRolledBack, Error: "load program count_openat: invalid mem access\nverifier log"}}})
+		State: api.HostProgramRolledBack, Error: "load program count_openat: invalid mem access\nverifier log",
+		Exports: []api.ExportStatus{{Map: "openat_count", Kind: api.ExportCounter, Metrics: []string{"bpfarm_schedcount_openat_count_total"},
+			Labels: []string{"key"}}, {Map: "events", Error: "map events: a RingBuf map holds no values to export"}}}}})
 	if code, b := f.api("POST", "/api/v1/hosts/web-1/report", agentTok, "application/json", bytes.NewReader(rep), nil); code != 204 {
 		t.Fatalf("report: %d %s", code, b)
 	}
@@ -86,7 +111,8 @@ func TestHostsCLI(t *testing.T) {
 	}
 	r = f.cli("hosts", "show", "web-1")
 	if r.code != 0 || !strings.Contains(r.stdout, "rolled_back") || !strings.Contains(r.stdout, "invalid mem access") ||
-		strings.Contains(r.stdout, "verifier log") {
+		strings.Contains(r.stdout, "verifier log") || !strings.Contains(r.stdout, "bpfarm_schedcount_openat_count_total {key}") ||
+		!strings.Contains(r.stdout, "NOT EXPORTED: map events: a RingBuf map") {
 		t.Fatalf("hosts show: %d %s %s", r.code, r.stdout, r.stderr)
 	}
 	if r := f.cli("hosts", "show", "nope"); r.code != 1 {

@@ -169,6 +169,10 @@ func (s *Server) reportHost(w http.ResponseWriter, r *http.Request) {
 			s.error(w, r, http.StatusBadRequest, fmt.Errorf("host report: %w", err))
 			return
 		}
+		if err := validExportStatuses(p.Exports); err != nil {
+			s.error(w, r, http.StatusBadRequest, fmt.Errorf("host report: program %s: %w", p.Program, err))
+			return
+		}
 		if !slices.Contains(hostProgramStates, p.State) {
 			s.error(w, r, http.StatusBadRequest, fmt.Errorf("host report: program %s: state %q: want one of %s",
 				p.Program, p.State, strings.Join(hostProgramStates, ", ")))
@@ -335,6 +339,14 @@ func (s *Server) createAssignment(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	if err := api.ValidateExports(req.Exports); err != nil {
+		s.error(w, r, http.StatusBadRequest, err)
+		return
+	}
+	if err := s.checkExports(r.Context(), req); err != nil {
+		s.fail(w, r, err)
+		return
+	}
 	by := auth.FromContext(r.Context()).Name
 	a, err := s.cfg.DB.AddAssignment(r.Context(), req, by)
 	if err != nil {
@@ -345,7 +357,7 @@ func (s *Server) createAssignment(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.log.Info("program assigned", "assignment", a.ID, "program", a.Program, "selector", a.Selector,
-		"revision", a.Revision, "by", by)
+		"revision", a.Revision, "exports", len(a.Exports), "by", by)
 	s.hosts.changed.Broadcast()
 	s.json(w, http.StatusCreated, a)
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/bpfarm/bpfarm/api"
+	"github.com/bpfarm/bpfarm/bpfsrc/inspect"
 	"github.com/bpfarm/bpfarm/server/auth"
 	"github.com/bpfarm/bpfarm/server/store"
 )
@@ -320,5 +321,74 @@ func TestAgentBTFUpload(t *testing.T) {
 	// Past the guard: the import itself refuses the empty upload.
 	if code := upload(on, api.RoleReader, "id="+testKernel, true); code != http.StatusBadRequest {
 		t.Fatalf("reader upload of a registered host's kernel: %d", code)
+	}
+}
+
+// TestAssignmentExportsAPI: exports are checked (syntax, and the maps of
+// the newest succeeded build), stored, and hosts report their status.
+func TestAssignmentExportsAPI(t *testing.T) {
+	h := newHostsAPI(t, false)
+	ctx := context.Background()
+	if _, err := h.db.AddRevision(ctx, store.RevisionInput{Program: "p", Digest: "abcdef0123", Entry: "p.bpf.c", BundleBlob: "b"}); err != nil {
+		t.Fatal(err)
+	}
+	// No build yet: nothing to check the map names against.
+	req := api.AssignmentRequest{Program: "p", Exports: []api.Export{{Map: "anything"}}}
+	var a api.Assignment
+	if code := h.do(api.RolePublisher, "POST", "/api/v1/assignments", req, &a); code != http.StatusCreated || len(a.Exports) != 1 {
+		t.Fatalf("assign before any build: %d %+v", code, a)
+	}
+	if _, _, err := h.db.EnsureBuild(ctx, store.BuildInput{Program: "p", Revision: "abcdef0123", Arch: "x86_64", CacheKey: "k"}); err != nil {
+		t.Fatal(err)
+	}
+	job, err := h.db.Claim(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	insp := &inspect.Object{Maps: []inspect.Map{{Name: "counts", Type: "Hash"}, {Name: "hist", Type: "Array"}}}
+	if err := h.db.Finish(ctx, job.ID, store.Outcome{State: api.StateSucceeded, ObjectBlob: "o", Inspection: insp}); err != nil {
+		t.Fatal(err)
+	}
+	for _, bad := range []api.AssignmentRequest{
+		{Program: "p", Exports: []api.Export{{Map: "nope"}}},                                 // no such map
+		{Program: "p", Exports: []api.Export{{Map: "counts", Kind: "summary"}}},              // unknown kind
+		{Program: "p", Exports: []api.Export{{Map: "counts"}, {Map: "counts"}}},              // twice
+		{Program: "p", Exports: []api.Export{{Map: "1bad"}}},                                 // not a name
+		{Program: "p", Revision: "abcd", Exports: []api.Export{{Map: "counts"}, {Map: "x"}}}, // pinned: checked too
+	} {
+		if code := h.do(api.RolePublisher, "POST", "/api/v1/assignments", bad, nil); code != http.StatusBadRequest {
+			t.Errorf("assign with exports %v: %d, want 400", bad.Exports, code)
+		}
+	}
+	want := []api.Export{{Map: "counts", Kind: api.ExportGauge}, {Map: "hist", Kind: api.ExportHistogram}}
+	if code := h.do(api.RolePublisher, "POST", "/api/v1/assignments", api.AssignmentRequest{Program: "p", Exports: want}, &a); code != http.StatusCreated ||
+		len(a.Exports) != 2 || a.Exports[1] != want[1] {
+		t.Fatalf("assign with exports: %d %+v", code, a)
+	}
+	var as []api.Assignment
+	if code := h.do(api.RoleReader, "GET", "/api/v1/assignments?program=p", nil, &as); code != http.StatusOK || len(as) != 2 ||
+		as[1].Exports[0] != want[0] || as[0].Exports[0].Map != "anything" {
+		t.Fatalf("list: %d %+v", code, as)
+	}
+
+	// Reports carry each export's status; nonsense is refused.
+	if code := h.do(api.RoleReader, "POST", "/api/v1/hosts/register", api.HostRegistration{Name: "web-1", Kernel: testKernel}, nil); code != http.StatusCreated {
+		t.Fatalf("register: %d", code)
+	}
+	rep := api.HostReport{Programs: []api.HostProgram{{Program: "p", State: api.HostProgramLoaded, Since: time.Now(),
+		Exports: []api.ExportStatus{{Map: "counts", Kind: api.ExportGauge, Metrics: []string{"bpfarm_p_counts"}},
+			{Map: "hist", Kind: api.ExportHistogram, Error: "map hist: value type struct x has no slots[] array"}}}}}
+	if code := h.do(api.RoleReader, "POST", "/api/v1/hosts/web-1/report", rep, nil); code != http.StatusNoContent {
+		t.Fatalf("report: %d", code)
+	}
+	bad := rep
+	bad.Programs = []api.HostProgram{{Program: "p", State: api.HostProgramLoaded, Exports: []api.ExportStatus{{Map: "../x"}}}}
+	if code := h.do(api.RoleReader, "POST", "/api/v1/hosts/web-1/report", bad, nil); code != http.StatusBadRequest {
+		t.Fatalf("report with a bad export: %d", code)
+	}
+	var host api.Host
+	if code := h.do(api.RoleReader, "GET", "/api/v1/hosts/web-1", nil, &host); code != http.StatusOK || len(host.Programs) != 1 ||
+		len(host.Programs[0].Exports) != 2 || !strings.Contains(host.Programs[0].Exports[1].Error, "no slots") {
+		t.Fatalf("host: %d %+v", code, host)
 	}
 }

@@ -201,8 +201,13 @@ func (d *DB) AddAssignment(ctx context.Context, req api.AssignmentRequest, by st
 	if err != nil {
 		return api.Assignment{}, fmt.Errorf("assign %s: %w", req.Program, err)
 	}
-	res, err := d.db.ExecContext(ctx, `INSERT INTO assignments (program_id, selector, revision, options, created_by,
-		created_at) VALUES (?, ?, ?, ?, ?, ?)`, programID, string(selector), revision, string(options), by, now())
+	exports, err := json.Marshal(nonNil(req.Exports))
+	if err != nil {
+		return api.Assignment{}, fmt.Errorf("assign %s: %w", req.Program, err)
+	}
+	res, err := d.db.ExecContext(ctx, `INSERT INTO assignments (program_id, selector, revision, options, exports,
+		created_by, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)`, programID, string(selector), revision, string(options),
+		string(exports), by, now())
 	if err != nil {
 		return api.Assignment{}, fmt.Errorf("assign %s: %w", req.Program, err)
 	}
@@ -210,16 +215,17 @@ func (d *DB) AddAssignment(ctx context.Context, req api.AssignmentRequest, by st
 	return d.Assignment(ctx, id)
 }
 
-const assignmentColumns = `a.id, p.name, a.selector, a.revision, a.options, a.created_by, a.created_at`
+const assignmentColumns = `a.id, p.name, a.selector, a.revision, a.options, a.exports, a.created_by, a.created_at`
 
 const assignmentFrom = ` FROM assignments a JOIN programs p ON p.id = a.program_id`
 
 func scanAssignment(row rowScanner) (api.Assignment, error) {
 	var (
-		a                 api.Assignment
-		selector, options string
+		a                          api.Assignment
+		selector, options, exports string
 	)
-	if err := row.Scan(&a.ID, &a.Program, &selector, &a.Revision, &options, &a.CreatedBy, &a.CreatedAt); err != nil {
+	if err := row.Scan(&a.ID, &a.Program, &selector, &a.Revision, &options, &exports, &a.CreatedBy,
+		&a.CreatedAt); err != nil {
 		return a, notFound(err)
 	}
 	a.CreatedAt = a.CreatedAt.UTC()
@@ -229,8 +235,14 @@ func scanAssignment(row rowScanner) (api.Assignment, error) {
 	if err := json.Unmarshal([]byte(options), &a.Options); err != nil {
 		return a, fmt.Errorf("assignment %d options: %w", a.ID, err)
 	}
+	if err := json.Unmarshal([]byte(exports), &a.Exports); err != nil {
+		return a, fmt.Errorf("assignment %d exports: %w", a.ID, err)
+	}
 	if a.Selector == nil {
 		a.Selector = map[string]string{}
+	}
+	if a.Exports == nil {
+		a.Exports = []api.Export{}
 	}
 	return a, nil
 }
@@ -315,6 +327,9 @@ func (d *DB) DesiredState(ctx context.Context, host string) (api.DesiredState, e
 	}
 	for _, a := range byProgram {
 		p := api.DesiredProgram{Program: a.Program, Assignment: a.ID, Options: a.Options}
+		if len(a.Exports) > 0 {
+			p.Exports = a.Exports
+		}
 		if !kernelKnown {
 			p.Pending = fmt.Sprintf("kernel %s is not in the archive: import it (bpfarm kernels import --host on the host, "+
 				"or an agent with upload_btf on a server run with --agent-btf-upload)", h.Kernel)

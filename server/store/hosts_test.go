@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 
@@ -258,5 +259,52 @@ func TestDesiredState(t *testing.T) {
 	ds, _ = db.DesiredState(ctx, "web-1")
 	if len(ds.Programs) != 2 || ds.Programs[0].Program != "p" || ds.Programs[1].Program != "q" || ds.Programs[1].Revision != "qrev1" {
 		t.Fatalf("relabelled: %+v", ds)
+	}
+}
+
+func TestAssignmentExports(t *testing.T) {
+	ctx := context.Background()
+	db := openTest(t)
+	const kid = "debian/12/x86_64/6.1.0-1-amd64"
+	putKernel(t, db, kid)
+	buildAndRelocate(t, db, "p", "rev1", false)
+	if _, err := db.RegisterHost(ctx, api.HostRegistration{Name: "web-1", Kernel: kid}, "agent"); err != nil {
+		t.Fatal(err)
+	}
+	plain, err := db.AddAssignment(ctx, api.AssignmentRequest{Program: "p"}, "pub")
+	if err != nil || plain.Exports == nil || len(plain.Exports) != 0 {
+		t.Fatalf("assignment without exports: %+v %v", plain, err)
+	}
+	ds, err := db.DesiredState(ctx, "web-1")
+	if err != nil || len(ds.Programs) != 1 || ds.Programs[0].Exports != nil {
+		t.Fatalf("desired without exports: %+v %v", ds, err)
+	}
+	before := ds.Version
+	want := []api.Export{{Map: "counts"}, {Map: "latency", Kind: api.ExportHistogram}}
+	a, err := db.AddAssignment(ctx, api.AssignmentRequest{Program: "p", Exports: want}, "pub")
+	if err != nil || !slices.Equal(a.Exports, want) {
+		t.Fatalf("assignment with exports: %+v %v", a, err)
+	}
+	if got, err := db.Assignment(ctx, a.ID); err != nil || !slices.Equal(got.Exports, want) {
+		t.Fatalf("stored exports: %+v %v", got, err)
+	}
+	ds, err = db.DesiredState(ctx, "web-1")
+	if err != nil || len(ds.Programs) != 1 || !slices.Equal(ds.Programs[0].Exports, want) {
+		t.Fatalf("desired with exports: %+v %v", ds, err)
+	}
+	if ds.Version == before {
+		t.Fatal("adding exports did not change the desired state's version")
+	}
+	// A host's report keeps each export's status.
+	rep := []api.HostProgram{{Program: "p", State: api.HostProgramLoaded, Exports: []api.ExportStatus{
+		{Map: "counts", Kind: api.ExportCounter, Metrics: []string{"bpfarm_p_counts_total"}, Labels: []string{"key"}},
+		{Map: "latency", Error: "map latency: not in the loaded set"}}}}
+	if err := db.ReportHost(ctx, "web-1", rep); err != nil {
+		t.Fatal(err)
+	}
+	h, err := db.Host(ctx, "web-1")
+	if err != nil || len(h.Programs) != 1 || len(h.Programs[0].Exports) != 2 ||
+		h.Programs[0].Exports[1].Error != rep[0].Exports[1].Error || h.Programs[0].Exports[0].Metrics[0] != "bpfarm_p_counts_total" {
+		t.Fatalf("reported exports: %+v %v", h, err)
 	}
 }
