@@ -48,22 +48,6 @@ func New(serverURL, token string) (*Client, error) {
 // Server returns the server's base URL.
 func (c *Client) Server() string { return c.base.String() }
 
-// APIError is a non-2xx answer from the server.
-type APIError struct {
-	Status  int
-	Message string
-}
-
-func (e *APIError) Error() string {
-	return fmt.Sprintf("%s (HTTP %d)", e.Message, e.Status)
-}
-
-// IsNotFound reports whether err is a 404 from the server.
-func IsNotFound(err error) bool {
-	var ae *APIError
-	return errors.As(err, &ae) && ae.Status == http.StatusNotFound
-}
-
 func (c *Client) url(path string, q url.Values) string {
 	u := *c.base
 	u.Path = strings.TrimRight(u.Path, "/") + path
@@ -90,7 +74,7 @@ func (c *Client) Do(ctx context.Context, method, path string, q url.Values, body
 	req.Header.Set("User-Agent", c.UserAgent)
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("%s %s: %w", method, c.base.Host, unwrapURLError(err))
+		return nil, fmt.Errorf("%s %s: %w", method, c.base.Host, unavailable(unwrapURLError(err)))
 	}
 	if resp.StatusCode/100 == 2 || resp.StatusCode == http.StatusNotModified {
 		return resp, nil
@@ -124,8 +108,14 @@ func (c *Client) getJSON(ctx context.Context, path string, q url.Values, v any) 
 	return decode(resp, v)
 }
 
+// decode decodes a JSON answer. A body cut short is ErrUnavailable; an
+// answer that is not the JSON expected is not.
 func decode(resp *http.Response, v any) error {
-	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return fmt.Errorf("read %s answer: %w", resp.Request.URL.Path, unavailable(err))
+	}
+	if err := json.Unmarshal(b, v); err != nil {
 		return fmt.Errorf("decode %s answer: %w", resp.Request.URL.Path, err)
 	}
 	return nil
@@ -186,8 +176,7 @@ func (c *Client) WaitBuild(ctx context.Context, id int64, progress func(*api.Bui
 	for {
 		b, err := c.Build(ctx, id, 25*time.Second)
 		if err != nil {
-			var ae *APIError
-			if errors.As(err, &ae) || ctx.Err() != nil {
+			if !IsTransient(err) || ctx.Err() != nil {
 				return nil, err
 			}
 			// Transient (server restarting): retry with backoff.
@@ -242,7 +231,10 @@ func (c *Client) BuildLog(ctx context.Context, id int64) (string, error) {
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
-	return string(b), err
+	if err != nil {
+		return "", fmt.Errorf("build %d log: %w", id, unavailable(err))
+	}
+	return string(b), nil
 }
 
 // Whoami describes the client's token.

@@ -115,11 +115,11 @@ func (c *Client) FetchArtifact(ctx context.Context, program, kernelID, revision 
 			}
 		}
 		f, err = c.fetchOnce(ctx, program, kernelID, revision, opt, &cache)
-		if err == nil || !transient(err) {
+		if err == nil || !IsTransient(err) {
 			break
 		}
 	}
-	if err != nil && transient(err) && cache.dir != "" {
+	if err != nil && IsTransient(err) && cache.dir != "" {
 		if f, cerr := cache.lastGood(program, kernelID, revision, opt.PublicKey); cerr == nil {
 			return f, nil
 		}
@@ -185,17 +185,6 @@ func (c *Client) fetchOnce(ctx context.Context, program, kernelID, revision stri
 	}
 	cache.store(program, kernelID, etag, f)
 	return f, nil
-}
-
-// transient reports whether a failure may pass: no answer, a 5xx, 429, or
-// 503 (a relocation in progress).
-func transient(err error) bool {
-	var ae *APIError
-	if errors.As(err, &ae) {
-		return ae.Status >= 500 || ae.Status == http.StatusTooManyRequests
-	}
-	return !errors.Is(err, context.Canceled) && !errors.Is(err, manifest.ErrBadSignature) &&
-		!errors.Is(err, manifest.ErrUnsigned) && !strings.Contains(err.Error(), "sha256")
 }
 
 // artifactCache is the agent's local store of last good artifacts:

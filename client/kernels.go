@@ -152,10 +152,26 @@ func (c *Client) Blob(ctx context.Context, digest string, max int64) ([]byte, er
 	}
 	b, err := io.ReadAll(io.LimitReader(resp.Body, max+1))
 	if err != nil {
-		return nil, fmt.Errorf("blob %s: %w", digest, err)
+		return nil, fmt.Errorf("blob %s: %w", digest, unavailable(err))
 	}
 	if int64(len(b)) > max {
 		return nil, fmt.Errorf("blob %s: more than %d bytes", digest, max)
 	}
 	return b, nil
+}
+
+// PutKernelImage attaches a bootable kernel image (body, streamed) to the
+// archive's kernel kid, so that the farm can verify artifacts on it.
+func (c *Client) PutKernelImage(ctx context.Context, kid string, body io.Reader) (*api.Kernel, error) {
+	id, err := kernel.ParseID(kid)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.Do(ctx, http.MethodPut, "/api/v1/kernels/"+id.String()+"/image", nil, body, "application/octet-stream", nil)
+	if err != nil {
+		return nil, fmt.Errorf("kernel image of %s: %w", kid, err)
+	}
+	defer resp.Body.Close()
+	var k api.Kernel
+	return &k, decode(resp, &k)
 }

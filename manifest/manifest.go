@@ -23,6 +23,7 @@ import (
 	"fmt"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -223,11 +224,36 @@ func (m *Manifest) Sign(priv ed25519.PrivateKey) error {
 	return nil
 }
 
-// Errors of Verify.
+// Errors of Verify and VerifyFile. ErrUnsigned also matches
+// ErrBadSignature (errors.Is): an unsigned manifest does not verify.
 var (
-	ErrUnsigned     = errors.New("manifest is not signed")
-	ErrBadSignature = errors.New("manifest signature does not verify")
+	ErrBadSignature         = errors.New("manifest signature does not verify")
+	ErrUnsigned       error = unsignedError{}
+	ErrDigestMismatch       = errors.New("digest mismatch")
 )
+
+type unsignedError struct{}
+
+func (unsignedError) Error() string        { return "manifest is not signed" }
+func (unsignedError) Is(target error) bool { return target == ErrBadSignature }
+
+// FileError is a file whose size or sha256 is not the one the manifest
+// records. It matches ErrDigestMismatch.
+type FileError struct {
+	Name        string // the file's name in the manifest
+	What        string // "size" or "sha256"
+	Got, Wanted string
+}
+
+func (e *FileError) Error() string {
+	if e.What == "size" {
+		return fmt.Sprintf("%s: %s bytes, manifest says %s", e.Name, e.Got, e.Wanted)
+	}
+	return fmt.Sprintf("%s: %s %s, manifest says %s", e.Name, e.What, e.Got, e.Wanted)
+}
+
+// Is makes errors.Is(err, ErrDigestMismatch) hold.
+func (e *FileError) Is(target error) bool { return target == ErrDigestMismatch }
 
 // Verify checks m's signature against the pinned public key pub.
 func (m *Manifest) Verify(pub ed25519.PublicKey) error {
@@ -276,11 +302,11 @@ func (m *Manifest) VerifyFile(role string, content []byte) error {
 		return fmt.Errorf("manifest has no %s file", role)
 	}
 	if int64(len(content)) != f.Size {
-		return fmt.Errorf("%s: %d bytes, manifest says %d", f.Name, len(content), f.Size)
+		return &FileError{Name: f.Name, What: "size", Got: strconv.Itoa(len(content)), Wanted: strconv.FormatInt(f.Size, 10)}
 	}
 	h := sha256.Sum256(content)
 	if got := hex.EncodeToString(h[:]); got != f.SHA256 {
-		return fmt.Errorf("%s: sha256 %s, manifest says %s", f.Name, got, f.SHA256)
+		return &FileError{Name: f.Name, What: "sha256", Got: got, Wanted: f.SHA256}
 	}
 	return nil
 }

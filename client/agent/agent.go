@@ -92,7 +92,6 @@ type Options struct {
 type Agent struct {
 	cfg     Config
 	c       *client.Client
-	hosts   HostsAPI
 	fetcher Fetcher
 	loader  Loader
 	log     *slog.Logger
@@ -164,7 +163,7 @@ func New(cfg Config, opt Options) (*Agent, error) {
 		return nil, fmt.Errorf("agent config: %w", err)
 	}
 	c.UserAgent = "bpfarm-agent/" + Version
-	a := &Agent{cfg: cfg, c: c, hosts: HostsAPI{C: c}, fetcher: opt.Fetcher, loader: opt.Loader, log: opt.Logger,
+	a := &Agent{cfg: cfg, c: c, fetcher: opt.Fetcher, loader: opt.Loader, log: opt.Logger,
 		reg: opt.Registry, programs: map[string]*program{}, reportNow: make(chan struct{}, 1)}
 	if a.fetcher == nil {
 		a.fetcher = c
@@ -261,7 +260,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		} else {
 			retries.reset()
 		}
-		ds, err := a.hosts.Desired(ctx, a.cfg.Name, version, wait)
+		ds, err := a.c.Desired(ctx, a.cfg.Name, version, wait)
 		if err != nil {
 			if ctx.Err() != nil {
 				break
@@ -305,7 +304,7 @@ func (a *Agent) register(ctx context.Context) (*api.Host, error) {
 	hostname, _ := os.Hostname()
 	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	h, err := a.hosts.Register(rctx, api.HostRegistration{Name: a.cfg.Name, HostID: a.hostID, Hostname: hostname,
+	h, err := a.c.Register(rctx, api.HostRegistration{Name: a.cfg.Name, HostID: a.hostID, Hostname: hostname,
 		Kernel: a.host.ID.String(), Build: a.host.Build, Labels: a.cfg.Labels, HasBTF: a.host.HasBTF,
 		AgentVersion: Version})
 	if err != nil {
@@ -338,8 +337,7 @@ func (a *Agent) maybeUploadBTF(ctx context.Context, h *api.Host) bool {
 	}
 	res, err := a.c.ImportKernel(ctx, k, client.ImportOptions{ID: a.host.ID})
 	if err != nil {
-		var ae *client.APIError
-		permanent := errors.As(err, &ae) && ae.Status < 500
+		permanent := !client.IsTransient(err)
 		a.log.Warn("upload this host's BTF", "err", err, "retry", !permanent)
 		return permanent
 	}
@@ -532,7 +530,7 @@ func (a *Agent) convergeOne(ctx context.Context, d *api.DesiredProgram, offline 
 		a.mu.Lock()
 		defer a.mu.Unlock()
 		a.m.ops.WithLabelValues("fetch", "error").Inc()
-		if transientFetch(err) {
+		if client.IsTransient(err) {
 			p.retry = true
 			log.Warn("fetch the desired revision; will retry", "err", err)
 			a.setState(p, api.HostProgramPending, "fetch: "+err.Error())
@@ -663,27 +661,11 @@ func (a *Agent) fetch(ctx context.Context, d *api.DesiredProgram, offline bool) 
 	}
 	m := f.Manifest
 	if m.Program != d.Program || m.Revision != d.Revision {
-		return nil, false, fmt.Errorf("artifact of %s@%s: the manifest is of %s@%s", d.Program, short(d.Revision),
-			m.Program, short(m.Revision))
+		return nil, false, fmt.Errorf("artifact of %s@%s: %w: the manifest is of %s@%s", d.Program, short(d.Revision),
+			client.ErrWrongArtifact, m.Program, short(m.Revision))
 	}
 	return &loader.Artifact{Name: d.Program, Revision: m.Revision, Object: f.Object, MinBTF: f.MinBTF,
 		Relocated: f.Relocated, KernelBTF: m.KernelBTF}, f.FromCache, nil
-}
-
-// transientFetch reports whether a fetch failure may pass by itself (the
-// server unreachable or busy), as opposed to an artifact refused (bad
-// signature or digest, no such artifact).
-func transientFetch(err error) bool {
-	var ae *client.APIError
-	if errors.As(err, &ae) {
-		return ae.Status >= 500 || ae.Status == http.StatusTooManyRequests
-	}
-	if errors.Is(err, manifest.ErrBadSignature) || errors.Is(err, manifest.ErrUnsigned) ||
-		errors.Is(err, client.ErrNoPublicKey) || strings.Contains(err.Error(), "sha256") ||
-		strings.Contains(err.Error(), "the manifest is of") {
-		return false
-	}
-	return true
 }
 
 // setState records a program's state, moving Since when it changes.
@@ -759,7 +741,7 @@ func (a *Agent) reportLoop(ctx context.Context) {
 			continue
 		}
 		rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		err := a.hosts.Report(rctx, a.cfg.Name, a.Report())
+		err := a.c.Report(rctx, a.cfg.Name, a.Report())
 		cancel()
 		if err != nil {
 			if ctx.Err() != nil {

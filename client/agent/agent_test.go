@@ -101,25 +101,6 @@ func TestBackoff(t *testing.T) {
 	}
 }
 
-func TestTransientFetch(t *testing.T) {
-	for _, c := range []struct {
-		err  error
-		want bool
-	}{
-		{errors.New("dial tcp 127.0.0.1:1: connect: connection refused"), true},
-		{&client.APIError{Status: 503, Message: "relocating"}, true},
-		{&client.APIError{Status: 502}, true},
-		{&client.APIError{Status: 404, Message: "no artifact"}, false},
-		{fmt.Errorf("artifact: %w", manifest.ErrBadSignature), false},
-		{errors.New("schedcount.bpf.o: sha256 00, manifest says 11"), false},
-		{client.ErrNoPublicKey, false},
-	} {
-		if got := transientFetch(c.err); got != c.want {
-			t.Errorf("transientFetch(%v) = %v, want %v", c.err, got, c.want)
-		}
-	}
-}
-
 // fakeLoader is an in-memory loader: sets by name, with a link id per
 // load, and failures on demand.
 type fakeLoader struct {
@@ -346,7 +327,7 @@ func TestConverge(t *testing.T) {
 	}
 
 	// The server unreachable while fetching r4: pending, retried, r2 runs.
-	f.fail("p", "r4", errors.New("connect: connection refused"))
+	f.fail("p", "r4", &client.APIError{Status: 502, Message: "bad gateway"})
 	a.converge(ctx, desired(dp("r4")), false)
 	if c := l.takeCalls(); len(c) != 0 || !a.retryPending() {
 		t.Fatalf("transient fetch failure: calls %v retry %v", c, a.retryPending())
@@ -361,7 +342,7 @@ func TestConverge(t *testing.T) {
 	}
 
 	// A tampered artifact: refused, r4 keeps running.
-	f.fail("p", "r5", errors.New("artifact of p: p.bpf.o: sha256 aa, manifest says bb"))
+	f.fail("p", "r5", fmt.Errorf("artifact of p: %w", &manifest.FileError{Name: "p.bpf.o", What: "sha256", Got: "aa", Wanted: "bb"}))
 	a.converge(ctx, desired(dp("r5")), false)
 	if c := l.takeCalls(); len(c) != 0 {
 		t.Fatalf("tampered artifact loaded: %v", c)

@@ -409,3 +409,22 @@ func TestAgentDeps(t *testing.T) {
 		}
 	}
 }
+
+// TestServerBinaryDeps: the server and user CLI (cmd/bpfarm) talks to the
+// REST API through package client alone, and never links the agent's
+// daemon or loader.
+func TestServerBinaryDeps(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", "../bpfarm").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	deps := strings.Fields(string(out))
+	if !slices.Contains(deps, "github.com/bpfarm/bpfarm/client") {
+		t.Error("cmd/bpfarm does not use package client")
+	}
+	for _, pkg := range deps {
+		if strings.HasPrefix(pkg, "github.com/bpfarm/bpfarm/client/") {
+			t.Errorf("cmd/bpfarm depends on %s", pkg)
+		}
+	}
+}

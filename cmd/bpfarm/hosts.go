@@ -16,19 +16,10 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/bpfarm/bpfarm/api"
-	"github.com/bpfarm/bpfarm/client/agent"
 )
 
 // staleAfter flags hosts not seen for this long in listings.
 const staleAfter = 5 * time.Minute
-
-func (g *globals) hostsAPI() (agent.HostsAPI, error) {
-	c, err := g.client()
-	if err != nil {
-		return agent.HostsAPI{}, err
-	}
-	return agent.HostsAPI{C: c}, nil
-}
 
 // parsePairs parses K=V pairs given as repeated and/or comma-separated
 // flag values.
@@ -122,7 +113,7 @@ Without a kind: histogram when the value holds slots[], else counter.`,
 			if tcDirection != "" && tcDirection != "ingress" && tcDirection != "egress" {
 				return usagef("--tc-direction %q: want ingress or egress", tcDirection)
 			}
-			h, err := g.hostsAPI()
+			h, err := g.client()
 			if err != nil {
 				return err
 			}
@@ -189,7 +180,7 @@ func newAssignments(g *globals) *cobra.Command {
 		Short: "List assignments, oldest first",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			h, err := g.hostsAPI()
+			h, err := g.client()
 			if err != nil {
 				return err
 			}
@@ -264,7 +255,7 @@ func newUnassign(g *globals) *cobra.Command {
 			if err != nil || id <= 0 {
 				return usagef("assignment id %q: not a positive number", args[0])
 			}
-			h, err := g.hostsAPI()
+			h, err := g.client()
 			if err != nil {
 				return err
 			}
@@ -305,7 +296,7 @@ func newHosts(g *globals) *cobra.Command {
 		Short: "List hosts: kernel, labels, last seen, program states",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			h, err := g.hostsAPI()
+			h, err := g.client()
 			if err != nil {
 				return err
 			}
@@ -341,7 +332,7 @@ func newHosts(g *globals) *cobra.Command {
 		Short: "Show a host and the state of each of its programs",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			h, err := g.hostsAPI()
+			h, err := g.client()
 			if err != nil {
 				return err
 			}

@@ -2,11 +2,9 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"io/fs"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -271,14 +269,5 @@ func putImage(ctx context.Context, c *client.Client, kid, path string, progress 
 		pr := progressbar.NewReader(f, bar)
 		body = &pr
 	}
-	resp, err := c.Do(ctx, http.MethodPut, "/api/v1/kernels/"+kid+"/image", nil, body, "application/octet-stream", nil)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	var k api.Kernel
-	if err := json.NewDecoder(resp.Body).Decode(&k); err != nil {
-		return nil, fmt.Errorf("kernel image: decode answer: %w", err)
-	}
-	return &k, nil
+	return c.PutKernelImage(ctx, kid, body)
 }

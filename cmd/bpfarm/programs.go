@@ -77,7 +77,7 @@ func newPrograms(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			vs, err := programVerifications(cmd.Context(), c, p.Name) // verify.go
+			vs, err := c.Verifications(cmd.Context(), p.Name) // verify.go
 			if err != nil {
 				return err
 			}

@@ -4,34 +4,15 @@ package main
 
 import (
 	"bytes"
-	"context"
-	"encoding/json"
 	"fmt"
 	"io"
-	"net/http"
-	"net/url"
 	"sort"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/bpfarm/bpfarm/api"
-	"github.com/bpfarm/bpfarm/client"
 )
-
-// programVerifications lists the verifications of a program's artifacts.
-func programVerifications(ctx context.Context, c *client.Client, program string) ([]api.Verification, error) {
-	resp, err := c.Do(ctx, http.MethodGet, "/api/v1/verifications", url.Values{"program": {program}}, nil, "", nil)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	vs := []api.Verification{}
-	if err := json.NewDecoder(resp.Body).Decode(&vs); err != nil {
-		return nil, fmt.Errorf("verifications: decode answer: %w", err)
-	}
-	return vs, nil
-}
 
 // printVerifications prints a revision's verifications: one line per
 // kernel and program, with the verdict over both load modes.

@@ -198,7 +198,7 @@ func (f *farm) push(name string, b *bpfsrc.Bundle) string {
 // waitHost polls the server until the host's state satisfies ok.
 func (f *farm) waitHost(name, what string, ok func(h *api.Host) bool) *api.Host {
 	f.t.Helper()
-	hosts := agent.HostsAPI{C: f.admin}
+	hosts := f.admin
 	var (
 		h   *api.Host
 		err error
@@ -366,7 +366,7 @@ func TestDaemon(t *testing.T) {
 	requireDaemonEnv(t)
 	f := startFarm(t)
 	ctx := context.Background()
-	hosts := agent.HostsAPI{C: f.admin}
+	hosts := f.admin
 
 	rev1 := f.push("schedcount", schedcount(t, nil))
 	cfg := agent.Config{
@@ -542,7 +542,7 @@ func TestDaemonRefusesTamperedArtifact(t *testing.T) {
 		StateDir: t.TempDir(), RunDir: t.TempDir(), PinDir: testPinDir(t),
 		Poll: agent.PollConfig{Heartbeat: time.Hour, BackoffMin: 20 * time.Millisecond, BackoffMax: 200 * time.Millisecond},
 	}
-	if _, err := (agent.HostsAPI{C: f.admin}).Assign(ctx, api.AssignmentRequest{Program: "schedcount"}); err != nil {
+	if _, err := f.admin.Assign(ctx, api.AssignmentRequest{Program: "schedcount"}); err != nil {
 		t.Fatal(err)
 	}
 	startAgent(t, cfg)

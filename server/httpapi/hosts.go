@@ -1,7 +1,6 @@
 package httpapi
 
 import (
-	"errors"
 	"fmt"
 	"mime"
 	"net/http"
@@ -21,7 +20,6 @@ import (
 	"github.com/bpfarm/bpfarm/btf/kernel"
 	"github.com/bpfarm/bpfarm/server/auth"
 	"github.com/bpfarm/bpfarm/server/build"
-	"github.com/bpfarm/bpfarm/server/store"
 )
 
 const (
@@ -350,10 +348,7 @@ func (s *Server) createAssignment(w http.ResponseWriter, r *http.Request) {
 	by := auth.FromContext(r.Context()).Name
 	a, err := s.cfg.DB.AddAssignment(r.Context(), req, by)
 	if err != nil {
-		if !errors.Is(err, store.ErrNotFound) && strings.Contains(err.Error(), "revision") {
-			err = &build.InputError{Err: err} // a revision prefix too short or ambiguous
-		}
-		s.fail(w, r, err)
+		s.fail(w, r, err) // a revision prefix too short or ambiguous is store.ErrInvalid: 400
 		return
 	}
 	s.log.Info("program assigned", "assignment", a.ID, "program", a.Program, "selector", a.Selector,

@@ -337,7 +337,7 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 		s.error(w, r, http.StatusRequestEntityTooLarge, fmt.Errorf("request body exceeds %d bytes", mbe.Limit))
 	case errors.Is(err, store.ErrConflict):
 		s.error(w, r, http.StatusConflict, err)
-	case errors.As(err, &inv), errors.As(err, &input), errors.As(err, &ainp):
+	case errors.As(err, &inv), errors.As(err, &input), errors.As(err, &ainp), errors.Is(err, store.ErrInvalid):
 		s.error(w, r, http.StatusBadRequest, err)
 	case errors.Is(err, store.ErrNotFound), errors.Is(err, blob.ErrNotFound):
 		s.error(w, r, http.StatusNotFound, err)

@@ -110,7 +110,7 @@ func (d *DB) Revisions(ctx context.Context, program string) ([]api.Revision, err
 // holding its canonical bundle.
 func (d *DB) RevisionBlob(ctx context.Context, program, revision string) (digest, blob, entry string, err error) {
 	if len(revision) < 4 {
-		return "", "", "", fmt.Errorf("revision %q: give at least 4 hex characters", revision)
+		return "", "", "", fmt.Errorf("revision %q: give at least 4 hex characters: %w", revision, ErrInvalid)
 	}
 	rows, err := d.db.QueryContext(ctx, `SELECT r.digest, r.bundle_blob, r.entry FROM revisions r JOIN programs p ON p.id = r.program_id
 		WHERE p.name = ? AND r.digest LIKE ? ESCAPE '\' LIMIT 2`, program, likePrefix(revision))
@@ -129,7 +129,7 @@ func (d *DB) RevisionBlob(ctx context.Context, program, revision string) (digest
 	case 0:
 		return "", "", "", fmt.Errorf("revision %s of %q: %w", revision, program, ErrNotFound)
 	case 2:
-		return "", "", "", fmt.Errorf("revision %s of %q: ambiguous prefix", revision, program)
+		return "", "", "", fmt.Errorf("revision %s of %q: ambiguous prefix: %w", revision, program, ErrInvalid)
 	}
 	return digest, blob, entry, rows.Err()
 }

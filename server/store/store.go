@@ -24,6 +24,10 @@ import (
 // ErrNotFound is returned when a row does not exist.
 var ErrNotFound = errors.New("not found")
 
+// ErrInvalid is returned (wrapped, with the reason) for input the store
+// refuses, such as a revision prefix too short or ambiguous.
+var ErrInvalid = errors.New("invalid input")
+
 // ErrConflict is returned when a row would violate a uniqueness rule.
 var ErrConflict = errors.New("already exists")
 
