@@ -201,9 +201,16 @@ type KernelImported struct {
 // Resolved answers an artifact resolve: the signed manifest and where to
 // fetch each file.
 type Resolved struct {
+	// Revision is the revision the server chose: the one asked for, or
+	// the newest with an artifact for the kernel.
+	Revision string `json:"revision"`
+	// Kernel is the archive kernel id the server chose for the kernel
+	// asked for (see Match).
+	Kernel   string             `json:"kernel"`
 	Artifact Artifact           `json:"artifact"`
 	Manifest *manifest.Manifest `json:"manifest"`
-	// Match says how the kernel was matched: "exact" or "release".
+	// Match says how the kernel was matched: "exact" or "release" (the
+	// same release and arch under another distro entry).
 	Match string `json:"match"`
 }
 
@@ -339,6 +346,9 @@ type DesiredProgram struct {
 	// kernel. Empty when there is none yet (see Pending): the host keeps
 	// what it runs.
 	Revision string `json:"revision,omitempty"`
+	// Pinned: the assignment names Revision. An agent refuses a revision
+	// older than the newest it has loaded unless it is pinned.
+	Pinned bool `json:"pinned,omitempty"`
 	// Kernel is the archive kernel id to fetch the artifact for.
 	Kernel     string      `json:"kernel,omitempty"`
 	ArtifactID int64       `json:"artifact_id,omitempty"`

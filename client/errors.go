@@ -33,6 +33,10 @@ var (
 	// asked for (another program, revision, kernel or arch), or a
 	// revision older than the newest already loaded. See *WrongArtifactError.
 	ErrWrongArtifact = errors.New("wrong artifact")
+	// ErrNotCached: offline (or with the server unavailable), the cache
+	// holds no artifact of the program and revision asked for. It may
+	// pass: IsTransient reports true.
+	ErrNotCached = errors.New("not in the cache")
 )
 
 // APIError is a non-2xx answer from the server. It matches ErrNotFound,
@@ -91,5 +95,5 @@ func IsTransient(err error) bool {
 		errors.Is(err, ErrWrongArtifact) || errors.Is(err, ErrNoPublicKey) || errors.Is(err, ErrNotVerified) {
 		return false
 	}
-	return errors.Is(err, ErrUnavailable) || errors.Is(err, context.DeadlineExceeded)
+	return errors.Is(err, ErrUnavailable) || errors.Is(err, ErrNotCached) || errors.Is(err, context.DeadlineExceeded)
 }

@@ -47,6 +47,17 @@ type FetchOptions struct {
 	// every program of VerifiedPrograms when set (see CheckVerified).
 	RequireVerified  bool
 	VerifiedPrograms []string
+	// HostKernel is the kernel id of the host that loads the artifact,
+	// when kernelID is not it (the daemon fetches for the archive kernel
+	// its desired state names): an artifact for another arch or release
+	// is refused.
+	HostKernel string
+	// RevisionIsLatest says that revision was not asked for explicitly but
+	// is the server's newest for this host (an unpinned assignment's
+	// desired revision). Like an empty revision, it is refused when older
+	// than the newest revision of the program loaded here (RecordLoaded,
+	// in CacheDir); a revision asked for explicitly is not.
+	RevisionIsLatest bool
 }
 
 // Fetched is a verified artifact.
@@ -66,10 +77,12 @@ type Fetched struct {
 var ErrNoPublicKey = errors.New("no pinned signing key: unsigned or unverifiable artifacts are refused")
 
 // FetchArtifact resolves, downloads and verifies a program's artifact for
-// a kernel id: the manifest's ed25519 signature against the pinned key and
-// every file's sha256 and size against the manifest. revision may be empty
-// (the newest). When the server is unreachable it falls back to the last
-// good artifact in the cache.
+// a kernel id: CheckArtifact (the manifest's ed25519 signature against the
+// pinned key; that it is the program, revision, kernel and arch asked for
+// and resolved; not older than the newest loaded here) and every file's
+// sha256 and size against the manifest. revision may be empty (the
+// newest). When the server is unreachable it falls back to the last good
+// artifact in the cache, checked the same way.
 func (c *Client) FetchArtifact(ctx context.Context, program, kernelID, revision string, opt FetchOptions) (*Fetched, error) {
 	if len(opt.PublicKey) != ed25519.PublicKeySize {
 		return nil, ErrNoPublicKey
@@ -96,14 +109,17 @@ func (c *Client) FetchArtifact(ctx context.Context, program, kernelID, revision 
 		}
 		return f, nil
 	}
+	newest, err := NewestLoaded(opt.CacheDir, program)
+	if err != nil {
+		return nil, err
+	}
+	req := Request{Program: program, Revision: revision, Kernel: kernelID, Host: opt.HostKernel, Newest: newest,
+		AllowOlder: revision != "" && !opt.RevisionIsLatest}
 	cache := artifactCache{dir: opt.CacheDir}
 	if opt.Offline {
-		return cache.lastGood(program, kernelID, revision, opt.PublicKey)
+		return cache.lastGood(req, opt.PublicKey)
 	}
-	var (
-		f   *Fetched
-		err error
-	)
+	var f *Fetched
 	for attempt := 0; attempt < opt.Attempts; attempt++ {
 		if attempt > 0 {
 			d := opt.Backoff << (attempt - 1)
@@ -114,20 +130,21 @@ func (c *Client) FetchArtifact(ctx context.Context, program, kernelID, revision 
 			case <-time.After(d):
 			}
 		}
-		f, err = c.fetchOnce(ctx, program, kernelID, revision, opt, &cache)
+		f, err = c.fetchOnce(ctx, req, opt, &cache)
 		if err == nil || !IsTransient(err) {
 			break
 		}
 	}
 	if err != nil && IsTransient(err) && cache.dir != "" {
-		if f, cerr := cache.lastGood(program, kernelID, revision, opt.PublicKey); cerr == nil {
+		if f, cerr := cache.lastGood(req, opt.PublicKey); cerr == nil {
 			return f, nil
 		}
 	}
 	return f, err
 }
 
-func (c *Client) fetchOnce(ctx context.Context, program, kernelID, revision string, opt FetchOptions, cache *artifactCache) (*Fetched, error) {
+func (c *Client) fetchOnce(ctx context.Context, req Request, opt FetchOptions, cache *artifactCache) (*Fetched, error) {
+	program, kernelID, revision := req.Program, req.Kernel, req.Revision
 	q := url.Values{"kernel": {kernelID}, "wait": {opt.Wait.String()}}
 	if revision != "" {
 		q.Set("revision", revision)
@@ -159,12 +176,13 @@ func (c *Client) fetchOnce(ctx context.Context, program, kernelID, revision stri
 			return nil, err
 		}
 		m, match = res.Manifest, res.Match
+		req.ResolvedRevision, req.ResolvedKernel, req.Match = res.Revision, res.Kernel, res.Match
 	}
 	if m == nil {
 		return nil, fmt.Errorf("resolve %s for %s: no manifest in the answer", program, kernelID)
 	}
-	if err := m.Verify(opt.PublicKey); err != nil {
-		return nil, fmt.Errorf("artifact of %s for %s: %w", program, kernelID, err)
+	if err := CheckArtifact(opt.PublicKey, req, m); err != nil {
+		return nil, err
 	}
 	f := &Fetched{Manifest: m, Match: match}
 	for role, dst := range map[string]*[]byte{manifest.FileObject: &f.Object, manifest.FileMinBTF: &f.MinBTF, manifest.FileRelocated: &f.Relocated} {
@@ -244,17 +262,19 @@ func (a *artifactCache) store(program, kernelID, etag string, f *Fetched) {
 	}
 }
 
-// lastGood returns the cached artifact, verified again.
-func (a *artifactCache) lastGood(program, kernelID, revision string, pub ed25519.PublicKey) (*Fetched, error) {
+// lastGood returns the cached artifact, checked again as a fetched one is.
+func (a *artifactCache) lastGood(req Request, pub ed25519.PublicKey) (*Fetched, error) {
+	program, kernelID, revision := req.Program, req.Kernel, req.Revision
 	m, err := a.manifest(program, kernelID)
 	if err != nil {
-		return nil, fmt.Errorf("no cached artifact of %s for %s: %w", program, kernelID, err)
+		return nil, fmt.Errorf("no cached artifact of %s for %s (%v): %w", program, kernelID, err, ErrNotCached)
 	}
 	if revision != "" && !strings.HasPrefix(m.Revision, revision) {
-		return nil, fmt.Errorf("cached artifact of %s for %s is revision %s, not %s", program, kernelID, m.Revision[:12], revision)
+		return nil, fmt.Errorf("the cached artifact of %s for %s is revision %s, not %s: %w", program, kernelID, short(m.Revision),
+			short(revision), ErrNotCached)
 	}
-	if err := m.Verify(pub); err != nil {
-		return nil, fmt.Errorf("cached artifact of %s for %s: %w", program, kernelID, err)
+	if err := CheckArtifact(pub, req, m); err != nil {
+		return nil, fmt.Errorf("cached %w", err)
 	}
 	f := &Fetched{Manifest: m, FromCache: true, Match: "cache"}
 	for role, dst := range map[string]*[]byte{manifest.FileObject: &f.Object, manifest.FileMinBTF: &f.MinBTF, manifest.FileRelocated: &f.Relocated} {

@@ -522,7 +522,7 @@ func (a *Agent) convergeOne(ctx context.Context, d *api.DesiredProgram, offline 
 	a.mu.Unlock()
 
 	log := a.log.With("program", d.Program, "revision", short(d.Revision))
-	art, fromCache, err := a.fetch(ctx, d, offline)
+	art, fetched, err := a.fetch(ctx, d, offline)
 	if err != nil {
 		if ctx.Err() != nil {
 			return
@@ -541,7 +541,7 @@ func (a *Agent) convergeOne(ctx context.Context, d *api.DesiredProgram, offline 
 		a.fail(p, "artifact refused: "+err.Error())
 		return
 	}
-	if fromCache {
+	if fetched.FromCache {
 		log.Info("server unreachable: using the last good artifact from the cache")
 	}
 	opt := a.loaderOptions(d.Options, d.Revision)
@@ -579,6 +579,9 @@ func (a *Agent) convergeOne(ctx context.Context, d *api.DesiredProgram, offline 
 	}
 	a.m.ops.WithLabelValues(op, "ok").Inc()
 	log.Info("desired revision running", "op", op, "mode", l.Mode, "previous", short(p.revision))
+	if err := client.RecordLoaded(a.cfg.CacheDir, fetched.Manifest); err != nil {
+		log.Warn("record the loaded revision", "err", err)
+	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	p.loaded, p.revision, p.kernel, p.options, p.optsKey, p.broken, p.refused = l, d.Revision, d.Kernel, d.Options, key, false, ""
@@ -613,7 +616,9 @@ func (a *Agent) restore(ctx context.Context, name string, old *loader.Loaded) {
 	}
 	a.log.Warn("the failed swap disturbed the last good revision; loading it again from the cache", "program", name,
 		"revision", short(rev), "adopt_err", err)
-	art, _, ferr := a.fetch(ctx, &api.DesiredProgram{Program: name, Revision: rev, Kernel: kid}, true)
+	// The revision that ran: explicitly what is asked for, even if older
+	// than the newest loaded.
+	art, _, ferr := a.fetch(ctx, &api.DesiredProgram{Program: name, Revision: rev, Kernel: kid, Pinned: true}, true)
 	if ferr == nil {
 		if uerr := a.loader.Unload(name, a.baseOptions()); uerr != nil && !errors.Is(uerr, loader.ErrNotLoaded) {
 			a.log.Warn("clear remnants before restore", "program", name, "err", uerr)
@@ -644,28 +649,26 @@ func healthy(l *loader.Loaded) bool {
 }
 
 // fetch fetches and verifies the artifact of d (offline: from the cache
-// only).
-func (a *Agent) fetch(ctx context.Context, d *api.DesiredProgram, offline bool) (*loader.Artifact, bool, error) {
+// only) with client.FetchArtifact, whose CheckArtifact holds it to d: the
+// program, the revision (not older than the newest loaded here unless the
+// assignment pins it), the kernel and this host's arch and release.
+func (a *Agent) fetch(ctx context.Context, d *api.DesiredProgram, offline bool) (*loader.Artifact, *client.Fetched, error) {
 	pub, err := a.publicKey(ctx)
 	if err != nil {
-		return nil, false, err
+		return nil, nil, err
 	}
 	kid := d.Kernel
 	if kid == "" {
 		kid = a.host.ID.String()
 	}
 	f, err := a.fetcher.FetchArtifact(ctx, d.Program, kid, d.Revision, client.FetchOptions{PublicKey: pub,
-		CacheDir: a.cfg.CacheDir, Offline: offline})
+		CacheDir: a.cfg.CacheDir, Offline: offline, HostKernel: a.host.ID.String(), RevisionIsLatest: !d.Pinned})
 	if err != nil {
-		return nil, false, err
+		return nil, nil, err
 	}
 	m := f.Manifest
-	if m.Program != d.Program || m.Revision != d.Revision {
-		return nil, false, fmt.Errorf("artifact of %s@%s: %w: the manifest is of %s@%s", d.Program, short(d.Revision),
-			client.ErrWrongArtifact, m.Program, short(m.Revision))
-	}
 	return &loader.Artifact{Name: d.Program, Revision: m.Revision, Object: f.Object, MinBTF: f.MinBTF,
-		Relocated: f.Relocated, KernelBTF: m.KernelBTF}, f.FromCache, nil
+		Relocated: f.Relocated, KernelBTF: m.KernelBTF}, f, nil
 }
 
 // setState records a program's state, moving Since when it changes.

@@ -107,7 +107,9 @@ func newLoad(g *globals) *cobra.Command {
 		Short: "Load a program's artifact for this host's kernel and attach it",
 		Long: `Resolve NAME's artifact for this host's kernel, verify its digests and its
 ed25519 signature (against --pubkey, else the key pinned on first use in
---cache-dir), load it with cilium/ebpf, attach every selected program by its
+--cache-dir), check that it is the program, revision, kernel and arch asked
+for and not a revision older than the newest loaded here (unless asked for
+with --revision), load it with cilium/ebpf, attach every selected program by its
 ELF section, pin maps and links under PIN-DIR/NAME/ and exit, leaving the
 programs running. The host's BTF is used when present; otherwise the
 artifact's minimized BTF or its pre-relocated object.`,
@@ -195,6 +197,9 @@ artifact's minimized BTF or its pre-relocated object.`,
 			if err != nil {
 				return err
 			}
+			if err := client.RecordLoaded(lf.cacheDir, f.Manifest); err != nil {
+				fmt.Fprintf(os.Stderr, "bpfarm-agent: warning: %v\n", err)
+			}
 			if g.json {
 				return printJSON(l)
 			}
@@ -209,7 +214,7 @@ artifact's minimized BTF or its pre-relocated object.`,
 	}
 	f := cmd.Flags()
 	lf.register(f)
-	f.StringVar(&revision, "revision", "", "revision to load (digest or unique prefix); default the newest")
+	f.StringVar(&revision, "revision", "", "revision to load (digest or unique prefix); default the newest (which must not be older than the newest loaded here)")
 	f.BoolVar(&noAttach, "no-attach", false, "load and pin programs without attaching them (like bpftool prog loadall)")
 	f.StringSliceVar(&programs, "programs", nil, "load only these programs (comma-separated), like libbpf's autoload")
 	f.StringArrayVar(&sets, "set", nil, "rewrite a const volatile global before load: VAR=VALUE (repeatable)")

@@ -346,7 +346,7 @@ func (s *Server) resolve(w http.ResponseWriter, r *http.Request) {
 			}
 			w.Header().Set("ETag", etag)
 			s.withVerification(ctx, &a) // verify.go
-			s.json(w, http.StatusOK, api.Resolved{Artifact: a, Manifest: m, Match: match})
+			s.json(w, http.StatusOK, api.Resolved{Revision: a.Revision, Kernel: a.Kernel, Artifact: a, Manifest: m, Match: match})
 			return
 		}
 		if a.State == api.ArtifactError {

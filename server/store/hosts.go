@@ -326,7 +326,7 @@ func (d *DB) DesiredState(ctx context.Context, host string) (api.DesiredState, e
 		}
 	}
 	for _, a := range byProgram {
-		p := api.DesiredProgram{Program: a.Program, Assignment: a.ID, Options: a.Options}
+		p := api.DesiredProgram{Program: a.Program, Assignment: a.ID, Options: a.Options, Pinned: a.Revision != ""}
 		if len(a.Exports) > 0 {
 			p.Exports = a.Exports
 		}
