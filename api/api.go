@@ -189,6 +189,15 @@ type Kernel struct {
 // KernelImport is the answer to a kernel import.
 type KernelImport struct {
 	Kernels []KernelImported `json:"kernels"`
+	// Refused lists the files of a btfhub-archive tree import that were
+	// not imported, each with why (`bpfarm kernels import DIR --json`).
+	Refused []KernelRefused `json:"refused,omitempty"`
+}
+
+// KernelRefused is a file a kernel import refused.
+type KernelRefused struct {
+	Path  string `json:"path"`
+	Error string `json:"error"`
 }
 
 // KernelImported is one imported kernel.

@@ -6,11 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"mime/multipart"
 	"net/http"
 	"net/url"
+	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/bpfarm/bpfarm/api"
@@ -174,4 +177,129 @@ func (c *Client) PutKernelImage(ctx context.Context, kid string, body io.Reader)
 	defer resp.Body.Close()
 	var k api.Kernel
 	return &k, decode(resp, &k)
+}
+
+// RefusedFile is a file of a btfhub-archive tree that was not imported.
+type RefusedFile struct {
+	// Path is the file.
+	Path string
+	// Err says why, on one line: the server's refusal, or why the file's
+	// path is not DISTRO/VERSION/ARCH/RELEASE.btf.tar.xz.
+	Err error
+}
+
+// TreeImport is the outcome of importing a btfhub-archive tree.
+type TreeImport struct {
+	// Kernels holds what the server answered for each imported file.
+	Kernels []api.KernelImported
+	// Refused lists the files the server (or the tree's layout) refused.
+	Refused []RefusedFile
+}
+
+// Counts returns how many kernels were imported (new), unchanged (already
+// in the archive with the same BTF) and refused.
+func (t *TreeImport) Counts() (imported, unchanged, refused int) {
+	for _, k := range t.Kernels {
+		if k.Created {
+			imported++
+		} else {
+			unchanged++
+		}
+	}
+	return imported, unchanged, len(t.Refused)
+}
+
+// Summary returns "imported N, unchanged M, refused K".
+func (t *TreeImport) Summary() string {
+	i, u, r := t.Counts()
+	return fmt.Sprintf("imported %d, unchanged %d, refused %d", i, u, r)
+}
+
+// TreeFileFunc uploads one file of a tree: body to the server, as
+// ImportKernelFile does.
+type TreeFileFunc func(ctx context.Context, path string, size int64, opt ImportOptions) (*api.KernelImport, error)
+
+// ImportTree imports every DISTRO/VERSION/ARCH/RELEASE.btf.tar.xz under
+// dir, a btfhub-archive tree (or a subtree), in lexical order, each under
+// the ID its path gives (arch directories may be aliases: aarch64 is
+// arm64). upload sends one file (nil: ImportKernelFile). A file that is
+// refused — its path is not an ID, or the server answers 4xx — is recorded
+// in Refused, reported to refused if not nil, and the import goes on; any
+// other error (the server unreachable, a 5xx) stops it. opt.Replace
+// applies to every file; opt.ID is ignored.
+func (c *Client) ImportTree(ctx context.Context, dir string, opt ImportOptions, upload TreeFileFunc, refused func(RefusedFile)) (*TreeImport, error) {
+	if upload == nil {
+		upload = func(ctx context.Context, path string, _ int64, opt ImportOptions) (*api.KernelImport, error) {
+			f, err := os.Open(path)
+			if err != nil {
+				return nil, err
+			}
+			defer f.Close()
+			return c.ImportKernelFile(ctx, path, f, opt)
+		}
+	}
+	var files []string
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if !d.IsDir() && strings.HasSuffix(p, source.BTFHubSuffix) {
+			files = append(files, p)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if len(files) == 0 {
+		return nil, fmt.Errorf("%s: no DISTRO/VERSION/ARCH/RELEASE%s files (not a btfhub-archive tree)", dir, source.BTFHubSuffix)
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, err
+	}
+	out := &TreeImport{}
+	refuse := func(p string, err error) {
+		rf := RefusedFile{Path: p, Err: err}
+		out.Refused = append(out.Refused, rf)
+		if refused != nil {
+			refused(rf)
+		}
+	}
+	for _, p := range files {
+		if err := ctx.Err(); err != nil {
+			return out, err
+		}
+		rel, err := filepath.Rel(dir, p)
+		if err != nil {
+			return out, err
+		}
+		kid, err := source.TreeID(filepath.Join(abs, rel))
+		if err != nil {
+			refuse(p, err)
+			continue
+		}
+		st, err := os.Stat(p)
+		if err != nil {
+			refuse(p, err)
+			continue
+		}
+		if !st.Mode().IsRegular() {
+			refuse(p, errors.New("not a regular file"))
+			continue
+		}
+		o := opt
+		o.ID = kid
+		res, err := upload(ctx, p, st.Size(), o)
+		var ae *APIError
+		switch {
+		case errors.As(err, &ae) && !errors.Is(err, ErrUnauthorized) && !errors.Is(err, ErrUnavailable):
+			refuse(p, err) // the server refused this file (4xx)
+		case err != nil:
+			return out, err
+		default:
+			out.Kernels = append(out.Kernels, res.Kernels...)
+		}
+	}
+	return out, nil
 }

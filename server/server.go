@@ -20,6 +20,7 @@ import (
 
 	"github.com/bpfarm/bpfarm/api"
 	"github.com/bpfarm/bpfarm/bpfsrc/compile"
+	"github.com/bpfarm/bpfarm/btf/source"
 	"github.com/bpfarm/bpfarm/server/archive"
 	"github.com/bpfarm/bpfarm/server/auth"
 	"github.com/bpfarm/bpfarm/server/blob"
@@ -48,6 +49,11 @@ type Config struct {
 	// (arch → kernel id); an arch without one uses its newest kernel, and
 	// x86_64 uses this host's BTF while the archive has no x86_64 kernel.
 	DefaultKernels map[string]string
+	// HostKernel imports the running kernel's BTF (and its modules') on
+	// the first start with an empty archive, so that hosts like this one
+	// get artifacts out of the box (`bpfarm serve` sets it unless
+	// --no-host-kernel).
+	HostKernel bool
 	// Relocators is the number of concurrent relocations (default: cores).
 	Relocators int
 	// AgentBTFUpload lets agents (reader tokens) upload the BTF of their
@@ -200,6 +206,9 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 		s.DB.Close()
 		return nil, err
 	}
+	if cfg.HostKernel {
+		s.importHostKernel(ctx)
+	}
 	ui := web.New(web.Config{DB: s.DB, Blobs: s.Blobs, Builds: s.Builds, Archive: s.Archive, Key: s.Key,
 		Logger: log, AnonymousRead: cfg.AnonymousRead, TempDir: tmp})
 	s.API = httpapi.New(httpapi.Config{DB: s.DB, Blobs: s.Blobs, Builds: s.Builds, Archive: s.Archive, Key: s.Key,
@@ -225,6 +234,47 @@ func (s *Server) openVerify() (*verify.Service, error) {
 	return verify.New(verify.Config{DB: s.DB, Blobs: s.Blobs, Key: s.Key, Runner: runner, VMs: vc.VMs,
 		Timeout: vc.Timeout, Memory: vc.Memory, Accel: vc.Accel, WorkDir: filepath.Join(s.cfg.Data, "verify"),
 		Changed: s.Builds.Changed, Logger: s.cfg.Logger, Registry: s.Registry})
+}
+
+// hostKernelMarker, under Data, records that the first start looked at
+// the host kernel, so that an admin who empties the archive later does
+// not see it come back.
+const hostKernelMarker = "host-kernel.imported"
+
+// importHostKernel imports the running kernel into an empty archive on the
+// first start. A host without BTF (or any other failure) is logged, not
+// fatal: the server runs without it.
+func (s *Server) importHostKernel(ctx context.Context) {
+	log := s.cfg.Logger
+	marker := filepath.Join(s.cfg.Data, hostKernelMarker)
+	if _, err := os.Stat(marker); err == nil {
+		return
+	}
+	ks, err := s.DB.Kernels(ctx, "")
+	if err != nil {
+		log.Warn("host kernel not imported", "reason", err)
+		return
+	}
+	if len(ks) > 0 {
+		return
+	}
+	k, err := source.Host(source.Options{TempDir: filepath.Join(s.cfg.Data, "tmp")})
+	if err != nil {
+		log.Warn("host kernel not imported (start with --no-host-kernel to silence this)", "reason", err)
+		return
+	}
+	imp, err := s.Archive.Store(ctx, k, archive.ImportOptions{By: "bpfarm serve (host kernel on first start)"})
+	if err != nil {
+		log.Warn("host kernel not imported", "reason", err)
+		return
+	}
+	if _, err := s.Builds.KernelAdded(ctx, imp.Kernel.ID); err != nil {
+		log.Warn("host kernel imported, relocations not queued", "kernel", imp.Kernel.KID, "reason", err)
+	}
+	if err := os.WriteFile(marker, []byte(imp.Kernel.KID+"\n"), 0o644); err != nil {
+		log.Warn("host kernel marker", "reason", err)
+	}
+	fmt.Fprintf(s.cfg.Out, "imported this host's kernel %s into the archive (--no-host-kernel turns this off)\n", imp.Kernel.KID)
 }
 
 // bootstrapAdmin creates the admin token on first start, writes it to

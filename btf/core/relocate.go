@@ -58,6 +58,9 @@ type ProgramReport struct {
 	Poisoned []Poison `json:"poisoned,omitempty"`
 	// Targets are the tracing targets the program needs.
 	Targets []Target `json:"targets,omitempty"`
+	// Ambiguous lists the relocations that failed because several types
+	// of the kernel match them with different results.
+	Ambiguous []Ambiguity `json:"ambiguous,omitempty"`
 }
 
 // Poison is a relocation that matched nothing in the kernel.
@@ -101,6 +104,85 @@ type progResult struct {
 	fx      []Fixup
 	err     error
 	poisons []Poison
+	// ambiguous lists the relocations whose candidate types disagree.
+	ambiguous []Ambiguity
+}
+
+// Ambiguity is a relocation that several types of the kernel could
+// satisfy, with different results (e.g. two definitions of struct
+// task_struct with pid at different offsets): libbpf refuses to load the
+// program, and so the report calls it failed.
+type Ambiguity struct {
+	// Kind is the relocation kind, e.g. "field_byte_offset".
+	Kind string `json:"kind"`
+	// Path is the access path, e.g. "task_struct.pid".
+	Path string `json:"path"`
+	// Candidates counts the kernel's types of that name and kind.
+	Candidates int `json:"candidates"`
+	// Instruction is the raw offset of the relocated instruction, as in
+	// Poison.
+	Instruction int `json:"instruction"`
+}
+
+// AmbiguousError reports relocations whose candidates disagree.
+type AmbiguousError struct {
+	Relocations []Ambiguity
+}
+
+func (e *AmbiguousError) Error() string {
+	a := e.Relocations[0]
+	more := ""
+	if n := len(e.Relocations) - 1; n > 0 {
+		more = fmt.Sprintf(" (and %d more)", n)
+	}
+	return fmt.Sprintf("ambiguous relocation: %s %s: the kernel's %d candidate types disagree%s", a.Kind, a.Path, a.Candidates, more)
+}
+
+// relocateEach computes the fixups of p's relocations one by one, as libbpf
+// does: for each, the candidate types that satisfy it must agree. It
+// returns an *AmbiguousError naming every relocation whose candidates
+// disagree, or the first other error.
+func (o *Object) relocateEach(p *program, targets []*btf.Spec) ([]btf.COREFixup, []Ambiguity, error) {
+	fixups := make([]btf.COREFixup, len(p.crs))
+	var amb []Ambiguity
+	for i, cr := range p.crs {
+		f, err := btf.CORERelocate([]*btf.CORERelocation{cr}, targets, o.byteOrder, o.spec.Types.TypeID)
+		if err == nil {
+			fixups[i] = f[0]
+			continue
+		}
+		r := p.relos[i]
+		n := countCandidates(r.local, targets)
+		if n < 2 {
+			return nil, nil, fmt.Errorf("%s %s: %w", r.kind, r.path, err)
+		}
+		amb = append(amb, Ambiguity{Kind: r.kind.String(), Path: r.path, Candidates: n, Instruction: r.raw})
+	}
+	if amb != nil {
+		return nil, amb, &AmbiguousError{Relocations: amb}
+	}
+	return fixups, nil, nil
+}
+
+// countCandidates counts the types in targets with local's essential name
+// and kind.
+func countCandidates(local btf.Type, targets []*btf.Spec) int {
+	if local == nil || local.TypeName() == "" {
+		return 0
+	}
+	n := 0
+	for _, spec := range targets {
+		types, err := spec.AnyTypesByName(essentialName(local.TypeName()))
+		if err != nil {
+			continue
+		}
+		for _, t := range types {
+			if fmt.Sprintf("%T", t) == fmt.Sprintf("%T", local) {
+				n++
+			}
+		}
+	}
+	return n
 }
 
 // relocate computes the fixups of one program against targets. Call it
@@ -112,8 +194,15 @@ func (o *Object) relocate(p *program, targets []*btf.Spec) progResult {
 	}
 	fixups, err := btf.CORERelocate(p.crs, targets, o.byteOrder, o.spec.Types.TypeID)
 	if err != nil {
-		res.err = err
-		return res
+		// cilium/ebpf picks one candidate type for all the relocations of a
+		// local type, and fails when equally good candidates disagree on
+		// any of them. libbpf decides each relocation on its own: do that,
+		// and name the relocations whose candidates disagree.
+		fixups, res.ambiguous, err = o.relocateEach(p, targets)
+		if err != nil {
+			res.err = err
+			return res
+		}
 	}
 	if len(fixups) != len(p.relos) {
 		res.err = fmt.Errorf("%d fixups for %d relocations", len(fixups), len(p.relos))
@@ -151,6 +240,7 @@ func (res *progResult) report() ProgramReport {
 	if res.err != nil {
 		pr.Status = StatusFailed
 		pr.Error = oneLine(res.err.Error())
+		pr.Ambiguous = res.ambiguous
 		return pr
 	}
 	var reach map[int]bool

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"github.com/bpfarm/bpfarm/internal/btftest"
 	"slices"
 	"strings"
 	"sync"
@@ -302,6 +303,19 @@ func TestReportFailed(t *testing.T) {
 		if pr.Status != StatusFailed || !strings.Contains(pr.Error, "ambiguous") || strings.Contains(pr.Error, "\n") {
 			t.Errorf("%s: status %s, error %q; want failed, ambiguous", pr.Name, pr.Status, pr.Error)
 		}
+		// Only the relocations of pid are ambiguous, each named by its
+		// path; the other fields of task_struct resolve.
+		if len(pr.Ambiguous) == 0 || len(pr.Ambiguous) >= pr.Relocations {
+			t.Errorf("%s: %d ambiguous of %d relocations: %+v", pr.Name, len(pr.Ambiguous), pr.Relocations, pr.Ambiguous)
+		}
+		for _, a := range pr.Ambiguous {
+			if a.Path != "task_struct.pid" || a.Candidates != 2 {
+				t.Errorf("%s: ambiguous %+v, want task_struct.pid with 2 candidates", pr.Name, a)
+			}
+		}
+		if !strings.Contains(pr.Error, "task_struct.pid") {
+			t.Errorf("%s: error %q does not name task_struct.pid", pr.Name, pr.Error)
+		}
 	}
 	for _, p := range o.programs {
 		for _, r := range p.relos {
@@ -318,4 +332,72 @@ func TestReportFailed(t *testing.T) {
 	if pr := progReport(t, relocate(t, f.object(t, "execsnoop"), f.ambiguous).Report, "handle_exec"); pr.Status != StatusOK {
 		t.Errorf("execsnoop: %s %s", pr.Status, pr.Error)
 	}
+}
+
+// TestReportDuplicates relocates against a kernel whose BTF defines struct
+// task_struct twice, identically, as pahole left it in 4.18/4.19 kernels:
+// every candidate agrees, so every program relocates as against the host,
+// with the same fixups.
+func TestReportDuplicates(t *testing.T) {
+	f := setup(t)
+	raw, err := btftest.Rewrite{Identical: []string{"task_struct", "file", "sk_buff"}}.Apply(f.hostBTF)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dup, err := LoadKernel("host-duplicates", raw, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range f.names() {
+		o := f.object(t, name)
+		want := relocate(t, o, f.host)
+		got := relocate(t, o, dup)
+		for _, wp := range want.Report.Programs {
+			gp := progReport(t, got.Report, wp.Name)
+			if typeIDsOnly(gp.Ambiguous) {
+				// The two definitions have two type ids: libbpf, too,
+				// refuses bpf_core_type_id_kernel of such a type
+				// ("relocation decision ambiguity").
+				continue
+			}
+			if gp.Status != wp.Status || len(gp.Ambiguous) != 0 {
+				t.Errorf("%s/%s: %s %q %+v, want %s as on the host", name, wp.Name, gp.Status, gp.Error, gp.Ambiguous, wp.Status)
+			}
+		}
+		hf, err := o.Fixups(f.host.VMLinux)
+		if err != nil {
+			t.Fatal(err)
+		}
+		df, err := o.Fixups(dup.VMLinux)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for prog, fx := range hf {
+			if fmt.Sprint(fx) != fmt.Sprint(df[prog]) && !usesTypeIDs(fx) {
+				t.Errorf("%s/%s: fixups %v, want %v", name, prog, df[prog], fx)
+			}
+		}
+	}
+}
+
+// usesTypeIDs reports whether fixups hold a kernel type id, which differs
+// between kernels that order their types differently.
+func usesTypeIDs(fx []Fixup) bool {
+	for _, f := range fx {
+		if strings.HasPrefix(f.Kind, "type_id") {
+			return true
+		}
+	}
+	return false
+}
+
+// typeIDsOnly reports whether amb is not empty and only holds type id
+// relocations.
+func typeIDsOnly(amb []Ambiguity) bool {
+	for _, a := range amb {
+		if a.Kind != "type_id_target" {
+			return false
+		}
+	}
+	return len(amb) > 0
 }

@@ -34,20 +34,38 @@ const (
 // systems is at most 255 bytes.
 const maxPartLen = 255
 
-// ParseID parses s in the form DISTRO/VERSION/ARCH/RELEASE. It is strict:
-// there must be exactly four non-empty parts, the architecture must be
-// x86_64 or arm64 (see NormalizeArch for other spellings), and parts may
-// only hold the characters A-Z a-z 0-9 . _ + ~ - and never "..".
+// ParseID parses s in the form DISTRO/VERSION/ARCH/RELEASE and returns it
+// in its canonical form (see Canonical): the architecture may be spelled
+// as any alias NormalizeArch knows, e.g. aarch64 for arm64 or amd64 for
+// x86_64. Otherwise it is strict: there must be exactly four non-empty
+// parts, and parts may only hold the characters A-Z a-z 0-9 . _ + ~ - and
+// never "..".
 func ParseID(s string) (ID, error) {
 	parts := strings.Split(s, "/")
 	if len(parts) != 4 {
 		return ID{}, fmt.Errorf("kernel ID %q: want DISTRO/VERSION/ARCH/RELEASE, got %d part(s)", s, len(parts))
 	}
-	id := ID{Distro: parts[0], Version: parts[1], Arch: parts[2], Release: parts[3]}
+	id := ID{Distro: parts[0], Version: parts[1], Arch: parts[2], Release: parts[3]}.Canonical()
 	if err := id.check(); err != nil {
 		return ID{}, fmt.Errorf("kernel ID %q: %w", s, err)
 	}
 	return id, nil
+}
+
+// Canonical returns the ID with its architecture spelled as IDs spell it
+// (x86_64 or arm64) when it is an alias NormalizeArch knows (amd64,
+// aarch64, ...). Other parts, and an unknown architecture, are left as
+// they are for Validate to judge. Every ID read from outside (flags, file
+// paths, API parameters, hosts) goes through it, so that the archive
+// stores and prints one spelling.
+func (id ID) Canonical() ID {
+	if id.Arch == ArchX86_64 || id.Arch == ArchARM64 {
+		return id
+	}
+	if arch, err := NormalizeArch(id.Arch); err == nil {
+		id.Arch = arch
+	}
+	return id
 }
 
 // String returns the ID as DISTRO/VERSION/ARCH/RELEASE.
@@ -55,7 +73,9 @@ func (id ID) String() string {
 	return id.Distro + "/" + id.Version + "/" + id.Arch + "/" + id.Release
 }
 
-// Validate reports whether the ID is one that ParseID accepts.
+// Validate reports whether the ID is canonical and one that ParseID
+// accepts: an alias of an architecture (aarch64) is refused here, naming
+// the canonical one; call Canonical first to accept it.
 func (id ID) Validate() error {
 	if err := id.check(); err != nil {
 		return fmt.Errorf("kernel ID %q: %w", id.String(), err)

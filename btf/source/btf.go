@@ -119,15 +119,28 @@ func validateBTF(raw []byte, name string, base *btf.Spec) ([]byte, *btf.Spec, er
 		return nil, nil, formatErrorf("invalid BTF%s: %w", in, err)
 	}
 	if base == nil {
-		var ts *btf.Struct
-		if err := spec.TypeByName("task_struct", &ts); err != nil {
-			if errors.Is(err, btf.ErrNotFound) {
-				return nil, nil, formatErrorf("BTF%s has no struct task_struct: not a kernel's BTF", in)
-			}
-			return nil, nil, formatErrorf("invalid BTF%s: task_struct: %w", in, err)
+		if err := hasTaskStruct(spec); err != nil {
+			return nil, nil, formatErrorf("BTF%s %w", in, err)
 		}
 	}
 	return raw, spec, nil
+}
+
+// hasTaskStruct checks that spec defines struct task_struct, once or more:
+// the BTF of old kernels (4.18, 4.19, as btfhub-archive has it) holds
+// duplicate definitions that pahole left, e.g. two identical struct
+// task_struct, which libbpf and bpftool accept, and so does the archive.
+func hasTaskStruct(spec *btf.Spec) error {
+	types, err := spec.AnyTypesByName("task_struct")
+	if err != nil && !errors.Is(err, btf.ErrNotFound) {
+		return fmt.Errorf("is invalid: task_struct: %w", err)
+	}
+	for _, t := range types {
+		if _, ok := t.(*btf.Struct); ok {
+			return nil
+		}
+	}
+	return errors.New("has no struct task_struct: not a kernel's BTF")
 }
 
 // btfBlobPatterns start raw BTF with a 24-byte header, as the kernel

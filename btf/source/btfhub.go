@@ -24,14 +24,26 @@ const BTFHubSuffix = ".btf.tar.xz"
 // importTree imports every DISTRO/VERSION/ARCH/RELEASE.btf.tar.xz in a
 // btfhub-archive tree, in lexical order. The ID comes from the path: the
 // file and its three parent directories, so that dir may also be a
-// subtree such as archive/ubuntu. A broken file stops the import with a
-// FormatError naming it.
+// subtree such as archive/ubuntu; the arch directory may use an alias
+// (aarch64, amd64), stored in its canonical form. The path names the
+// kernel even where the file's entry names another release.
+//
+// A file it refuses does not stop the import: it is reported to
+// opts.Refused, the import goes on with the next file, and at the end a
+// *TreeError lists every refused file.
 func importTree(ctx context.Context, dir string, opts Options, fn func(*Kernel) error) error {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
 		return err
 	}
 	found := 0
+	var refused []*FormatError
+	refuse := func(fe *FormatError) {
+		refused = append(refused, fe)
+		if opts.Refused != nil {
+			opts.Refused(fe)
+		}
+	}
 	err = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
@@ -42,34 +54,27 @@ func importTree(ctx context.Context, dir string, opts Options, fn func(*Kernel) 
 		if d.IsDir() || !strings.HasSuffix(d.Name(), BTFHubSuffix) {
 			return nil
 		}
+		found++
 		rel, err := filepath.Rel(dir, p)
 		if err != nil {
 			return err
 		}
-		parts := strings.Split(filepath.ToSlash(filepath.Join(abs, rel)), "/")
-		if len(parts) < 4 {
-			return &FormatError{Path: p, Err: errors.New("not at DISTRO/VERSION/ARCH/RELEASE" + BTFHubSuffix)}
-		}
-		parts = parts[len(parts)-4:]
-		id := kernel.ID{
-			Distro:  parts[0],
-			Version: parts[1],
-			Arch:    parts[2],
-			Release: strings.TrimSuffix(parts[3], BTFHubSuffix),
-		}
-		if err := id.Validate(); err != nil {
-			return &FormatError{Path: p, Err: fmt.Errorf("path is not DISTRO/VERSION/ARCH/RELEASE%s: %w", BTFHubSuffix, err)}
+		id, err := TreeID(filepath.Join(abs, rel))
+		if err != nil {
+			refuse(&FormatError{Path: p, Err: err})
+			return nil
 		}
 		if !d.Type().IsRegular() {
-			return &FormatError{Path: p, Err: errors.New("not a regular file")}
+			refuse(&FormatError{Path: p, Err: errors.New("not a regular file")})
+			return nil
 		}
-		found++
 		k, err := readBTFHubFile(ctx, p, opts)
+		if fe := (*FormatError)(nil); errors.As(err, &fe) {
+			refuse(fe)
+			return nil
+		}
 		if err != nil {
 			return err
-		}
-		if k.ID.Release != id.Release {
-			return &FormatError{Path: p, Err: fmt.Errorf("holds %s.btf, not %s.btf", k.ID.Release, id.Release)}
 		}
 		k.ID = id
 		k.Source = "btfhub archive " + dir
@@ -81,7 +86,60 @@ func importTree(ctx context.Context, dir string, opts Options, fn func(*Kernel) 
 	if found == 0 {
 		return formatErrorf("directory has no DISTRO/VERSION/ARCH/RELEASE%s files (not a btfhub-archive tree)", BTFHubSuffix)
 	}
+	if len(refused) > 0 {
+		return &TreeError{Dir: dir, Files: found, Refused: refused}
+	}
 	return nil
+}
+
+// TreeID returns the kernel ID that a btfhub-archive tree gives the file
+// at path: its last four elements, DISTRO/VERSION/ARCH/RELEASE.btf.tar.xz,
+// in canonical form (an aarch64 directory holds arm64 kernels).
+func TreeID(path string) (kernel.ID, error) {
+	parts := strings.Split(filepath.ToSlash(path), "/")
+	if len(parts) < 4 {
+		return kernel.ID{}, errors.New("not at DISTRO/VERSION/ARCH/RELEASE" + BTFHubSuffix)
+	}
+	parts = parts[len(parts)-4:]
+	id := kernel.ID{
+		Distro:  parts[0],
+		Version: parts[1],
+		Arch:    parts[2],
+		Release: strings.TrimSuffix(parts[3], BTFHubSuffix),
+	}.Canonical()
+	if err := id.Validate(); err != nil {
+		return kernel.ID{}, fmt.Errorf("path is not DISTRO/VERSION/ARCH/RELEASE%s: %w", BTFHubSuffix, err)
+	}
+	return id, nil
+}
+
+// TreeError reports the files of a btfhub-archive tree that Import
+// refused. Every other file of the tree was imported.
+type TreeError struct {
+	// Dir is the tree.
+	Dir string
+	// Files counts the tree's DISTRO/VERSION/ARCH/RELEASE.btf.tar.xz files.
+	Files int
+	// Refused holds one FormatError per refused file, naming it.
+	Refused []*FormatError
+}
+
+// Error returns one line: how many files were refused and the first.
+func (e *TreeError) Error() string {
+	more := ""
+	if len(e.Refused) > 1 {
+		more = fmt.Sprintf(" (and %d more)", len(e.Refused)-1)
+	}
+	return fmt.Sprintf("import %s: refused %d of %d files: %s%s", e.Dir, len(e.Refused), e.Files, e.Refused[0].Error(), more)
+}
+
+// Unwrap returns the refusals.
+func (e *TreeError) Unwrap() []error {
+	out := make([]error, len(e.Refused))
+	for i, fe := range e.Refused {
+		out[i] = fe
+	}
+	return out
 }
 
 // readBTFHubFile reads one btfhub-archive file, returning a FormatError
@@ -124,7 +182,8 @@ func isTarHeader(block []byte) bool {
 }
 
 // readBTFTarXZ reads a btfhub-archive file: an xz-compressed tar holding
-// one entry RELEASE.btf of raw BTF.
+// one entry RELEASE.btf of raw BTF. An entry named otherwise is read all
+// the same, with the release left empty.
 func readBTFTarXZ(ctx context.Context, r io.ReaderAt, opts Options) (*Kernel, error) {
 	zr, err := xz.NewReader(bufio.NewReaderSize(ctxReader{ctx, io.NewSectionReader(r, 0, 1<<62)}, bufSize))
 	if err != nil {
@@ -136,12 +195,15 @@ func readBTFTarXZ(ctx context.Context, r io.ReaderAt, opts Options) (*Kernel, er
 		return nil, tarError(ctx, err, "not a tar archive")
 	}
 	name := path.Clean(hdr.Name)
-	release, ok := strings.CutSuffix(name, ".btf")
-	if !hdr.FileInfo().Mode().IsRegular() || !ok || strings.Contains(name, "/") || release == "" {
+	if !hdr.FileInfo().Mode().IsRegular() || strings.Contains(name, "/") {
 		return nil, formatErrorf("entry %s is not a file RELEASE.btf", hdr.Name)
 	}
+	// The entry's name gives the release when it is RELEASE.btf, as in
+	// btfhub-archive; archives in the wild name it otherwise (vmlinux.btf),
+	// and then the caller names the kernel (a tree's path, --id).
+	release, _ := strings.CutSuffix(name, ".btf")
 	if _, err := kernel.ParseRelease(release); err != nil {
-		return nil, formatErrorf("entry %s: %w", hdr.Name, err)
+		release = ""
 	}
 	if hdr.Size > opts.maxBTF() {
 		return nil, formatErrorf("entry %s: BTF of %d bytes exceeds the limit of %d", hdr.Name, hdr.Size, opts.maxBTF())

@@ -72,6 +72,10 @@ type Options struct {
 	// MaxBTFSize bounds the size of a kernel's BTF and of a module's BTF;
 	// zero or negative means DefaultMaxBTFSize.
 	MaxBTFSize int64
+	// Refused, if set, is called for each file of a btfhub-archive tree
+	// that Import refuses, as it goes; the import goes on with the next
+	// file either way, and Import returns a *TreeError listing them.
+	Refused func(*FormatError)
 }
 
 // Limits of what Import reads.
@@ -149,9 +153,11 @@ func (e *callbackError) Error() string { return e.err.Error() }
 // The format is told by content, not name:
 //   - a directory is a btfhub-archive tree: every
 //     DISTRO/VERSION/ARCH/RELEASE.btf.tar.xz in it, with the ID from the
-//     path;
-//   - an xz-compressed tar with one entry RELEASE.btf of raw BTF is a
-//     btfhub-archive file; ID.Release is taken from the entry's name;
+//     path; a file it refuses is skipped and the others imported, and a
+//     *TreeError names the refused ones;
+//   - an xz-compressed tar with one entry of raw BTF is a btfhub-archive
+//     file; ID.Release is taken from the entry's name when it is
+//     RELEASE.btf;
 //   - raw BTF (magic 0xeB9F, either byte order);
 //   - an ELF file is a vmlinux, stripped or not: its .BTF section, and
 //     the release and build from the banner in .rodata;
@@ -174,6 +180,9 @@ func Import(ctx context.Context, path string, opts Options, fn func(*Kernel) err
 	}
 	if ce := (*callbackError)(nil); errors.As(err, &ce) {
 		return ce.err
+	}
+	if te := (*TreeError)(nil); errors.As(err, &te) {
+		return te // names every refused file of a tree
 	}
 	if fe := (*FormatError)(nil); errors.As(err, &fe) {
 		return fe // names a file in a tree

@@ -37,8 +37,8 @@ import (
 var version = "dev"
 
 type globals struct {
-	server, token string
-	json          bool
+	server, token, tokenFile string
+	json                     bool
 }
 
 // usagef returns a usage error (exit status 2).
@@ -76,6 +76,7 @@ func newRoot() *cobra.Command {
 	pf := root.PersistentFlags()
 	pf.StringVar(&g.server, "server", client.DefaultServer, "server URL (env BPFARM_SERVER)")
 	pf.StringVar(&g.token, "token", "", "API token, reader role is enough (env BPFARM_TOKEN)")
+	pf.StringVar(&g.tokenFile, "token-file", "", "file holding the API token (env BPFARM_TOKEN_FILE); default: ./"+cli.DefaultTokenFile+" when present and no token is given")
 	pf.BoolVar(&g.json, "json", false, "machine-readable JSON output")
 	root.AddCommand(newLoad(g), newUnload(g), newStatus(g), newRunCommand())
 	return root
@@ -143,10 +144,11 @@ artifact's minimized BTF or its pre-relocated object.`,
 			}
 			kid := host.ID.String()
 			if kernelID != "" {
-				if _, err := kernel.ParseID(kernelID); err != nil {
+				id, err := kernel.ParseID(kernelID)
+				if err != nil {
 					return cli.Usage(err)
 				}
-				kid = kernelID
+				kid = id.String() // canonical: aarch64 is arm64
 			}
 			// Parse the host's BTF while the artifact downloads: BTF-attached
 			// programs (tp_btf, fentry, ...) and host-BTF relocation need it,
@@ -156,7 +158,11 @@ artifact's minimized BTF or its pre-relocated object.`,
 				btfCache = btf.NewCache()
 				go btfCache.Kernel()
 			}
-			c, err := client.New(g.server, g.token)
+			tok, err := cli.Token(g.token, g.tokenFile)
+			if err != nil {
+				return err
+			}
+			c, err := client.New(g.server, tok)
 			if err != nil {
 				return cli.Usage(err)
 			}

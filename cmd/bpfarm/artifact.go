@@ -41,9 +41,11 @@ against --pubkey (a PEM file) or else the server's key.`,
 			if kernelID == "" {
 				return usagef("artifact get needs --kernel DISTRO/VERSION/ARCH/RELEASE")
 			}
-			if _, err := kernel.ParseID(kernelID); err != nil {
+			id, err := kernel.ParseID(kernelID)
+			if err != nil {
 				return cli.Usage(err)
 			}
+			kernelID = id.String() // canonical: aarch64 is arm64
 			c, err := g.client()
 			if err != nil {
 				return err

@@ -95,7 +95,9 @@ func (f *farm) start() {
 	addr := freeAddr(t)
 	f.url = "http://" + addr
 	f.log = new(bytes.Buffer)
-	args := append([]string{"serve", "--addr", addr, "--data", f.data, "--workers", "2"}, f.args...)
+	// Tests start from an empty archive unless they ask for the host's
+	// kernel (--no-host-kernel=false).
+	args := append([]string{"serve", "--addr", addr, "--data", f.data, "--workers", "2", "--no-host-kernel"}, f.args...)
 	f.cmd = exec.Command(bpfarmBin, args...)
 	f.cmd.Stdout, f.cmd.Stderr = f.log, f.log
 	f.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

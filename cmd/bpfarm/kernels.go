@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -84,12 +83,20 @@ kernel on the real kernel, booted in a VM.`,
 				}
 				all = append(all, res.Kernels...)
 			}
+			var refused []api.KernelRefused
+			trees := false
 			for _, p := range args {
 				res, err := importPath(ctx, c, p, opt, !g.json)
 				if err != nil {
 					return err
 				}
-				all = append(all, res...)
+				all = append(all, res.Kernels...)
+				for _, rf := range res.Refused {
+					refused = append(refused, api.KernelRefused{Path: rf.Path, Error: rf.Err.Error()})
+				}
+				if st, err := os.Stat(p); err == nil && st.IsDir() {
+					trees = true
+				}
 			}
 			if image != "" { // verification on real kernels
 				k, err := putImage(ctx, c, opt.ID.String(), image, !g.json)
@@ -109,11 +116,21 @@ kernel on the real kernel, booted in a VM.`,
 					}
 				}
 			}
+			sum := client.TreeImport{Kernels: all, Refused: make([]client.RefusedFile, len(refused))}
+			var failed error
+			if len(refused) > 0 {
+				failed = &exitError{code: 1, msg: fmt.Sprintf("%s (refused: %s)", sum.Summary(), refusedNames(refused))}
+			}
 			if g.json {
-				return printJSON(os.Stdout, api.KernelImport{Kernels: all})
+				if err := printJSON(os.Stdout, api.KernelImport{Kernels: all, Refused: refused}); err != nil {
+					return err
+				}
+				return failed
 			}
 			tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "KERNEL\tBTF\tMODULES\tSTATE\tRELOCATIONS QUEUED")
+			if len(all) > 0 {
+				fmt.Fprintln(tw, "KERNEL\tBTF\tMODULES\tSTATE\tRELOCATIONS QUEUED")
+			}
 			for _, k := range all {
 				state := "imported"
 				if !k.Created {
@@ -121,7 +138,13 @@ kernel on the real kernel, booted in a VM.`,
 				}
 				fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d\n", k.Kernel.ID, size(k.Kernel.BTF.Size), k.Kernel.Modules, state, k.Queued)
 			}
-			return tw.Flush()
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			if trees && failed == nil {
+				fmt.Println(sum.Summary())
+			}
+			return failed
 		},
 	}
 	f := imp.Flags()
@@ -168,8 +191,9 @@ kernel on the real kernel, booted in a VM.`,
 }
 
 // importPath imports one path: a btfhub tree walks to every
-// DISTRO/VERSION/ARCH/RELEASE.btf.tar.xz; a file is uploaded as is.
-func importPath(ctx context.Context, c *client.Client, path string, opt client.ImportOptions, progress bool) ([]api.KernelImported, error) {
+// DISTRO/VERSION/ARCH/RELEASE.btf.tar.xz, going on past refused files
+// (each named on stderr as it is refused); a file is uploaded as is.
+func importPath(ctx context.Context, c *client.Client, path string, opt client.ImportOptions, progress bool) (*client.TreeImport, error) {
 	info, err := os.Stat(path)
 	if err != nil {
 		return nil, err
@@ -179,49 +203,17 @@ func importPath(ctx context.Context, c *client.Client, path string, opt client.I
 		if err != nil {
 			return nil, err
 		}
-		return res.Kernels, nil
+		return &client.TreeImport{Kernels: res.Kernels}, nil
 	}
-	var files []string
-	err = filepath.WalkDir(path, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if !d.IsDir() && strings.HasSuffix(p, ".btf.tar.xz") {
-			files = append(files, p)
-		}
-		return nil
+	if opt.ID != (kernel.ID{}) {
+		return nil, usagef("--id names one kernel: a btfhub-archive tree names its kernels by their paths")
+	}
+	upload := func(ctx context.Context, p string, n int64, o client.ImportOptions) (*api.KernelImport, error) {
+		return uploadKernel(ctx, c, p, n, o, progress)
+	}
+	return c.ImportTree(ctx, path, opt, upload, func(rf client.RefusedFile) {
+		fmt.Fprintf(os.Stderr, "bpfarm: refused %s: %v\n", rf.Path, rf.Err)
 	})
-	if err != nil {
-		return nil, err
-	}
-	if len(files) == 0 {
-		return nil, fmt.Errorf("%s: no DISTRO/VERSION/ARCH/RELEASE.btf.tar.xz files (not a btfhub-archive tree)", path)
-	}
-	var out []api.KernelImported
-	for _, f := range files {
-		rel, _ := filepath.Rel(path, f)
-		parts := strings.Split(filepath.ToSlash(rel), "/")
-		if len(parts) < 4 {
-			return nil, fmt.Errorf("%s: not at DISTRO/VERSION/ARCH/RELEASE.btf.tar.xz in the tree", f)
-		}
-		parts = parts[len(parts)-4:]
-		kid, err := kernel.ParseID(strings.Join(parts[:3], "/") + "/" + strings.TrimSuffix(parts[3], ".btf.tar.xz"))
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", f, err)
-		}
-		o := opt
-		o.ID = kid
-		st, err := os.Stat(f)
-		if err != nil {
-			return nil, err
-		}
-		res, err := uploadKernel(ctx, c, f, st.Size(), o, progress)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, res.Kernels...)
-	}
-	return out, nil
 }
 
 func uploadKernel(ctx context.Context, c *client.Client, path string, n int64, opt client.ImportOptions, progress bool) (*api.KernelImport, error) {
@@ -270,4 +262,13 @@ func putImage(ctx context.Context, c *client.Client, kid, path string, progress 
 		body = &pr
 	}
 	return c.PutKernelImage(ctx, kid, body)
+}
+
+// refusedNames lists the refused files' paths, for the closing line.
+func refusedNames(rs []api.KernelRefused) string {
+	names := make([]string, len(rs))
+	for i, r := range rs {
+		names[i] = r.Path
+	}
+	return strings.Join(names, ", ")
 }

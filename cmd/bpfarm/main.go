@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 
 	"github.com/bpfarm/bpfarm/internal/cli"
@@ -90,21 +89,9 @@ func newRoot() *cobra.Command {
 }
 
 func (g *globals) client() (*client.Client, error) {
-	tok := g.token
-	if tok == "" {
-		file := g.tokenFile
-		if file == "" {
-			if _, err := os.Stat("data/admin.token"); err == nil {
-				file = "data/admin.token"
-			}
-		}
-		if file != "" {
-			b, err := os.ReadFile(file)
-			if err != nil {
-				return nil, fmt.Errorf("token file: %w", err)
-			}
-			tok = strings.TrimSpace(string(b))
-		}
+	tok, err := cli.Token(g.token, g.tokenFile)
+	if err != nil {
+		return nil, err
 	}
 	c, err := client.New(g.server, tok)
 	if err != nil {

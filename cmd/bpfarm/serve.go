@@ -16,6 +16,8 @@ func newServe() *cobra.Command {
 		cfg      server.Config
 		logLevel string
 		logJSON  bool
+		// noHostKernel keeps the archive empty on first start.
+		noHostKernel bool
 	)
 	cmd := &cobra.Command{
 		Use:   "serve",
@@ -40,6 +42,7 @@ BPFARM_S3_ENDPOINT.`,
 			if (cfg.S3.Endpoint == "") != (cfg.S3.Bucket == "") {
 				return usagef("--s3-endpoint and --s3-bucket go together")
 			}
+			cfg.HostKernel = !noHostKernel
 			s, err := server.Open(cmd.Context(), cfg)
 			if err != nil {
 				return err
@@ -61,6 +64,8 @@ BPFARM_S3_ENDPOINT.`,
 	f.BoolVar(&cfg.NoPCH, "no-pch", false, "do not use the precompiled vmlinux.h")
 	f.StringToStringVar(&cfg.DefaultKernels, "default-kernel", nil,
 		"reference kernel per arch for CO-RE compiles, ARCH=DISTRO/VERSION/ARCH/RELEASE (default: the arch's newest kernel)")
+	f.BoolVar(&noHostKernel, "no-host-kernel", false,
+		"do not import this host's kernel into the archive on the first start with an empty archive")
 	f.IntVar(&cfg.Relocators, "relocators", runtime.NumCPU(), "concurrent per-kernel relocations")
 	f.BoolVar(&cfg.AgentBTFUpload, "agent-btf-upload", false,
 		"let agents (reader tokens) upload their registered host's kernel BTF, so that artifacts get relocated for it")

@@ -89,3 +89,28 @@ func KeyValues(flag string, vals []string) (map[string]string, error) {
 	}
 	return out, nil
 }
+
+// DefaultTokenFile is where `bpfarm serve` with its default --data saves
+// the admin token, relative to the directory it runs in: the CLI and the
+// agent read it when given no token, so that the commands of the README
+// work as typed next to `make run`.
+const DefaultTokenFile = "data/admin.token"
+
+// Token returns the API token to use: token when set, else the content of
+// file when set, else that of DefaultTokenFile when it exists, else "".
+func Token(token, file string) (string, error) {
+	if token != "" {
+		return token, nil
+	}
+	if file == "" {
+		if _, err := os.Stat(DefaultTokenFile); err != nil {
+			return "", nil
+		}
+		file = DefaultTokenFile
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return "", fmt.Errorf("token file: %w", err)
+	}
+	return strings.TrimSpace(string(b)), nil
+}

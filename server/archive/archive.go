@@ -110,7 +110,7 @@ type Imported struct {
 
 // Store stores one kernel read by package source.
 func (a *Archive) Store(ctx context.Context, k *source.Kernel, opt ImportOptions) (Imported, error) {
-	id := completeID(k.ID, opt.ID)
+	id := completeID(k.ID, opt.ID).Canonical()
 	if err := id.Validate(); err != nil {
 		return Imported{}, &InputError{fmt.Errorf("kernel from %s: %w (name it with --id DISTRO/VERSION/ARCH/RELEASE)", k.Source, err)}
 	}
@@ -176,7 +176,7 @@ func (e *InputError) Error() string { return e.Err.Error() }
 func (e *InputError) Unwrap() error { return e.Err }
 
 // completeID fills the source's identity with the caller's: a field of
-// override wins where set.
+// override (--id) wins where set, over any name inside the file.
 func completeID(fromSource, override kernel.ID) kernel.ID {
 	id := fromSource
 	if override.Distro != "" {

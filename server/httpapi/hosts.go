@@ -112,10 +112,12 @@ func (s *Server) registerHost(w http.ResponseWriter, r *http.Request) {
 		s.error(w, r, http.StatusBadRequest, err)
 		return
 	}
-	if _, err := kernel.ParseID(reg.Kernel); err != nil {
+	kid, err := kernel.ParseID(reg.Kernel)
+	if err != nil {
 		s.error(w, r, http.StatusBadRequest, fmt.Errorf("host %s: %w", reg.Name, err))
 		return
 	}
+	reg.Kernel = kid.String() // canonical: aarch64 is arm64
 	if err := validLabels("label", reg.Labels); err != nil {
 		s.error(w, r, http.StatusBadRequest, fmt.Errorf("host %s: %w", reg.Name, err))
 		return
