@@ -42,7 +42,7 @@ func TestPages(t *testing.T) {
 			"Compare revisions", "✔ verified", "accepted (77 instructions)"}},
 		{"/programs/" + s.Program + "?only=problems&rev=" + s.RevTo[:8], []string{"Only kernels with a problem"}},
 		{"/programs/" + s.Program + "/diff?from=" + s.RevFrom + "&to=" + s.RevTo, []string{"modified", `class="l-ins"`, "const volatile int target_pid", "@@ -"}},
-		{"/builds/" + itoa(s.BuildID), []string{"Diagnostics", "prog.bpf.c:42:7", "handle_sys_enter_execve", "RingBuf", "target_tgid", "Dual BSD/GPL"}},
+		{"/builds/" + itoa(s.BuildID), []string{"Diagnostics", "prog.bpf.c:42:7", "handle_sys_enter_execve", "RingBuf", "target_tgid", "Dual BSD/GPL", "struct event", "declared", "BPFARM_RECORD(events, struct event)"}},
 		{"/artifacts/" + itoa(s.ArtifactID), []string{"Minimized BTF", "verifies with this server", a.Program + ".relocated.bpf.o", "&#34;signature&#34;"}},
 		{"/kernels", []string{"Coverage by distro", "ubuntu", "btfhub archive"}},
 		{kernelPath(s.Kernel), []string{"Programs relocated for it", s.Program}},

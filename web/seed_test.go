@@ -75,7 +75,8 @@ var seedDistros = []struct {
 func seedInspection(i int) *inspect.Object {
 	n := 1 + i%3
 	o := &inspect.Object{License: "Dual BSD/GPL", BTF: true, Maps: []inspect.Map{
-		{Name: "events", Type: "RingBuf", MaxEntries: 256 * 1024},
+		{Name: "events", Type: "RingBuf", MaxEntries: 256 * 1024, ExportNote: "a stream of records, not a table",
+			Record: &inspect.Record{Type: "struct event", Size: 156, Origin: "declared", Note: "BPFARM_RECORD(events, struct event)"}},
 		{Name: "counts", Type: "Hash", KeySize: 4, ValueSize: 8, MaxEntries: 10240},
 	}, Globals: []inspect.Global{
 		{Name: "target_tgid", Section: ".rodata", Size: 4, Type: "u32", Const: true},

@@ -15,7 +15,10 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/cilium/ebpf"
+
 	"github.com/bpfarm/bpfarm/bpfsrc"
+	"github.com/bpfarm/bpfarm/bpfsrc/records"
 )
 
 // checkNoPaths fails if text names a sandbox or host path.
@@ -475,5 +478,33 @@ char LICENSE[] SEC("license") = "GPL";
 	var cerr *Error
 	if !errors.As(err, &cerr) || !strings.Contains(cerr.Reason, "per-kernel LINUX_VERSION_CODE") {
 		t.Fatalf("without target: %v", err)
+	}
+}
+
+// <bpfarm.h> is the farm's: BPFARM_RECORD names a ring buffer's record
+// type in BTF only.
+func TestFarmHeader(t *testing.T) {
+	c := newCompiler(t, nil)
+	src := `#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpfarm.h>
+struct event { int pid; char comm[16]; };
+struct { __uint(type, BPF_MAP_TYPE_RINGBUF); __uint(max_entries, 4096); } events SEC(".maps");
+BPFARM_RECORD(events, struct event);
+SEC("tp/sched/sched_process_exec") int p(void *ctx) {
+	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (e) bpf_ringbuf_submit(e, 0);
+	return 0;
+}
+char LICENSE[] SEC("license") = "GPL";
+`
+	res := compileOK(t, c, Request{Bundle: bundle(t, "r.bpf.c", src)})
+	spec, err := ebpf.LoadCollectionSpecFromReader(bytes.NewReader(res.Object))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := records.Find(spec)["events"]
+	if r == nil || r.Origin != records.Declared || r.Type == nil || r.Type.TypeName() != "event" {
+		t.Fatalf("record %+v", r)
 	}
 }

@@ -1,7 +1,9 @@
 package compile
 
 import (
+	"bytes"
 	"crypto/sha256"
+	_ "embed"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -21,6 +23,15 @@ type headerTree struct {
 
 // libbpfTree are libbpf's headers as libbpf-dev installs them.
 var libbpfTree = headerTree{src: "/usr/include/bpf", dst: "libbpf/bpf"}
+
+// farmHeader is <bpfarm.h>, the farm's own header (BPFARM_RECORD).
+//
+//go:embed farm/bpfarm.h
+var farmHeader []byte
+
+// farmSrc is where PrepareHeaders writes the farm's own headers before
+// copying them into the tree beside libbpf's (so that <bpfarm.h> resolves).
+const farmSrc = "farm-src"
 
 // uapiTrees are the kernel UAPI headers per target architecture.
 var uapiTrees = map[string][]headerTree{
@@ -51,6 +62,7 @@ type Headers struct {
 // already there if it is up to date:
 //
 //	dir/libbpf/bpf/...             libbpf's headers (for <bpf/bpf_helpers.h>)
+//	dir/libbpf/bpfarm.h            the farm's own header (for <bpfarm.h>)
 //	dir/uapi/<arch>/linux/...      kernel UAPI headers
 //	dir/uapi/<arch>/asm-generic/...
 //	dir/uapi/<arch>/asm/...
@@ -74,7 +86,16 @@ func PrepareHeaders(dir string) (*Headers, error) {
 		digests: make(map[string]string),
 	}
 
-	libbpf, err := syncTrees(dir, "libbpf", []headerTree{libbpfTree})
+	src := filepath.Join(dir, farmSrc)
+	if err := os.MkdirAll(src, 0o755); err != nil {
+		return nil, fmt.Errorf("prepare headers: %w", err)
+	}
+	if old, err := os.ReadFile(filepath.Join(src, "bpfarm.h")); err != nil || !bytes.Equal(old, farmHeader) {
+		if err := writeFileAtomic(filepath.Join(src, "bpfarm.h"), farmHeader); err != nil {
+			return nil, fmt.Errorf("prepare headers: bpfarm.h: %w", err)
+		}
+	}
+	libbpf, err := syncTrees(dir, "libbpf", []headerTree{libbpfTree, {src: src, dst: "libbpf"}})
 	if err != nil {
 		return nil, fmt.Errorf("prepare headers: libbpf (is libbpf-dev installed?): %w", err)
 	}

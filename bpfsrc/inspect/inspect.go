@@ -18,6 +18,9 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/btf"
+
+	"github.com/bpfarm/bpfarm/bpfsrc/records"
+	"github.com/bpfarm/bpfarm/client/decode"
 )
 
 // Object is what the farm reports about a compiled BPF ELF object.
@@ -81,6 +84,33 @@ type Map struct {
 	// Pinning is "by_name" for maps declared with LIBBPF_PIN_BY_NAME and
 	// "" otherwise.
 	Pinning string `json:"pinning,omitempty"`
+	// KeyType and ValueType are C names of the key and value types from
+	// BTF ("" without BTF, and for ring buffers and perf event arrays).
+	KeyType   string `json:"key_type,omitempty"`
+	ValueType string `json:"value_type,omitempty"`
+	// Record describes the records of a ring buffer or perf event array
+	// (nil for other maps).
+	Record *Record `json:"record,omitempty"`
+	// Export is how the map can be exported as metrics: "histogram" (its
+	// values are log2 histograms), "counter" (its values are numbers or
+	// structs of numbers), or "" when it cannot be (ExportNote says why).
+	Export     string `json:"export,omitempty"`
+	ExportNote string `json:"export_note,omitempty"`
+}
+
+// Record is the type of the records a program writes into a ring buffer
+// or perf event array.
+type Record struct {
+	// Type is the C name of the records' type, e.g. "struct event", or ""
+	// when it is unknown (records are then shown undecoded).
+	Type string `json:"type,omitempty"`
+	// Size is the type's size in bytes.
+	Size int `json:"size,omitempty"`
+	// Origin is "declared" (BPFARM_RECORD from <bpfarm.h>) or "inferred"
+	// (from the programs' output calls), or "" when Type is unknown.
+	Origin string `json:"origin,omitempty"`
+	// Note says how the type was inferred, or why it is unknown.
+	Note string `json:"note"`
 }
 
 // Global is one global variable of an Object.
@@ -130,6 +160,7 @@ func Inspect(obj []byte) (*Object, error) {
 	}
 	slices.SortFunc(o.Programs, func(a, b Program) int { return strings.Compare(a.Name, b.Name) })
 
+	recs := records.Find(spec)
 	for name, ms := range spec.Maps {
 		if isInternalMap(name) {
 			continue
@@ -145,6 +176,7 @@ func Inspect(obj []byte) (*Object, error) {
 		if ms.Pinning == ebpf.PinByName {
 			m.Pinning = "by_name"
 		}
+		describeMap(&m, ms, recs[name])
 		o.Maps = append(o.Maps, m)
 	}
 	slices.SortFunc(o.Maps, func(a, b Map) int { return strings.Compare(a.Name, b.Name) })
@@ -173,6 +205,78 @@ func Inspect(obj []byte) (*Object, error) {
 	})
 
 	return o, nil
+}
+
+// describeMap fills in m's types, record type and exportability.
+func describeMap(m *Map, ms *ebpf.MapSpec, rec *records.Record) {
+	if ms.Key != nil {
+		m.KeyType = decode.TypeName(ms.Key)
+	}
+	if ms.Value != nil {
+		m.ValueType = decode.TypeName(ms.Value)
+	}
+	if rec != nil {
+		m.Record = &Record{Origin: string(rec.Origin), Note: rec.Reason}
+		if rec.Type != nil {
+			m.Record.Type = decode.TypeName(rec.Type)
+			if size, err := btf.Sizeof(rec.Type); err == nil {
+				m.Record.Size = size
+			}
+		}
+		m.ExportNote = "a stream of records, not a table"
+		return
+	}
+	m.Export, m.ExportNote = exportKind(ms)
+}
+
+// exportKind says how a map can be exported as metrics, or why not.
+func exportKind(ms *ebpf.MapSpec) (string, string) {
+	switch ms.Type {
+	case ebpf.Hash, ebpf.Array, ebpf.PerCPUHash, ebpf.PerCPUArray, ebpf.LRUHash, ebpf.LRUCPUHash:
+	default:
+		return "", ms.Type.String() + " maps are not exported"
+	}
+	if ms.Key == nil || ms.Value == nil {
+		return "", "no BTF for its key and value"
+	}
+	if _, err := decode.New(ms.Key); err != nil {
+		return "", "key: " + err.Error()
+	}
+	d, err := decode.New(ms.Value)
+	if err != nil {
+		return "", "value: " + err.Error()
+	}
+	if d.Histogram() {
+		return "histogram", ""
+	}
+	if !numeric(ms.Value, 0) {
+		return "", "its value " + decode.TypeName(ms.Value) + " has fields that are not numbers"
+	}
+	return "counter", ""
+}
+
+// numeric reports whether t is an integer, or a struct (or array) of them.
+func numeric(t btf.Type, depth int) bool {
+	if depth > 8 {
+		return false
+	}
+	switch t := btf.UnderlyingType(t).(type) {
+	case *btf.Int, *btf.Enum:
+		return true
+	case *btf.Array:
+		if i, ok := btf.UnderlyingType(t.Type).(*btf.Int); ok && i.Size == 1 && (i.Name == "char" || i.Encoding&btf.Char != 0) {
+			return false // a string
+		}
+		return numeric(t.Type, depth+1)
+	case *btf.Struct:
+		for _, m := range t.Members {
+			if !numeric(m.Type, depth+1) {
+				return false
+			}
+		}
+		return len(t.Members) > 0
+	}
+	return false
 }
 
 // inspectProgram summarises one program spec.

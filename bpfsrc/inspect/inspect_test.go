@@ -90,14 +90,19 @@ func TestInspectTracing(t *testing.T) {
 	}
 
 	wantMaps := []Map{
-		{Name: "counts", Type: "Hash", KeySize: 4, ValueSize: 8, MaxEntries: 10240},
-		{Name: "events", Type: "RingBuf", MaxEntries: 256 * 1024},
-		{Name: "pinned", Type: "Hash", KeySize: 4, ValueSize: 4, MaxEntries: 16, Flags: 1 /* BPF_F_NO_PREALLOC */, Pinning: "by_name"},
-		{Name: "scratch", Type: "PerCPUArray", KeySize: 4, ValueSize: 24, MaxEntries: 1},
-		{Name: "totals", Type: "Array", KeySize: 4, ValueSize: 8, MaxEntries: 4},
+		{Name: "counts", Type: "Hash", KeySize: 4, ValueSize: 8, MaxEntries: 10240, KeyType: "u32", ValueType: "u64", Export: "counter"},
+		{Name: "events", Type: "RingBuf", MaxEntries: 256 * 1024, ExportNote: "a stream of records, not a table",
+			// struct event is in BTF as scratch's value type.
+			Record: &Record{Type: "struct event", Size: 24, Origin: "inferred", Note: "handle_exec: bpf_ringbuf_reserve of 24 bytes, the size of struct event"}},
+		{Name: "pinned", Type: "Hash", KeySize: 4, ValueSize: 4, MaxEntries: 16, Flags: 1 /* BPF_F_NO_PREALLOC */, Pinning: "by_name", KeyType: "u32", ValueType: "u32", Export: "counter"},
+		{Name: "scratch", Type: "PerCPUArray", KeySize: 4, ValueSize: 24, MaxEntries: 1, KeyType: "u32", ValueType: "struct event", ExportNote: "its value struct event has fields that are not numbers"},
+		{Name: "totals", Type: "Array", KeySize: 4, ValueSize: 8, MaxEntries: 4, KeyType: "u32", ValueType: "u64", Export: "counter"},
 	}
 	if !reflect.DeepEqual(o.Maps, wantMaps) {
 		t.Errorf("maps:\n got %+v\nwant %+v", o.Maps, wantMaps)
+		if m := o.Maps[1]; m.Record != nil {
+			t.Errorf("events record: %+v", *m.Record)
+		}
 	}
 
 	wantGlobals := []Global{
