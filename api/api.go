@@ -40,7 +40,8 @@ type Build struct {
 	Program     string              `json:"program"`
 	Revision    string              `json:"revision"`
 	Arch        string              `json:"arch"`
-	Kernel      string              `json:"kernel,omitempty"` // per-kernel build: the kernel compiled against
+	Kernel      string              `json:"kernel,omitempty"`     // per-kernel build: the kernel compiled against
+	HeaderSet   string              `json:"header_set,omitempty"` // libbpf header set; "" is the built-in one
 	Flags       []string            `json:"flags"`
 	State       string              `json:"state"`
 	Error       string              `json:"error,omitempty"`
@@ -477,4 +478,27 @@ func (v *Verification) Accepted() (accepted, total int) {
 		}
 	}
 	return accepted, len(order)
+}
+
+// HeaderSet is a libbpf header set builds compile with: the farm's
+// built-in one (the host's libbpf-dev) or one an admin imported.
+type HeaderSet struct {
+	Name string `json:"name"`
+	// Digest is the SHA-256 of the headers in canonical form.
+	Digest string `json:"digest"`
+	// Version is libbpf's MAJOR.MINOR from libbpf_version.h, if present.
+	Version    string    `json:"version,omitempty"`
+	Files      int       `json:"files"`
+	Size       int64     `json:"size"`
+	Builtin    bool      `json:"builtin,omitempty"`
+	Default    bool      `json:"default,omitempty"` // what a push without --headers uses
+	ImportedBy string    `json:"imported_by,omitempty"`
+	CreatedAt  time.Time `json:"created_at,omitzero"`
+}
+
+// HeaderSetImport is the answer to a header set import.
+type HeaderSetImport struct {
+	HeaderSet
+	// Created is false when the same set was already imported.
+	Created bool `json:"created"`
 }

@@ -180,6 +180,22 @@ func invalid(name, format string, args ...any) *InvalidError {
 // *InvalidError.
 func New(entry string, files []File, lim Limits) (*Bundle, error) {
 	lim = lim.withDefaults()
+	out, err := Validate(files, lim)
+	if err != nil {
+		return nil, err
+	}
+	e, err := resolveEntry(entry, out, lim)
+	if err != nil {
+		return nil, err
+	}
+	return &Bundle{Entry: e, Files: out}, nil
+}
+
+// Validate checks files by the rules of New, without an entry file, and
+// returns them with clean names, sorted by Name. Packages that take other
+// sets of files from publishers (header sets) use it.
+func Validate(files []File, lim Limits) ([]File, error) {
+	lim = lim.withDefaults()
 	if len(files) > lim.MaxFiles {
 		return nil, invalid("", "bundle holds %d files; the limit is %d", len(files), lim.MaxFiles)
 	}
@@ -216,11 +232,7 @@ func New(entry string, files []File, lim Limits) (*Bundle, error) {
 		}
 	}
 
-	e, err := resolveEntry(entry, out, lim)
-	if err != nil {
-		return nil, err
-	}
-	return &Bundle{Entry: e, Files: out}, nil
+	return out, nil
 }
 
 func nextSlash(s string, i int) int {
@@ -349,6 +361,17 @@ func cleanName(raw string, dir bool, lim Limits) (string, *InvalidError) {
 // default limits. The gzip stream is read to its end so that its checksum is
 // verified.
 func ReadTarGz(r io.Reader, entry string, lim Limits) (*Bundle, error) {
+	files, err := ReadTarGzFiles(r, lim)
+	if err != nil {
+		return nil, err
+	}
+	return New(entry, files, lim)
+}
+
+// ReadTarGzFiles reads the files of a gzip-compressed tar archive by the
+// rules and bounds of ReadTarGz, without checking them as a whole: pass them
+// to New or Validate.
+func ReadTarGzFiles(r io.Reader, lim Limits) ([]File, error) {
 	lim = lim.withDefaults()
 	src := newBoundedReader(r, lim.compressedLimit())
 	g := &streamGuard{src: src, gz: true}
@@ -371,7 +394,7 @@ func ReadTarGz(r io.Reader, entry string, lim Limits) (*Bundle, error) {
 	if _, err := io.Copy(io.Discard, g.inner); err != nil {
 		return nil, g.classify(err)
 	}
-	return New(entry, files, lim)
+	return files, nil
 }
 
 // ReadTar reads a bundle from an uncompressed tar archive.

@@ -128,6 +128,8 @@ type PushOptions struct {
 	// PerKernel compiles against each kernel's own vmlinux.h (sources that
 	// are not CO-RE).
 	PerKernel bool
+	// Headers names the libbpf header set ("" is the server's default).
+	Headers string
 }
 
 // Push uploads a bundle as a revision of program.
@@ -145,6 +147,9 @@ func (c *Client) Push(ctx context.Context, program string, b *bpfsrc.Bundle, opt
 	}
 	if opt.PerKernel {
 		q.Set("per_kernel", "true")
+	}
+	if opt.Headers != "" {
+		q.Set("headers", opt.Headers)
 	}
 	resp, err := c.Do(ctx, http.MethodPost, "/api/v1/programs/"+url.PathEscape(program)+"/revisions", q, &buf, "application/gzip", nil)
 	if err != nil {

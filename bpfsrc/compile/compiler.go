@@ -113,6 +113,9 @@ type Request struct {
 	// of the provider's reference vmlinux.h (per-kernel mode, for sources
 	// that are not CO-RE).
 	Kernel *Target
+	// Libbpf is the libbpf header set to compile with (see
+	// Headers.InstallSet); nil is the built-in one.
+	Libbpf *LibbpfSet
 }
 
 // Target is one kernel's headers for a per-kernel compile: Dir holds its
@@ -284,6 +287,9 @@ func firstLine(s string) string {
 	return strings.TrimSpace(line)
 }
 
+// Headers returns the farm include tree the Compiler uses.
+func (c *Compiler) Headers() *Headers { return c.cfg.Headers }
+
 // Version returns the first line of clang --version.
 func (c *Compiler) Version() string { return c.version }
 
@@ -292,10 +298,16 @@ func (c *Compiler) Version() string { return c.version }
 // its fixed flags, the farm headers and vmlinux.h. It belongs in the key of
 // a build cache.
 func (c *Compiler) Fingerprint(ctx context.Context, arch string) (string, error) {
+	return c.FingerprintWith(ctx, arch, nil)
+}
+
+// FingerprintWith is Fingerprint for compiles with the libbpf header set
+// set (nil: the built-in one).
+func (c *Compiler) FingerprintWith(ctx context.Context, arch string, set *LibbpfSet) (string, error) {
 	if err := checkArch(arch); err != nil {
 		return "", err
 	}
-	hd, err := c.cfg.Headers.Digest(arch)
+	hd, err := c.cfg.Headers.DigestWith(arch, set)
 	if err != nil {
 		return "", fmt.Errorf("fingerprint: %w", err)
 	}
@@ -391,6 +403,12 @@ func (c *Compiler) Compile(ctx context.Context, req Request) (*Result, error) {
 	}
 
 	hostView := view{src: src, out: out, vmlinux: filepath.Dir(vmlinux), libbpf: c.cfg.Headers.libbpfDir(), uapi: uapi}
+	if req.Libbpf != nil {
+		// Bound where the built-in headers are: the sandbox paths, the
+		// flags and so the precompiled vmlinux.h (which includes no
+		// libbpf header) stay the same.
+		hostView.libbpf = req.Libbpf.Dir
+	}
 	v := sandboxView
 	if c.cfg.NoSandbox {
 		v = hostView

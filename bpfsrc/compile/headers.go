@@ -13,6 +13,8 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+
+	"github.com/bpfarm/bpfarm/bpfsrc/headerset"
 )
 
 // headerTree is one directory of system headers copied into the farm tree.
@@ -56,6 +58,15 @@ type Headers struct {
 	uapi    map[string]string // arch → directory holding linux/, asm/, asm-generic/
 	missing map[string]string // arch → why it is not supported
 	digests map[string]string // arch → digest of libbpf + uapi/<arch>
+	uapiDig map[string]string // arch → digest of uapi/<arch>
+	builtin *headerset.Set    // the host's libbpf headers as a header set
+}
+
+// LibbpfSet is a libbpf header set as a compile uses it: Dir holds bpf/*.h
+// (bound where the farm's libbpf headers are), Digest is the set's
+// headerset digest.
+type LibbpfSet struct {
+	Dir, Digest string
 }
 
 // PrepareHeaders builds the farm include tree under dir, or reuses the one
@@ -84,6 +95,7 @@ func PrepareHeaders(dir string) (*Headers, error) {
 		uapi:    make(map[string]string),
 		missing: make(map[string]string),
 		digests: make(map[string]string),
+		uapiDig: make(map[string]string),
 	}
 
 	src := filepath.Join(dir, farmSrc)
@@ -99,6 +111,13 @@ func PrepareHeaders(dir string) (*Headers, error) {
 	if err != nil {
 		return nil, fmt.Errorf("prepare headers: libbpf (is libbpf-dev installed?): %w", err)
 	}
+	files, err := headerset.ReadDir(libbpfTree.src)
+	if err == nil {
+		h.builtin, err = headerset.New(files)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("prepare headers: libbpf (is libbpf-dev installed?): %w", err)
+	}
 
 	for arch, trees := range uapiTrees {
 		if _, err := os.Stat(trees[0].src); errors.Is(err, fs.ErrNotExist) {
@@ -110,6 +129,7 @@ func PrepareHeaders(dir string) (*Headers, error) {
 			return nil, fmt.Errorf("prepare headers: %s UAPI: %w", arch, err)
 		}
 		h.uapi[arch] = filepath.Join(dir, "uapi", arch)
+		h.uapiDig[arch] = d
 		sum := sha256.New()
 		fmt.Fprintf(sum, "libbpf %s\nuapi %s\n", libbpf, d)
 		h.digests[arch] = hex.EncodeToString(sum.Sum(nil))
@@ -143,7 +163,67 @@ func (h *Headers) Digest(arch string) (string, error) {
 	return d, nil
 }
 
+// DigestWith returns the digest of the headers used when compiling for arch
+// with the libbpf header set set; nil is the built-in set (Digest).
+func (h *Headers) DigestWith(arch string, set *LibbpfSet) (string, error) {
+	d, err := h.Digest(arch)
+	if err != nil || set == nil {
+		return d, err
+	}
+	sum := sha256.New()
+	fmt.Fprintf(sum, "libbpf-set %s\nuapi %s\n", set.Digest, h.uapiDig[arch])
+	return hex.EncodeToString(sum.Sum(nil)), nil
+}
+
+// Builtin returns the built-in libbpf header set: the host's libbpf-dev
+// headers (/usr/include/bpf), as read when the Headers were prepared.
+func (h *Headers) Builtin() *headerset.Set { return h.builtin }
+
 func (h *Headers) libbpfDir() string { return filepath.Join(h.dir, "libbpf") }
+
+// InstalledSet returns the set with digest if InstallSet installed it
+// before.
+func (h *Headers) InstalledSet(digest string) (*LibbpfSet, bool) {
+	if len(digest) != 64 || strings.Trim(digest, "0123456789abcdef") != "" {
+		return nil, false
+	}
+	dir := filepath.Join(h.dir, "sets", digest)
+	if _, err := os.Stat(filepath.Join(dir, "bpf", headerset.Required)); err != nil {
+		return nil, false
+	}
+	return &LibbpfSet{Dir: dir, Digest: digest}, true
+}
+
+// InstallSet makes set available to compiles: its headers are written once
+// under the farm tree, by digest, and reused after.
+func (h *Headers) InstallSet(set *headerset.Set) (*LibbpfSet, error) {
+	dir := filepath.Join(h.dir, "sets", set.Digest)
+	if _, err := os.Stat(filepath.Join(dir, "bpf", headerset.Required)); err == nil {
+		return &LibbpfSet{Dir: dir, Digest: set.Digest}, nil
+	}
+	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
+		return nil, fmt.Errorf("install header set: %w", err)
+	}
+	staging, err := os.MkdirTemp(filepath.Dir(dir), ".staging-")
+	if err != nil {
+		return nil, fmt.Errorf("install header set: %w", err)
+	}
+	defer os.RemoveAll(staging)
+	if err := set.Install(staging); err != nil {
+		return nil, err
+	}
+	if err := os.Chmod(staging, 0o755); err != nil {
+		return nil, fmt.Errorf("install header set: %w", err)
+	}
+	// Another compile may have installed the same set meanwhile: then
+	// the rename fails and its copy, with the same content, is used.
+	if err := os.Rename(staging, dir); err != nil {
+		if _, serr := os.Stat(filepath.Join(dir, "bpf", headerset.Required)); serr != nil {
+			return nil, fmt.Errorf("install header set: %w", err)
+		}
+	}
+	return &LibbpfSet{Dir: dir, Digest: set.Digest}, nil
+}
 
 func (h *Headers) uapiDir(arch string) (string, error) {
 	if err := checkArch(arch); err != nil {

@@ -66,6 +66,11 @@ func (c *Compiler) ensurePCH(ctx context.Context, arch, vmlinux, vdigest string,
 	}
 }
 
+// The precompiled header holds vmlinux.h alone, which includes no libbpf
+// header: it does not depend on the libbpf header set a compile binds at
+// the same sandbox path (in bare mode the set's host path is in the fixed
+// flags, so in the key, anyway).
+
 // buildPCH builds the precompiled header at path, unless another process
 // did meanwhile.
 func (c *Compiler) buildPCH(ctx context.Context, arch, vmlinux, path string, hv view) error {

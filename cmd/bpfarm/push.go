@@ -28,6 +28,7 @@ func newPush(g *globals) *cobra.Command {
 		arches, flags []string
 		wait          bool
 		perKernel     bool
+		headers       string
 	)
 	cmd := &cobra.Command{
 		Use:   "push PATH",
@@ -56,7 +57,7 @@ diagnostics at your own file:line:col.`,
 			if err != nil {
 				return err
 			}
-			return push(cmd.Context(), c, g, name, b, client.PushOptions{Arches: cli.SplitComma(arches), Flags: flags, PerKernel: perKernel}, wait)
+			return push(cmd.Context(), c, g, name, b, client.PushOptions{Arches: cli.SplitComma(arches), Flags: flags, PerKernel: perKernel, Headers: headers}, wait)
 		},
 	}
 	f := cmd.Flags()
@@ -65,6 +66,7 @@ diagnostics at your own file:line:col.`,
 	f.StringSliceVar(&arches, "arch", nil, "target arches: x86_64, arm64 (default x86_64)")
 	f.StringArrayVar(&flags, "cflag", nil, "extra compiler flag: -DNAME[=VALUE], -UNAME, -W..., -std=..., -O1..-O3 (repeatable)")
 	f.BoolVar(&wait, "wait", false, "wait for the builds and show progress (default: on a terminal)")
+	f.StringVar(&headers, "headers", "", "libbpf header set to compile with (bpfarm headers list; default: the newest imported, else builtin)")
 	f.BoolVar(&perKernel, "per-kernel", false, "compile against each kernel's own vmlinux.h and LINUX_VERSION_CODE (sources that are not CO-RE)")
 	return cmd
 }

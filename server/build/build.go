@@ -199,6 +199,9 @@ func (s *Service) execute(ctx context.Context, job *store.Job) store.Outcome {
 		return fail("internal", fmt.Errorf("read source bundle: %w", err))
 	}
 	req := compile.Request{Bundle: bundle, Arch: job.Arch, Flags: job.Flags}
+	if req.Libbpf, err = s.libbpfSet(ctx, job.HeaderSet); err != nil {
+		return fail("internal", err)
+	}
 	if job.KernelID != 0 {
 		k, err := s.db.KernelByID(ctx, job.KernelID)
 		if err != nil {
@@ -282,6 +285,9 @@ type PushRequest struct {
 	// and LINUX_VERSION_CODE, one build per kernel of each arch (for
 	// sources that are not CO-RE).
 	PerKernel bool
+	// Headers names the libbpf header set: "" is the newest imported
+	// one (the built-in one when none is), "builtin" the built-in one.
+	Headers string
 }
 
 var programNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
@@ -359,13 +365,22 @@ func (s *Service) Push(ctx context.Context, req PushRequest) (api.PushResult, er
 // per arch, or with PerKernel one per kernel of each arch.
 func (s *Service) buildInputs(ctx context.Context, req PushRequest) ([]store.BuildInput, error) {
 	var out []store.BuildInput
+	setName, err := s.resolveHeaderSet(ctx, req.Headers)
+	if err != nil {
+		return nil, err
+	}
+	set, err := s.libbpfSet(ctx, setName)
+	if err != nil {
+		return nil, err
+	}
 	for _, a := range req.Arches {
-		fp, err := s.compiler.Fingerprint(ctx, a)
+		fp, err := s.compiler.FingerprintWith(ctx, a, set)
 		if err != nil && !req.PerKernel {
 			return nil, &InputError{fmt.Errorf("arch %s: %w", a, err)}
 		}
 		if !req.PerKernel {
-			out = append(out, store.BuildInput{Arch: a, Flags: req.Flags, CacheKey: cacheKey(req.Bundle, a, req.Flags, fp)})
+			out = append(out, store.BuildInput{Arch: a, Flags: req.Flags, HeaderSet: setName,
+				CacheKey: cacheKey(req.Bundle, a, req.Flags, fp)})
 			continue
 		}
 		if s.archive == nil {
@@ -383,7 +398,7 @@ func (s *Service) buildInputs(ctx context.Context, req PushRequest) ([]store.Bui
 			if err != nil {
 				return nil, err
 			}
-			out = append(out, store.BuildInput{Arch: a, Flags: req.Flags, KernelID: k.ID,
+			out = append(out, store.BuildInput{Arch: a, Flags: req.Flags, KernelID: k.ID, HeaderSet: setName,
 				CacheKey: cacheKey(req.Bundle, a, req.Flags, fp+"\x00kernel "+t.Digest)})
 		}
 	}

@@ -71,7 +71,7 @@ func (s *Server) push(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	res, err := s.cfg.Builds.Push(r.Context(), build.PushRequest{Program: name, Bundle: bundle, Arches: arches,
-		Flags: flags, PushedBy: auth.FromContext(r.Context()).Name, PerKernel: perKernel})
+		Flags: flags, PushedBy: auth.FromContext(r.Context()).Name, PerKernel: perKernel, Headers: q.Get("headers")})
 	if err != nil {
 		s.fail(w, r, err)
 		return

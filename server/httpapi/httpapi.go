@@ -20,6 +20,7 @@ import (
 
 	"github.com/bpfarm/bpfarm/api"
 	"github.com/bpfarm/bpfarm/bpfsrc"
+	"github.com/bpfarm/bpfarm/bpfsrc/headerset"
 	"github.com/bpfarm/bpfarm/server/archive"
 	"github.com/bpfarm/bpfarm/server/auth"
 	"github.com/bpfarm/bpfarm/server/blob"
@@ -116,6 +117,9 @@ func (s *Server) routes() chi.Router {
 		r.With(s.require(api.RoleReader)).Get("/builds/{id}/log", s.getBuildLog)
 		r.With(s.require(api.RoleReader)).Get("/builds/{id}/object", s.getBuildObject)
 		r.With(s.require(api.RoleReader)).Get("/blobs/{digest}", s.getBlob)
+
+		r.With(s.require(api.RoleReader)).Get("/header-sets", s.listHeaderSets)
+		r.With(s.require(api.RoleAdmin)).Post("/header-sets", s.importHeaderSet)
 
 		r.With(s.require(api.RoleReader)).Get("/kernels", s.listKernels)
 		r.With(s.requireKernelImport).Post("/kernels", s.importKernels)
@@ -328,6 +332,7 @@ func (s *Server) serverError(w http.ResponseWriter, r *http.Request, err error) 
 func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	var (
 		inv   *bpfsrc.InvalidError
+		hinv  *headerset.InvalidError
 		input *build.InputError
 		ainp  *archive.InputError
 		mbe   *http.MaxBytesError
@@ -337,7 +342,7 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 		s.error(w, r, http.StatusRequestEntityTooLarge, fmt.Errorf("request body exceeds %d bytes", mbe.Limit))
 	case errors.Is(err, store.ErrConflict):
 		s.error(w, r, http.StatusConflict, err)
-	case errors.As(err, &inv), errors.As(err, &input), errors.As(err, &ainp), errors.Is(err, store.ErrInvalid):
+	case errors.As(err, &inv), errors.As(err, &hinv), errors.As(err, &input), errors.As(err, &ainp), errors.Is(err, store.ErrInvalid):
 		s.error(w, r, http.StatusBadRequest, err)
 	case errors.Is(err, store.ErrNotFound), errors.Is(err, blob.ErrNotFound):
 		s.error(w, r, http.StatusNotFound, err)

@@ -69,6 +69,8 @@ type BuildInput struct {
 	CacheKey string
 	// KernelID is the kernel of a per-kernel build (0 for a CO-RE build).
 	KernelID int64
+	// HeaderSet names the libbpf header set ("" is the built-in one).
+	HeaderSet string
 }
 
 // EnsureBuild returns the build of in, creating it when needed:
@@ -103,8 +105,8 @@ func (d *DB) EnsureBuild(ctx context.Context, in BuildInput) (b api.Build, queue
 			queued = true
 			_, err = tx.ExecContext(ctx, `UPDATE builds SET cache_key = ?, state = 'queued', error = '', error_kind = '',
 				diagnostics = '[]', inspection = '', object_blob = '', object_size = 0, log_blob = '', compiler = '',
-				used_pch = 0, attempts = 0, cached_from = NULL, started_at = NULL, finished_at = NULL, created_at = ?
-				WHERE id = ?`, in.CacheKey, now(), id)
+				used_pch = 0, attempts = 0, cached_from = NULL, started_at = NULL, finished_at = NULL, created_at = ?,
+				header_set = ? WHERE id = ?`, in.CacheKey, now(), in.HeaderSet, id)
 			return err
 		case !errors.Is(err, sql.ErrNoRows):
 			return err
@@ -113,12 +115,12 @@ func (d *DB) EnsureBuild(ctx context.Context, in BuildInput) (b api.Build, queue
 		// A finished build with the same inputs is a cache hit.
 		res, err := tx.ExecContext(ctx, `INSERT INTO builds (revision_id, arch, flags, cache_key, state, error, error_kind,
 				diagnostics, inspection, object_blob, object_size, log_blob, compiler, used_pch, cached_from,
-				created_at, started_at, finished_at, kernel_id)
+				created_at, started_at, finished_at, kernel_id, header_set)
 			SELECT ?, ?, ?, cache_key, state, error, error_kind, diagnostics, inspection, object_blob, object_size,
-				log_blob, compiler, used_pch, id, ?, ?, ?, NULLIF(?, 0)
+				log_blob, compiler, used_pch, id, ?, ?, ?, NULLIF(?, 0), ?
 			FROM builds WHERE cache_key = ? AND (state = 'succeeded' OR (state = 'failed' AND error_kind = 'user'))
 			ORDER BY id DESC LIMIT 1`,
-			rid, in.Arch, string(flags), t, t, t, in.KernelID, in.CacheKey)
+			rid, in.Arch, string(flags), t, t, t, in.KernelID, in.HeaderSet, in.CacheKey)
 		if err != nil {
 			return err
 		}
@@ -126,8 +128,8 @@ func (d *DB) EnsureBuild(ctx context.Context, in BuildInput) (b api.Build, queue
 			id, _ = res.LastInsertId()
 			return nil
 		}
-		res, err = tx.ExecContext(ctx, `INSERT INTO builds (revision_id, arch, flags, cache_key, state, created_at, kernel_id)
-			VALUES (?, ?, ?, ?, 'queued', ?, NULLIF(?, 0))`, rid, in.Arch, string(flags), in.CacheKey, t, in.KernelID)
+		res, err = tx.ExecContext(ctx, `INSERT INTO builds (revision_id, arch, flags, cache_key, state, created_at, kernel_id, header_set)
+			VALUES (?, ?, ?, ?, 'queued', ?, NULLIF(?, 0), ?)`, rid, in.Arch, string(flags), in.CacheKey, t, in.KernelID, in.HeaderSet)
 		if err != nil {
 			return err
 		}
@@ -153,7 +155,8 @@ type Job struct {
 	Flags      []string
 	CacheKey   string
 	Attempts   int
-	KernelID   int64 // per-kernel build: compile against this kernel's headers
+	KernelID   int64  // per-kernel build: compile against this kernel's headers
+	HeaderSet  string // libbpf header set; "" is the built-in one
 }
 
 // Claim takes the oldest queued build, marks it running and returns it.
@@ -164,8 +167,8 @@ func (d *DB) Claim(ctx context.Context) (*Job, error) {
 	err := d.tx(ctx, func(tx *sql.Tx) error {
 		err := tx.QueryRowContext(ctx, `UPDATE builds SET state = 'running', started_at = ?, attempts = attempts + 1
 			WHERE id = (SELECT id FROM builds WHERE state = 'queued' ORDER BY id LIMIT 1)
-			RETURNING id, revision_id, arch, flags, cache_key, attempts, COALESCE(kernel_id, 0)`, now()).
-			Scan(&j.ID, new(int64), &j.Arch, &flags, &j.CacheKey, &j.Attempts, &j.KernelID)
+			RETURNING id, revision_id, arch, flags, cache_key, attempts, COALESCE(kernel_id, 0), header_set`, now()).
+			Scan(&j.ID, new(int64), &j.Arch, &flags, &j.CacheKey, &j.Attempts, &j.KernelID, &j.HeaderSet)
 		if err != nil {
 			return notFound(err)
 		}
@@ -256,7 +259,7 @@ func (d *DB) QueueDepth(ctx context.Context) (queued, running int, err error) {
 
 const buildColumns = `b.id, p.name, r.digest, b.arch, b.flags, b.state, b.error, b.error_kind, b.diagnostics, b.inspection,
 	b.object_blob, b.object_size, b.log_blob, b.compiler, b.used_pch, b.attempts, b.cached_from, b.created_at, b.started_at, b.finished_at,
-	COALESCE((SELECT kid FROM kernels WHERE id = b.kernel_id), '')`
+	COALESCE((SELECT kid FROM kernels WHERE id = b.kernel_id), ''), b.header_set`
 
 const buildFrom = ` FROM builds b JOIN revisions r ON r.id = b.revision_id JOIN programs p ON p.id = r.program_id`
 
@@ -272,7 +275,7 @@ func scanBuild(row rowScanner) (api.Build, error) {
 	)
 	err := row.Scan(&b.ID, &b.Program, &b.Revision, &b.Arch, &flags, &b.State, &b.Error, &b.ErrorKind, &diags, &insp,
 		&objBlob, &objSize, &logBlob, &b.Compiler, &b.UsedPCH, &b.Attempts, &cachedFrom, &createdAt, &started, &finished,
-		&b.Kernel)
+		&b.Kernel, &b.HeaderSet)
 	if err != nil {
 		return b, notFound(err)
 	}
