@@ -153,7 +153,7 @@ type Artifact struct {
 	Kernel     string           `json:"kernel"`
 	PerKernel  bool             `json:"per_kernel,omitempty"`
 	State      string           `json:"state"`
-	Status     string           `json:"status,omitempty"` // ok, poisoned, failed (when done)
+	Status     string           `json:"status,omitempty"` // ok, poisoned, unsupported, failed (when done)
 	Error      string           `json:"error,omitempty"`
 	Report     *manifest.Report `json:"report,omitempty"`
 	Object     *Blob            `json:"object,omitempty"`

@@ -49,7 +49,9 @@ type Manifest struct {
 	CreatedAt time.Time `json:"created_at"`
 	// Files maps a role (see the File* constants) to the file.
 	Files map[string]File `json:"files"`
-	// Status summarises Report: ok, poisoned or failed.
+	// Status summarises Report: failed if any program failed, else
+	// unsupported if any is unsupported, else poisoned if any is poisoned,
+	// else ok.
 	Status string `json:"status"`
 	Report Report `json:"report"`
 	// Verified holds per-program verifier results on the real kernel, when
@@ -80,13 +82,58 @@ type Report struct {
 
 // ProgramReport is one program's relocation outcome.
 type ProgramReport struct {
-	Name        string   `json:"name"`
-	Section     string   `json:"section"`
-	Status      string   `json:"status"` // ok, poisoned, failed
-	Error       string   `json:"error,omitempty"`
+	Name    string `json:"name"`
+	Section string `json:"section"`
+	Status  string `json:"status"` // ok, poisoned, unsupported, failed (see Program statuses)
+	Error   string `json:"error,omitempty"`
+	// Reason names, on one line, every kernel feature the program needs
+	// that the kernel lacks (set when Status is unsupported, and when a
+	// failed program also lacks features).
+	Reason      string   `json:"reason,omitempty"`
 	Relocations int      `json:"relocations"`
 	Poisoned    []Poison `json:"poisoned,omitempty"`
 	Targets     []Target `json:"targets,omitempty"`
+	Needs       []Need   `json:"needs,omitempty"`
+}
+
+// Program statuses in a report.
+const (
+	StatusOK       = "ok"
+	StatusPoisoned = "poisoned"
+	// StatusUnsupported: the kernel lacks a map type, program type,
+	// attach type, helper, kfunc or attach target the program needs.
+	StatusUnsupported = "unsupported"
+	StatusFailed      = "failed"
+)
+
+// Need is a BPF feature of the kernel the program needs: a map type
+// (BPF_MAP_TYPE_RINGBUF, for map Map), its program type
+// (BPF_PROG_TYPE_SCHED_CLS), attach type (BPF_TCX_INGRESS) or a helper
+// (BPF_FUNC_ringbuf_output).
+type Need struct {
+	Kind   string `json:"kind"` // map_type, program_type, attach_type, helper
+	Name   string `json:"name"`
+	Map    string `json:"map,omitempty"`
+	Status string `json:"status"` // present, missing, unknown
+}
+
+// Unsupported returns the first program among names (every program when
+// names is empty) whose status is unsupported, or nil.
+func (r *Report) Unsupported(names ...string) *ProgramReport {
+	for i, p := range r.Programs {
+		if p.Status != StatusUnsupported {
+			continue
+		}
+		if len(names) == 0 {
+			return &r.Programs[i]
+		}
+		for _, n := range names {
+			if n == p.Name {
+				return &r.Programs[i]
+			}
+		}
+	}
+	return nil
 }
 
 // Poison is a relocation with no match in the kernel: the instruction was

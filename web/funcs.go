@@ -107,7 +107,7 @@ func ago(t time.Time) string {
 // signal (the status word is always written too).
 var icons = map[string]string{
 	"ok": "✓", "succeeded": "✓", "loaded": "✓", "valid": "✓", "done": "✓",
-	"poisoned": "⚠", "rolled_back": "↶", "warning": "⚠",
+	"poisoned": "⚠", "rolled_back": "↶", "warning": "⚠", "unsupported": "⊘",
 	"failed": "✗", "error": "✗", "fatal error": "✗", "invalid": "✗",
 	"queued": "…", "running": "↻", "pending": "…",
 	"none": "–", "idle": "–", "note": "ℹ", "verified": "✔",

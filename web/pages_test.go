@@ -39,6 +39,7 @@ func TestPages(t *testing.T) {
 		{"/", []string{s.Program, "Kernels covered", "x86_64: succeeded"}},
 		{"/?q=snoop", []string{s.Program}},
 		{"/programs/" + s.Program, []string{"Kernel coverage", "ubuntu 22.04 · x86_64", `class="c s-poisoned"`, "unguarded",
+			`class="c s-unsupported"`, "ring buffer (BPF_MAP_TYPE_RINGBUF) is not in this kernel",
 			"Compare revisions", "✔ verified", "accepted (77 instructions)"}},
 		{"/programs/" + s.Program + "?only=problems&rev=" + s.RevTo[:8], []string{"Only kernels with a problem"}},
 		{"/programs/" + s.Program + "/diff?from=" + s.RevFrom + "&to=" + s.RevTo, []string{"modified", `class="l-ins"`, "const volatile int target_pid", "@@ -"}},

@@ -59,10 +59,13 @@ type matrixRow struct {
 
 // matrixCell is one BPF program on one kernel.
 type matrixCell struct {
-	// Status is ok, poisoned or failed (from the report), or for the whole
-	// row queued, running, error (relocation failed) or none (no artifact).
-	Status      string
-	Error       string
+	// Status is ok, poisoned, unsupported or failed (from the report), or
+	// for the whole row queued, running, error (relocation failed) or none
+	// (no artifact).
+	Status string
+	Error  string
+	// Reason names the kernel features an unsupported program lacks.
+	Reason      string
 	Relocations int
 	Poisoned    []manifest.Poison
 	Missing     []manifest.Target
@@ -73,7 +76,7 @@ type matrixCell struct {
 
 // Detail reports whether the cell has anything to show when opened.
 func (c matrixCell) Detail() bool {
-	return c.Error != "" || len(c.Poisoned) > 0 || len(c.Missing) > 0 || c.Verified != nil
+	return c.Error != "" || c.Reason != "" || len(c.Poisoned) > 0 || len(c.Missing) > 0 || c.Verified != nil
 }
 
 // Problem reports whether the cell is anything but a clean ok.
@@ -220,6 +223,7 @@ func (u *UI) buildMatrix(r *http.Request, rev *api.Revision, rid int64, onlyProb
 			for _, p := range a.Report.Programs {
 				cell := &row.Cells[col[p.Name]]
 				cell.Status, cell.Error, cell.Relocations, cell.Poisoned = p.Status, p.Error, p.Relocations, p.Poisoned
+				cell.Reason = p.Reason
 				for _, t := range p.Targets {
 					if t.Status == "missing" {
 						cell.Missing = append(cell.Missing, t)

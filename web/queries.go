@@ -48,10 +48,10 @@ type archRow struct {
 
 // Tally counts artifacts by outcome.
 type Tally struct {
-	OK, Poisoned, Failed, Error, Pending int
+	OK, Poisoned, Unsupported, Failed, Error, Pending int
 }
 
-func (c Tally) Done() int  { return c.OK + c.Poisoned + c.Failed }
+func (c Tally) Done() int  { return c.OK + c.Poisoned + c.Unsupported + c.Failed }
 func (c Tally) Total() int { return c.Done() + c.Error + c.Pending }
 
 func (c *Tally) add(state, status string, n int) {
@@ -62,6 +62,8 @@ func (c *Tally) add(state, status string, n int) {
 			c.OK += n
 		case "poisoned":
 			c.Poisoned += n
+		case "unsupported":
+			c.Unsupported += n
 		default:
 			c.Failed += n
 		}
@@ -75,6 +77,7 @@ func (c *Tally) add(state, status string, n int) {
 func (c *Tally) merge(o Tally) {
 	c.OK += o.OK
 	c.Poisoned += o.Poisoned
+	c.Unsupported += o.Unsupported
 	c.Failed += o.Failed
 	c.Error += o.Error
 	c.Pending += o.Pending

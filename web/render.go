@@ -49,6 +49,7 @@ func tallyHTML(t Tally) template.HTML {
 	}
 	one("ok", t.OK, "ok")
 	one("poisoned", t.Poisoned, "poisoned")
+	one("unsupported", t.Unsupported, "unsupported")
 	one("failed", t.Failed, "failed")
 	one("error", t.Error, "relocation errors")
 	one("pending", t.Pending, "pending")
@@ -120,6 +121,15 @@ func writeCell(b *strings.Builder, c *matrixCell) {
 		b.WriteString(html.EscapeString(c.Error))
 		b.WriteString(`</p>`)
 	}
+	if c.Reason != "" {
+		b.WriteString(`<p>Not supported by this kernel:</p><ul class="reason">`)
+		for r := range strings.SplitSeq(c.Reason, "; ") {
+			b.WriteString(`<li>`)
+			b.WriteString(html.EscapeString(r))
+			b.WriteString(`</li>`)
+		}
+		b.WriteString(`</ul>`)
+	}
 	if len(c.Poisoned) > 0 {
 		b.WriteString(`<p>Poisoned relocations:</p><ul>`)
 		for _, p := range c.Poisoned {
@@ -139,7 +149,7 @@ func writeCell(b *strings.Builder, c *matrixCell) {
 		}
 		b.WriteString(`</ul>`)
 	}
-	if len(c.Missing) > 0 {
+	if len(c.Missing) > 0 && c.Reason == "" {
 		b.WriteString(`<p>Missing in this kernel:</p><ul>`)
 		for _, t := range c.Missing {
 			b.WriteString(`<li>`)

@@ -113,10 +113,16 @@ func seedReport(o *inspect.Object, kid string, rng *rand.Rand) (manifest.Report,
 			pr.Targets[0].Status = "missing"
 		case x < 16:
 			pr.Poisoned = []manifest.Poison{{Kind: "field", Path: "task_struct.sessionid", Instruction: 57, Guarded: true}}
+		case x >= 97:
+			pr.Status = "unsupported"
+			pr.Reason = "map events: ring buffer (BPF_MAP_TYPE_RINGBUF) is not in this kernel"
+			pr.Needs = []manifest.Need{{Kind: "map_type", Name: "BPF_MAP_TYPE_RINGBUF", Map: "events", Status: "missing"}}
 		}
 		switch {
 		case pr.Status == "failed":
 			status = "failed"
+		case pr.Status == "unsupported" && status != "failed":
+			status = "unsupported"
 		case pr.Status == "poisoned" && status == "ok":
 			status = "poisoned"
 		}

@@ -167,7 +167,7 @@ func (p *program) reachable(consts map[int]uint64) map[int]bool {
 		case asm.LdClass:
 			if ins.OpCode.IsDWordLoad() {
 				s.regs[ins.Dst] = absVal{}
-				if ins.Src == asm.R0 {
+				if _, known := consts[pc]; known || ins.Src == asm.R0 {
 					s.regs[ins.Dst] = absVal{known: true, v: uint64(ins.Constant)}
 				}
 			} else {

@@ -49,6 +49,13 @@ type kernelState struct {
 	// reads the modules' caches and runs under the read lock.
 	mu       sync.RWMutex
 	prepared map[string]bool
+
+	// kfuncTags: vmlinux marks its kfuncs with the "bpf_kfunc" decl tag.
+	kfuncTags bool
+	// feats are the kernel's BPF features (features.go), read once.
+	featuresOnce sync.Once
+	feats        *features
+	featuresErr  error
 }
 
 // LoadKernel parses a kernel's BTF: vmlinux is the raw BTF of the kernel
@@ -63,7 +70,7 @@ func LoadKernel(id string, vmlinux []byte, modules map[string][]byte) (*Kernel, 
 	if err != nil {
 		return nil, fmt.Errorf("kernel %s: vmlinux: %w", id, err)
 	}
-	fl, err := flavouredNames(types, strs, nil, bo)
+	fl, kfuncTags, err := flavouredNames(types, strs, nil, bo)
 	if err != nil {
 		return nil, fmt.Errorf("kernel %s: vmlinux: %w", id, err)
 	}
@@ -74,6 +81,7 @@ func LoadKernel(id string, vmlinux []byte, modules map[string][]byte) (*Kernel, 
 			byteOrder: bo,
 			flavoured: []map[string][]string{fl},
 			prepared:  make(map[string]bool),
+			kfuncTags: kfuncTags,
 		},
 	}
 	for _, name := range slices.Sorted(maps.Keys(modules)) {
@@ -89,7 +97,7 @@ func LoadKernel(id string, vmlinux []byte, modules map[string][]byte) (*Kernel, 
 		if err != nil {
 			return nil, fmt.Errorf("kernel %s: module %s: %w", id, name, err)
 		}
-		mfl, err := flavouredNames(mtypes, mstrs, strs, bo)
+		mfl, _, err := flavouredNames(mtypes, mstrs, strs, bo)
 		if err != nil {
 			return nil, fmt.Errorf("kernel %s: module %s: %w", id, name, err)
 		}

@@ -29,6 +29,10 @@ type Object struct {
 	coreReloLenPos int64
 	// lookupNames are the kernel type names Relocate looks up.
 	lookupNames []string
+	// weak holds the object's undefined weak symbols (__weak externs).
+	weak map[string]bool
+	// maps are the maps whose types every program needs.
+	maps []mapNeed
 }
 
 // program is one program of an Object, with its CO-RE relocations.
@@ -48,6 +52,12 @@ type program struct {
 	// targets are the tracing targets the program needs; Status is filled
 	// in per kernel.
 	targets []targetReq
+	// needs are the BPF features the program needs (features.go).
+	needs []needReq
+	// weakKfuncCalls and weakKfuncLoads map the raw offsets of the calls to
+	// weak kfuncs, and of the loads of their addresses (bpf_ksym_exists),
+	// to the kfuncs' names.
+	weakKfuncCalls, weakKfuncLoads map[int]string
 }
 
 // relo is one CO-RE relocation of a program.
@@ -85,7 +95,10 @@ func LoadObject(raw []byte) (*Object, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load collection spec: %w", err)
 	}
-	o := &Object{raw: raw, spec: spec, byteOrder: f.ByteOrder, coreReloLenPos: -1}
+	o := &Object{raw: raw, spec: spec, byteOrder: f.ByteOrder, coreReloLenPos: -1, maps: objectMaps(spec)}
+	if o.weak, err = weakSymbols(f); err != nil {
+		return nil, err
+	}
 
 	ext, err := o.readBTFExt(f)
 	if err != nil {
@@ -221,6 +234,20 @@ func (o *Object) newProgram(ps *ebpf.ProgramSpec, funcs map[string]funcSym, ext 
 		if ins.IsKfuncCall() && ins.Reference() != "" && !slices.Contains(p.kfuncs, ins.Reference()) {
 			p.kfuncs = append(p.kfuncs, ins.Reference())
 		}
+		if ref := ins.Reference(); ref != "" && o.weak[ref] {
+			switch {
+			case ins.IsKfuncCall():
+				if p.weakKfuncCalls == nil {
+					p.weakKfuncCalls = make(map[int]string)
+				}
+				p.weakKfuncCalls[raw] = ref
+			case ins.OpCode.IsDWordLoad():
+				if p.weakKfuncLoads == nil {
+					p.weakKfuncLoads = make(map[int]string)
+				}
+				p.weakKfuncLoads[raw] = ref
+			}
+		}
 
 		if cr := btf.CORERelocationMetadata(ins); cr != nil {
 			if fnName == "" {
@@ -246,6 +273,7 @@ func (o *Object) newProgram(ps *ebpf.ProgramSpec, funcs map[string]funcSym, ext 
 		raw += int(ins.Width())
 	}
 	p.targets = programTargets(ps, p.kfuncs)
+	p.needs = programNeeds(ps, p.insns, o.maps)
 	return p, nil
 }
 

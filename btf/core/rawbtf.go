@@ -99,12 +99,16 @@ const (
 // same candidates as btf.CORERelocate.
 //
 // baseStrings is the base BTF's string section for split (module) BTF.
-func flavouredNames(types, strs, baseStrings []byte, bo binary.ByteOrder) (map[string][]string, error) {
+//
+// The same pass reports whether the BTF holds a "bpf_kfunc" decl tag: the
+// kernel's kfuncs are then tagged (see features.go).
+func flavouredNames(types, strs, baseStrings []byte, bo binary.ByteOrder) (map[string][]string, bool, error) {
 	out := make(map[string][]string)
 	seen := make(map[string]bool)
+	kfuncTags := false
 	for off := 0; off < len(types); {
 		if len(types)-off < 12 {
-			return nil, fmt.Errorf("type at offset %d: short buffer", off)
+			return nil, false, fmt.Errorf("type at offset %d: short buffer", off)
 		}
 		nameOff := bo.Uint32(types[off:])
 		info := bo.Uint32(types[off+4:])
@@ -122,7 +126,7 @@ func flavouredNames(types, strs, baseStrings []byte, bo binary.ByteOrder) (map[s
 			off += 8 * vlen
 		}
 		if off > len(types) {
-			return nil, errors.New("type data out of bounds")
+			return nil, false, errors.New("type data out of bounds")
 		}
 		if nameOff == 0 {
 			continue
@@ -135,7 +139,10 @@ func flavouredNames(types, strs, baseStrings []byte, bo binary.ByteOrder) (map[s
 			name, err = cstring(strs, nameOff-uint32(len(baseStrings)))
 		}
 		if err != nil {
-			return nil, err
+			return nil, false, err
+		}
+		if kind == kindDeclTag && name == kfuncDeclTag {
+			kfuncTags = true
 		}
 		if !strings.Contains(name, "___") || seen[name] {
 			continue
@@ -144,7 +151,7 @@ func flavouredNames(types, strs, baseStrings []byte, bo binary.ByteOrder) (map[s
 		ess := essentialName(name)
 		out[ess] = append(out[ess], name)
 	}
-	return out, nil
+	return out, kfuncTags, nil
 }
 
 // extCORERecord is one struct bpf_core_relo from .BTF.ext, with its section

@@ -10,11 +10,20 @@ import (
 	"github.com/cilium/ebpf/btf"
 )
 
-// Program statuses.
+// Program statuses. When several apply, the report gives the first of
+// failed, unsupported, poisoned, ok: a failed relocation leaves the rest of
+// the report incomplete; a missing kernel feature can't be worked around
+// by the program (a poisoned relocation can, with a CO-RE guard), so it is
+// the more fundamental answer. Poisoned relocations and missing features
+// are listed whatever the status.
 const (
 	StatusOK       = "ok"
 	StatusPoisoned = "poisoned"
 	StatusFailed   = "failed"
+	// StatusUnsupported: the kernel lacks a map type, program type, attach
+	// type, helper, kfunc or attach target the program needs (Reason names
+	// each).
+	StatusUnsupported = "unsupported"
 )
 
 // Result is the outcome of relocating an object for one kernel.
@@ -47,11 +56,17 @@ type ProgramReport struct {
 	// Status is "ok" when every relocation resolves or every poisoned one
 	// is Guarded (unreachable on this kernel), "poisoned" when a relocation
 	// that matches nothing in the kernel can run (the instruction is
-	// poisoned, as libbpf does: the verifier rejects the program) and
-	// "failed" when relocation fails.
+	// poisoned, as libbpf does: the verifier rejects the program),
+	// "unsupported" when the kernel lacks a feature the program needs
+	// (see Needs and Reason) and "failed" when relocation fails. See the
+	// Status* constants for the precedence.
 	Status string `json:"status"`
 	// Error is why relocation failed, on one line.
 	Error string `json:"error,omitempty"`
+	// Reason names every missing kernel feature, on one line ("; "
+	// between them), e.g. "map events: ring buffer (BPF_MAP_TYPE_RINGBUF)
+	// is not in this kernel". Empty when nothing is missing.
+	Reason string `json:"reason,omitempty"`
 	// Relocations is the number of CO-RE relocations.
 	Relocations int `json:"relocations"`
 	// Poisoned lists every poisoned relocation.
@@ -61,6 +76,9 @@ type ProgramReport struct {
 	// Ambiguous lists the relocations that failed because several types
 	// of the kernel match them with different results.
 	Ambiguous []Ambiguity `json:"ambiguous,omitempty"`
+	// Needs are the BPF features the program needs: map types, program
+	// type, attach type, helpers (kfuncs are in Targets).
+	Needs []Need `json:"needs,omitempty"`
 }
 
 // Poison is a relocation that matched nothing in the kernel.
@@ -270,6 +288,63 @@ func (res *progResult) report() ProgramReport {
 	return pr
 }
 
+// judge sets the report's Reason from the missing features and targets,
+// and its Status to unsupported if any is missing, unless relocation
+// failed.
+func (res *progResult) judge(pr *ProgramReport) {
+	p := res.p
+	var weakReachable func(string) bool
+	if len(p.weakKfuncCalls) > 0 {
+		missing := make(map[string]bool)
+		for _, t := range pr.Targets {
+			if t.Kind == TargetKfunc && t.Status == TargetMissing {
+				missing[t.Name] = true
+			}
+		}
+		var reach map[int]bool
+		weakReachable = func(name string) bool {
+			if !p.weakKfunc(name) {
+				return true
+			}
+			if reach == nil {
+				consts := map[int]uint64{}
+				if res.err == nil {
+					consts = res.consts()
+				}
+				// bpf_ksym_exists(): the loader loads 0 for a missing weak
+				// kfunc's address.
+				for raw, fn := range p.weakKfuncLoads {
+					if missing[fn] {
+						consts[raw] = 0
+					}
+				}
+				reach = p.reachable(consts)
+			}
+			for raw, fn := range p.weakKfuncCalls {
+				if fn == name && reach[raw] {
+					return true
+				}
+			}
+			return false
+		}
+	}
+	reasons := unsupportedReasons(pr.Needs, pr.Targets, weakReachable)
+	pr.Reason = strings.Join(reasons, "; ")
+	if len(reasons) > 0 && pr.Status != StatusFailed {
+		pr.Status = StatusUnsupported
+	}
+}
+
+// weakKfunc reports whether the program's calls to kfunc name are weak.
+func (p *program) weakKfunc(name string) bool {
+	for _, fn := range p.weakKfuncCalls {
+		if fn == name {
+			return true
+		}
+	}
+	return false
+}
+
 // consts returns the kernel's values of the program's relocated immediates
 // by raw instruction offset.
 func (res *progResult) consts() map[int]uint64 {
@@ -313,6 +388,10 @@ func (o *Object) Relocate(k *Kernel) (*Result, error) {
 	}
 	res := &Result{Report: Report{Kernel: k.ID, Programs: []ProgramReport{}}}
 	results := make([]progResult, len(o.programs))
+	feats, err := k.features(st)
+	if err != nil {
+		return nil, err
+	}
 	var marks *markSet
 	err = k.lookup(o.lookupNames, func() error {
 		targets := k.specs()
@@ -320,9 +399,11 @@ func (o *Object) Relocate(k *Kernel) (*Result, error) {
 			results[i] = o.relocate(p, targets)
 			pr := results[i].report()
 			var err error
-			if pr.Targets, err = resolveTargets(k, p.targets); err != nil {
+			if pr.Targets, err = resolveTargets(k, p.targets, feats.kfuncTags); err != nil {
 				return fmt.Errorf("program %s: targets: %w", p.spec.Name, err)
 			}
+			pr.Needs = resolveNeeds(feats, p.needs)
+			results[i].judge(&pr)
 			res.Report.Programs = append(res.Report.Programs, pr)
 		}
 		marks, err = minimizeBTF(k, st, o.programs)

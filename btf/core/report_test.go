@@ -81,6 +81,15 @@ func TestReportHost(t *testing.T) {
 			"task_fields": {StatusPoisoned, 11, []Poison{{"field_byte_offset", "list_head.next", 46, false}},
 				tracepoint(TargetBTFTracepoint, "sched_process_exec")},
 		},
+		"features": {
+			"tcx_pass": {StatusOK, 0, nil, nil},
+			"tc_pass":  {StatusOK, 0, nil, nil},
+			"kern_ctx": {StatusOK, 1, nil, []Target{{TargetKfunc, "bpf_cast_to_kern_ctx", TargetPresent}}},
+			"rcu_guarded": {StatusOK, 0, nil, []Target{
+				{TargetKfunc, "bpf_rcu_read_lock", TargetPresent}, {TargetKfunc, "bpf_rcu_read_unlock", TargetPresent}}},
+			"rcu_unguarded": {StatusOK, 0, nil, []Target{
+				{TargetKfunc, "bpf_rcu_read_lock", TargetPresent}, {TargetKfunc, "bpf_rcu_read_unlock", TargetPresent}}},
+		},
 		"kfunc": {
 			"acquire": {StatusOK, 1, nil, []Target{
 				{TargetBTFTracepoint, "sched_process_fork", TargetPresent},
@@ -225,7 +234,7 @@ func TestTargets(t *testing.T) {
 		}
 		var got []Target
 		err := f.host.lookup(names, func() (err error) {
-			got, err = resolveTargets(f.host, reqs)
+			got, err = resolveTargets(f.host, reqs, false)
 			return err
 		})
 		if err != nil {

@@ -1,6 +1,7 @@
 package core
 
 import (
+	"slices"
 	"strings"
 
 	"github.com/cilium/ebpf"
@@ -159,13 +160,22 @@ func programTargets(ps *ebpf.ProgramSpec, kfuncs []string) []targetReq {
 }
 
 // resolveTargets checks a program's targets against a kernel. Call it
-// inside Kernel.lookup.
-func resolveTargets(k *Kernel, reqs []targetReq) ([]Target, error) {
+// inside Kernel.lookup. When the kernel tags its kfuncs (kfuncTags), a
+// kfunc is present only as a FUNC with the "bpf_kfunc" decl tag: a kernel
+// function that isn't registered as a kfunc can't be called.
+func resolveTargets(k *Kernel, reqs []targetReq, kfuncTags bool) ([]Target, error) {
 	var out []Target
 	for _, req := range reqs {
 		status := req.absent
 		for _, l := range req.lookups {
-			ok, err := k.hasType(l.name, l.match)
+			match := l.match
+			if req.kind == TargetKfunc && kfuncTags {
+				match = func(t btf.Type) bool {
+					fn, ok := t.(*btf.Func)
+					return ok && slices.Contains(fn.Tags, kfuncDeclTag)
+				}
+			}
+			ok, err := k.hasType(l.name, match)
 			if err != nil {
 				return nil, err
 			}

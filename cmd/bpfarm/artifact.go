@@ -131,19 +131,7 @@ func printReport(w *os.File, r manifest.Report) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "  PROGRAM\tSTATUS\tRELOCATIONS\tDETAIL")
 	for _, p := range r.Programs {
-		detail := p.Error
-		for _, x := range p.Poisoned {
-			g := ""
-			if x.Guarded {
-				g = " (guarded)"
-			}
-			detail += fmt.Sprintf("%s %s%s; ", x.Kind, x.Path, g)
-		}
-		for _, t := range p.Targets {
-			if t.Status == "missing" {
-				detail += fmt.Sprintf("missing %s %s; ", t.Kind, t.Name)
-			}
-		}
+		detail := programDetail(p) // coverage.go
 		fmt.Fprintf(tw, "  %s\t%s\t%d\t%s\n", p.Name, p.Status, p.Relocations, orDash(detail))
 	}
 	tw.Flush()

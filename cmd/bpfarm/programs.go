@@ -81,11 +81,16 @@ func newPrograms(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			as, err := c.Artifacts(cmd.Context(), p.Name, "")
+			if err != nil {
+				return err
+			}
 			if g.json {
 				return printJSON(os.Stdout, struct {
 					*api.Program
 					Verifications []api.Verification `json:"verifications"`
-				}{p, vs})
+					Artifacts     []api.Artifact     `json:"artifacts"`
+				}{p, vs, as})
 			}
 			fmt.Printf("program %s (created %s)\n", p.Name, p.CreatedAt.Local().Format("2006-01-02 15:04:05"))
 			for i, r := range p.Revisions {
@@ -98,6 +103,7 @@ func newPrograms(g *globals) *cobra.Command {
 				for j := range r.Builds {
 					printBuild(indent{os.Stdout}, &r.Builds[j])
 				}
+				printCoverage(indent{os.Stdout}, r.Digest, as)      // coverage.go
 				printVerifications(indent{os.Stdout}, r.Digest, vs) // verify.go
 			}
 			return nil

@@ -168,7 +168,10 @@ func reportOf(r core.Report) manifest.Report {
 	out := manifest.Report{Kernel: r.Kernel, Programs: []manifest.ProgramReport{}}
 	for _, p := range r.Programs {
 		pr := manifest.ProgramReport{Name: p.Name, Section: p.Section, Status: p.Status, Error: p.Error,
-			Relocations: p.Relocations}
+			Reason: p.Reason, Relocations: p.Relocations}
+		for _, n := range p.Needs {
+			pr.Needs = append(pr.Needs, manifest.Need{Kind: n.Kind, Name: n.Name, Map: n.Map, Status: n.Status})
+		}
 		for _, x := range p.Poisoned {
 			pr.Poisoned = append(pr.Poisoned, manifest.Poison{Kind: x.Kind, Path: x.Path, Instruction: x.Instruction, Guarded: x.Guarded})
 		}
@@ -180,16 +183,21 @@ func reportOf(r core.Report) manifest.Report {
 	return out
 }
 
-// overall summarises a report: failed if any program failed, poisoned if
-// any was poisoned, else ok.
+// overall summarises a report: failed if any program failed, else
+// unsupported if any is unsupported, else poisoned if any was poisoned,
+// else ok (the precedence of program statuses, core.Status*).
 func overall(r manifest.Report) string {
-	status := "ok"
+	status := manifest.StatusOK
 	for _, p := range r.Programs {
 		switch p.Status {
-		case "failed":
-			return "failed"
-		case "poisoned":
-			status = "poisoned"
+		case manifest.StatusFailed:
+			return manifest.StatusFailed
+		case manifest.StatusUnsupported:
+			status = manifest.StatusUnsupported
+		case manifest.StatusPoisoned:
+			if status == manifest.StatusOK {
+				status = manifest.StatusPoisoned
+			}
 		}
 	}
 	return status

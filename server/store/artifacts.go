@@ -89,7 +89,7 @@ func (d *DB) ClaimArtifact(ctx context.Context, preferBTF string) (*ArtifactJob,
 // ArtifactOutcome is the result of a relocation.
 type ArtifactOutcome struct {
 	Error         string // internal failure: state error
-	Status        string // ok, poisoned, failed
+	Status        string // ok, poisoned, unsupported, failed
 	Report        *manifest.Report
 	MinBTFBlob    string
 	MinBTFSize    int64
