@@ -155,6 +155,12 @@ var examples = map[string]want{
 		globals: []string{"targ_tgid"},
 		core:    true,
 	},
+	"writesize": {
+		programs: map[string]string{"count_write": "tp/syscalls/sys_enter_write"},
+		maps:     map[string]string{"write_sizes": "Array", "writes": "Hash", "big_writes": "RingBuf"},
+		globals:  []string{"targ_tgid"},
+		core:     true, // vmlinux.h marks trace_event_raw_sys_enter preserve_access_index
+	},
 	"xdpcount": {
 		programs: map[string]string{"xdp_count": "xdp"},
 		maps:     map[string]string{"proto_count": "PerCPUArray"},
@@ -465,6 +471,53 @@ func TestSchedcountLive(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("switches has %d threads", entries)
+}
+
+// TestWritesizeLive: writes of 1000 bytes land in log2 slot 9 (512-1023)
+// and are counted under this process's tgid.
+func TestWritesizeLive(t *testing.T) {
+	coll := load(t, "writesize", func(spec *ebpf.CollectionSpec) error {
+		return spec.Variables["targ_tgid"].Set(uint32(os.Getpid()))
+	})
+	l, err := link.Tracepoint("syscalls", "sys_enter_write", coll.Programs["count_write"], nil)
+	attach(t, l, err)
+	f, err := os.Create(filepath.Join(t.TempDir(), "f"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	const writes = 20
+	for range writes {
+		if _, err := f.Write(make([]byte, 1000)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var slots [32]uint32
+	if err := coll.Maps["write_sizes"].Lookup(uint32(0), &slots); err != nil {
+		t.Fatal(err)
+	}
+	if slots[9] < writes {
+		t.Errorf("slot 9 (512-1023) = %d, want >= %d: %v", slots[9], writes, slots)
+	}
+	var (
+		key struct {
+			Tgid uint32
+			Comm [16]byte
+		}
+		n, total uint64
+	)
+	iter := coll.Maps["writes"].Iterate()
+	for iter.Next(&key, &n) {
+		if key.Tgid == uint32(os.Getpid()) {
+			total += n
+		}
+	}
+	if err := iter.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if total < writes {
+		t.Errorf("writes of this process = %d, want >= %d", total, writes)
+	}
 }
 
 func TestXdpcountLive(t *testing.T) {

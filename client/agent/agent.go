@@ -44,12 +44,13 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/prometheus/common/expfmt"
 
 	"github.com/bpfarm/bpfarm/api"
 	"github.com/bpfarm/bpfarm/btf/kernel"
 	"github.com/bpfarm/bpfarm/btf/source"
 	"github.com/bpfarm/bpfarm/client"
+	"github.com/bpfarm/bpfarm/client/export"
 	"github.com/bpfarm/bpfarm/client/loader"
 	"github.com/bpfarm/bpfarm/internal/fsutil"
 	"github.com/bpfarm/bpfarm/manifest"
@@ -97,17 +98,19 @@ type Agent struct {
 	log     *slog.Logger
 	reg     *prometheus.Registry
 	m       *metrics
+	export  *export.Exporter
 	host    kernel.HostInfo
 	hostID  string
 
 	pubMu sync.Mutex
 	pub   ed25519.PublicKey
 
-	mu         sync.Mutex
-	programs   map[string]*program
-	registered bool
-	saved      savedState
-	reportNow  chan struct{}
+	mu          sync.Mutex
+	metricsAddr string // where /metrics is served, once it is
+	programs    map[string]*program
+	registered  bool
+	saved       savedState
+	reportNow   chan struct{}
 }
 
 // program is what the agent knows of one program set.
@@ -134,6 +137,11 @@ type program struct {
 	state string
 	err   string
 	since time.Time
+	// exports are the statuses of the maps the program exports, for the
+	// set exportedSet with the exports named by exportsKey.
+	exports     []api.ExportStatus
+	exportedSet *loader.Loaded
+	exportsKey  string
 }
 
 // savedState is what the agent keeps in STATE_DIR/agent.json across
@@ -179,6 +187,9 @@ func New(cfg Config, opt Options) (*Agent, error) {
 		a.reg = prometheus.NewRegistry()
 	}
 	a.m = newMetrics(a.reg)
+	if a.export, err = export.New(export.Options{Host: cfg.Name, Logger: a.log, Registerer: a.reg}); err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
+	}
 	if opt.Host != nil {
 		a.host = *opt.Host
 	} else if a.host, err = kernel.Host(); err != nil {
@@ -211,6 +222,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 		defer stop()
 	}
+	defer a.export.Close()
 	a.adoptAll(ctx)
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -470,6 +482,7 @@ func (a *Agent) converge(ctx context.Context, ds *api.DesiredState, offline bool
 		a.saved.Desired = ds
 		a.mu.Unlock()
 	}
+	a.syncExports()
 	a.save()
 	a.updateGauges()
 	a.kickReport()
@@ -487,6 +500,7 @@ func (a *Agent) unload(p *program) {
 		return
 	}
 	a.m.ops.WithLabelValues("unload", "ok").Inc()
+	a.export.Remove(p.name)
 	if p.loaded != nil {
 		a.log.Info("unloaded a program no longer desired", "program", p.name, "revision", short(p.revision))
 	}
@@ -704,7 +718,7 @@ func (a *Agent) Report() api.HostReport {
 		if p.state == "" {
 			continue
 		}
-		hp := api.HostProgram{Program: p.name, State: p.state, Error: p.err, Since: p.since}
+		hp := api.HostProgram{Program: p.name, State: p.state, Error: p.err, Since: p.since, Exports: p.exports}
 		if p.loaded != nil {
 			hp.Revision = p.revision
 		}
@@ -911,6 +925,73 @@ func (a *Agent) updateGauges() {
 	}
 }
 
+// syncExports points the exporter at the running set of every program
+// whose set or exports changed, and keeps each export's status for the
+// report (a map that cannot be exported is reported, not dropped).
+func (a *Agent) syncExports() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, p := range a.programs {
+		var want []api.Export
+		if p.desired != nil && p.loaded != nil {
+			want = p.desired.Exports
+		}
+		key, _ := json.Marshal(want)
+		if p.exportedSet == p.loaded && p.exportsKey == string(key) {
+			continue
+		}
+		p.exportedSet, p.exportsKey, p.exports = p.loaded, string(key), nil
+		if len(want) == 0 {
+			a.export.Remove(p.name)
+			continue
+		}
+		p.exports = a.export.Update(p.loaded, want)
+		for _, st := range p.exports {
+			if st.Error != "" {
+				a.log.Warn("cannot export a map; reported to the server", "program", p.name, "map", st.Map, "err", st.Error)
+			} else {
+				a.log.Info("exporting a map", "program", p.name, "map", st.Map, "kind", st.Kind, "metrics", st.Metrics,
+					"labels", st.Labels)
+			}
+		}
+	}
+}
+
+// MetricsAddr returns the address /metrics is served at ("" until Run
+// listens on Config.MetricsAddr): with port 0 in the config, the port the
+// kernel chose.
+func (a *Agent) MetricsAddr() string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.metricsAddr
+}
+
+// Exporter returns the agent's map exporter (what /metrics serves besides
+// the agent's own metrics).
+func (a *Agent) Exporter() *export.Exporter { return a.export }
+
+// ServeMetrics serves the agent's own metrics, then the exported maps'
+// series, in the Prometheus text format. The exported maps are streamed
+// from the pinned maps as they are read (see package export), not
+// gathered into memory first.
+func (a *Agent) ServeMetrics(w http.ResponseWriter, r *http.Request) {
+	mfs, err := a.reg.Gather()
+	if err != nil {
+		a.log.Warn("gather the agent's metrics", "err", err)
+	}
+	format := expfmt.NewFormat(expfmt.TypeTextPlain)
+	w.Header().Set("Content-Type", string(format))
+	enc := expfmt.NewEncoder(w, format)
+	for _, mf := range mfs {
+		if err := enc.Encode(mf); err != nil {
+			return
+		}
+	}
+	if err := a.export.WriteText(w); err != nil {
+		a.log.Debug("write exported metrics", "err", err)
+	}
+}
+
 // serveMetrics serves /metrics at MetricsAddr until the returned function
 // is called.
 func (a *Agent) serveMetrics() (func(), error) {
@@ -919,9 +1000,12 @@ func (a *Agent) serveMetrics() (func(), error) {
 		return nil, fmt.Errorf("metrics listener: %w", err)
 	}
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/metrics", a.ServeMetrics)
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go srv.Serve(ln)
+	a.mu.Lock()
+	a.metricsAddr = ln.Addr().String()
+	a.mu.Unlock()
 	a.log.Info("serving metrics", "addr", ln.Addr().String())
 	return func() { srv.Close() }, nil
 }

@@ -74,7 +74,8 @@ type Config struct {
 	// KernelBTF is a BTF file to use as this kernel's BTF.
 	KernelBTF string `yaml:"kernel_btf"`
 	// MetricsAddr, when set, serves Prometheus metrics at
-	// http://MetricsAddr/metrics.
+	// http://MetricsAddr/metrics: the agent's own, and the maps its
+	// assignments export (bpfarm assign --export; see package export).
 	MetricsAddr string `yaml:"metrics_addr"`
 	// Poll tunes the desired-state long poll and retries.
 	Poll PollConfig `yaml:"poll"`

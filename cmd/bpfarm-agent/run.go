@@ -48,7 +48,8 @@ The config file is YAML (or JSON):
 
 Other keys: token, cache_dir, run_dir (the loader's state files, default
 /run/bpfarm), mode (auto, host-btf, min-btf, relocated), kernel_btf,
-metrics_addr (serve Prometheus metrics). The global --server and --token
+metrics_addr (serve Prometheus metrics at http://ADDR/metrics: the agent's
+own, and the maps assignments export with bpfarm assign --export). The global --server and --token
 apply when the file gives none.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
