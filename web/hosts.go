@@ -17,12 +17,15 @@ type assigned struct {
 	Program    string
 	Revision   string // pinned digest, "" for the latest
 	Assignment int64
+	Exports    []api.Export
 }
 
 type hostRow struct {
 	api.Host
 	Labels   []label
 	Assigned []assigned
+	// ExportErrors counts the maps the host cannot export.
+	ExportErrors int
 	// State sums up the host's programs: loaded, failed, rolled_back,
 	// pending, or idle (nothing reported).
 	State string
@@ -63,6 +66,13 @@ func (u *UI) hostsPage(w http.ResponseWriter, r *http.Request) {
 			continue
 		}
 		row := hostRow{Host: h, State: hostState(h.Programs), Stale: now.Sub(h.LastSeen) > staleAfter}
+		for _, p := range h.Programs {
+			for _, e := range p.Exports {
+				if e.Error != "" {
+					row.ExportErrors++
+				}
+			}
+		}
 		for k, v := range h.Labels {
 			row.Labels = append(row.Labels, label{k, v})
 		}
@@ -76,7 +86,7 @@ func (u *UI) hostsPage(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 		for p, a := range byProgram {
-			row.Assigned = append(row.Assigned, assigned{Program: p, Revision: a.Revision, Assignment: a.ID})
+			row.Assigned = append(row.Assigned, assigned{Program: p, Revision: a.Revision, Assignment: a.ID, Exports: a.Exports})
 		}
 		slices.SortFunc(row.Assigned, func(a, b assigned) int { return strings.Compare(a.Program, b.Program) })
 		d.States[row.State]++

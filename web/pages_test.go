@@ -47,7 +47,8 @@ func TestPages(t *testing.T) {
 		{"/artifacts/" + itoa(s.ArtifactID), []string{"Minimized BTF", "verifies with this server", a.Program + ".relocated.bpf.o", "&#34;signature&#34;"}},
 		{"/kernels", []string{"Coverage by distro", "ubuntu", "btfhub archive"}},
 		{kernelPath(s.Kernel), []string{"Programs relocated for it", s.Program}},
-		{"/hosts", []string{"host-000", "env=prod", "agent v0.4.0"}},
+		{"/hosts", []string{"host-000", "env=prod", "agent v0.4.0", "bpf_prog_counts_total", "by pid, comm",
+			"not exported: map events: a RingBuf map holds no values to export", "1 export failing", "<code>lat</code>:histogram"}},
 		{"/upload", []string{`enctype="multipart/form-data"`, "x86_64"}},
 	} {
 		res := c.do(t, http.MethodGet, tc.path, nil)

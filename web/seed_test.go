@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bpfarm/bpfarm/api"
 	"github.com/bpfarm/bpfarm/bpfsrc"
 	"github.com/bpfarm/bpfarm/bpfsrc/inspect"
 	"github.com/bpfarm/bpfarm/manifest"
@@ -308,16 +309,22 @@ func Seed(tb testing.TB, db *store.DB, blobs blob.Store, key *signing.Key, opt S
 			} else if (h+j)%23 == 0 {
 				st = "pending"
 			}
-			progs = append(progs, map[string]any{"program": seedNames[(h+j)%opt.Programs%len(seedNames)],
-				"revision": fakeDigest("rev", seedNames[(h+j)%opt.Programs%len(seedNames)], 1), "state": st, "since": now})
+			hp := map[string]any{"program": seedNames[(h+j)%opt.Programs%len(seedNames)],
+				"revision": fakeDigest("rev", seedNames[(h+j)%opt.Programs%len(seedNames)], 1), "state": st, "since": now}
+			if j == 0 && st == "loaded" {
+				hp["exports"] = []api.ExportStatus{
+					{Map: "counts", Kind: api.ExportCounter, Metrics: []string{"bpf_prog_counts_total"}, Labels: []string{"pid", "comm"}},
+					{Map: "events", Error: "map events: a RingBuf map holds no values to export"}}
+			}
+			progs = append(progs, hp)
 		}
 		state, _ := json.Marshal(progs)
 		seen := time.Now().UTC().Add(-time.Duration(h%30) * time.Minute)
 		must(insHost.ExecContext(ctx, fmt.Sprintf("host-%03d", h), fakeDigest("hid", h)[:32], fmt.Sprintf("ip-10-0-%d-%d", h/250, h%250),
 			k.kid, string(labels), now, seen, seen, string(state)))
 	}
-	insAssign := prep(`INSERT INTO assignments (program_id, selector, revision, options, created_by, created_at)
-		VALUES (?, ?, '', '{}', 'admin', ?)`)
+	insAssign := prep(`INSERT INTO assignments (program_id, selector, revision, options, exports, created_by, created_at)
+		VALUES (?, ?, '', '{}', '[{"map":"counts"},{"map":"lat","kind":"histogram"}]', 'admin', ?)`)
 	for a := 0; a < 10 && a < opt.Programs; a++ {
 		sel, _ := json.Marshal(map[string]string{"role": []string{"web", "db", "batch"}[a%3]})
 		must(insAssign.ExecContext(ctx, a+1, string(sel), now))
