@@ -29,6 +29,10 @@ const (
 	RoleAdmin     = "admin"
 	RolePublisher = "publisher"
 	RoleReader    = "reader"
+	// RoleHost is an agent's token, bound to one host name (bpfarm hosts
+	// enroll): it reads what a reader reads and registers, polls, reports
+	// and uploads BTF as its own host only.
+	RoleHost = "host"
 )
 
 // Arches the farm compiles for, named as in the btfhub-archive layout.
@@ -106,6 +110,51 @@ type Token struct {
 	CreatedAt  time.Time  `json:"created_at"`
 	LastUsedAt *time.Time `json:"last_used_at,omitempty"`
 	RevokedAt  *time.Time `json:"revoked_at,omitempty"`
+	// Host is the host name a host token is bound to.
+	Host string `json:"host,omitempty"`
+}
+
+// Quota holds per-token limits; zero fields mean "the server's default"
+// in a request and are filled in answers.
+type Quota struct {
+	// MaxBytes bounds the bytes the token's revisions store: bundles and
+	// build outputs.
+	MaxBytes int64 `json:"max_bytes,omitempty"`
+	// MaxRevisions is how many revisions of each program gc keeps.
+	MaxRevisions int64 `json:"max_revisions,omitempty"`
+	// MaxBuildsPerHour bounds the builds the token's pushes queue per hour.
+	MaxBuildsPerHour int64 `json:"max_builds_per_hour,omitempty"`
+}
+
+// TokenQuota is a token's effective limits, which of them are overrides,
+// and its usage (GET/PUT /api/v1/tokens/{name}/quota).
+type TokenQuota struct {
+	Token string `json:"token"`
+	Quota
+	// Overrides holds the limits set for this token (the rest are
+	// defaults).
+	Overrides Quota `json:"overrides"`
+	// BytesUsed and BuildsLastHour are the token's current usage.
+	BytesUsed      int64 `json:"bytes_used"`
+	BuildsLastHour int64 `json:"builds_last_hour"`
+}
+
+// HostEnrollment enrolls a host (POST /api/v1/hosts/{name}/enroll): the
+// answer is a token of role host bound to the name.
+type HostEnrollment struct {
+	// Labels are the host's labels; when set, they override what the
+	// agent registers with.
+	Labels map[string]string `json:"labels,omitempty"`
+}
+
+// GCReport is what a garbage collection removed (or, dry, would remove).
+type GCReport struct {
+	DryRun    bool  `json:"dry_run"`
+	Revisions int   `json:"revisions"` // revisions beyond the kept count
+	Builds    int   `json:"builds"`
+	Artifacts int   `json:"artifacts"`
+	Blobs     int   `json:"blobs"` // blobs no row names
+	Bytes     int64 `json:"bytes"` // size of those blobs
 }
 
 // TokenRequest creates a token.
@@ -167,24 +216,35 @@ type Artifact struct {
 	Verification *Verification `json:"verification,omitempty"`
 }
 
+// Kernel trust levels.
+const (
+	KernelTrusted    = "trusted"
+	KernelUnverified = "unverified"
+)
+
 // Kernel is a kernel of the BTF archive.
 type Kernel struct {
-	ID          string    `json:"id"` // DISTRO/VERSION/ARCH/RELEASE
-	Distro      string    `json:"distro"`
-	Version     string    `json:"version"`
-	Arch        string    `json:"arch"`
-	Release     string    `json:"release"`
-	Build       string    `json:"build,omitempty"`
-	VersionCode uint32    `json:"version_code,omitempty"`
-	BTF         Blob      `json:"btf"`
-	Modules     int       `json:"modules"`
-	ModulesSize int64     `json:"modules_size,omitempty"`
-	HasConfig   bool      `json:"has_config"`
-	HasImage    bool      `json:"has_image"`
-	Source      string    `json:"source"`
-	CreatedAt   time.Time `json:"created_at"`
-	Default     bool      `json:"default,omitempty"` // the arch's reference kernel for compiles
-	Artifacts   int       `json:"artifacts"`
+	ID          string `json:"id"` // DISTRO/VERSION/ARCH/RELEASE
+	Distro      string `json:"distro"`
+	Version     string `json:"version"`
+	Arch        string `json:"arch"`
+	Release     string `json:"release"`
+	Build       string `json:"build,omitempty"`
+	VersionCode uint32 `json:"version_code,omitempty"`
+	BTF         Blob   `json:"btf"`
+	Modules     int    `json:"modules"`
+	ModulesSize int64  `json:"modules_size,omitempty"`
+	HasConfig   bool   `json:"has_config"`
+	HasImage    bool   `json:"has_image"`
+	Source      string `json:"source"`
+	// Trust is "trusted", or "unverified" for BTF a host uploaded: never a
+	// reference kernel, and its artifacts are served only to SourceHost
+	// until an admin approves it (bpfarm kernels approve).
+	Trust      string    `json:"trust"`
+	SourceHost string    `json:"source_host,omitempty"`
+	CreatedAt  time.Time `json:"created_at"`
+	Default    bool      `json:"default,omitempty"` // the arch's reference kernel for compiles
+	Artifacts  int       `json:"artifacts"`
 }
 
 // KernelImport is the answer to a kernel import.
@@ -295,6 +355,11 @@ type Host struct {
 	// relocated for (its own id, or the same release under another
 	// distro entry); empty when the archive has no such kernel.
 	ArchiveKernel string `json:"archive_kernel,omitempty"`
+	// Token names the token the host registered with; Enrolled names the
+	// host's live host token ("" when the host was never enrolled or its
+	// token was revoked).
+	Token    string `json:"token,omitempty"`
+	Enrolled string `json:"enrolled,omitempty"`
 }
 
 // AttachOptions say where an agent attaches programs that need a target.

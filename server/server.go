@@ -25,7 +25,10 @@ import (
 	"github.com/bpfarm/bpfarm/server/auth"
 	"github.com/bpfarm/bpfarm/server/blob"
 	"github.com/bpfarm/bpfarm/server/build"
+	"github.com/bpfarm/bpfarm/server/gc"
 	"github.com/bpfarm/bpfarm/server/httpapi"
+	"github.com/bpfarm/bpfarm/server/queue"
+	"github.com/bpfarm/bpfarm/server/quota"
 	"github.com/bpfarm/bpfarm/server/signing"
 	"github.com/bpfarm/bpfarm/server/store"
 	"github.com/bpfarm/bpfarm/server/verify"
@@ -67,6 +70,20 @@ type Config struct {
 	Out io.Writer
 	// Listener, when set, is used instead of listening on Addr (tests).
 	Listener net.Listener
+	// MaxObjectSize bounds a compiled object (default
+	// build.DefaultMaxObjectSize); clang may not write more either.
+	MaxObjectSize int64
+	// Quota holds the default per-token limits (zero fields: quota.Defaults).
+	Quota api.Quota
+	// GCInterval is how often garbage collection runs (default 6h;
+	// negative: never, only on request).
+	GCInterval time.Duration
+	// GCGrace is how old an unnamed blob must be to be collected (default
+	// gc.DefaultGrace).
+	GCGrace time.Duration
+	// JobHook runs at the start of every build and relocation job (tests
+	// inject panics with it).
+	JobHook func(kind string, id int64)
 }
 
 // VerifyConfig configures verification on real kernels.
@@ -95,6 +112,8 @@ type Server struct {
 	Archive  *archive.Archive
 	Builds   *build.Service
 	Verify   *verify.Service
+	Quotas   *quota.Service
+	GC       *gc.Collector
 	Registry *prometheus.Registry
 	API      *httpapi.Server
 }
@@ -120,12 +139,16 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.Out == nil {
 		cfg.Out = os.Stdout
 	}
+	if cfg.MaxObjectSize <= 0 {
+		cfg.MaxObjectSize = build.DefaultMaxObjectSize
+	}
 	log := cfg.Logger
 	if err := os.MkdirAll(cfg.Data, 0o750); err != nil {
 		return nil, fmt.Errorf("data directory: %w", err)
 	}
 	s := &Server{cfg: cfg, Registry: prometheus.NewRegistry()}
-	s.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	s.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		queue.Collector())
 
 	if s.DB, err = store.Open(ctx, filepath.Join(cfg.Data, "bpfarm.db"), store.WithLogger(log)); err != nil {
 		return nil, err
@@ -188,11 +211,13 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.Compiler, err = compile.New(compile.Config{
-		Headers: hdrs,
-		Vmlinux: s.Archive.Provider(&compile.HostVmlinux{CacheDir: filepath.Join(farm, "vmlinux")}),
-		WorkDir: jobs,
-		Timeout: cfg.CompileTimeout,
-		UsePCH:  !cfg.NoPCH,
+		Headers:       hdrs,
+		Vmlinux:       s.Archive.Provider(&compile.HostVmlinux{CacheDir: filepath.Join(farm, "vmlinux")}),
+		WorkDir:       jobs,
+		Timeout:       cfg.CompileTimeout,
+		UsePCH:        !cfg.NoPCH,
+		MaxOutput:     cfg.MaxObjectSize,
+		MaxOutputName: "--max-object-size",
 	})
 	if err != nil {
 		s.DB.Close()
@@ -200,8 +225,11 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	log.Info("compiler ready", "version", s.Compiler.Version())
 
+	s.Quotas = quota.New(s.DB, cfg.Quota)
+	s.GC = &gc.Collector{DB: s.DB, Blobs: s.Blobs, Quotas: s.Quotas, Grace: cfg.GCGrace, Log: log}
 	s.Builds = build.New(build.Config{DB: s.DB, Blobs: s.Blobs, Compiler: s.Compiler, Workers: cfg.Workers,
-		Logger: log, Registry: s.Registry, Archive: s.Archive, Key: s.Key, Relocators: cfg.Relocators})
+		Logger: log, Registry: s.Registry, Archive: s.Archive, Key: s.Key, Relocators: cfg.Relocators,
+		Quotas: s.Quotas, MaxObjectSize: cfg.MaxObjectSize, JobHook: cfg.JobHook})
 	if s.Verify, err = s.openVerify(); err != nil {
 		s.DB.Close()
 		return nil, err
@@ -213,7 +241,7 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 		Logger: log, AnonymousRead: cfg.AnonymousRead, TempDir: tmp})
 	s.API = httpapi.New(httpapi.Config{DB: s.DB, Blobs: s.Blobs, Builds: s.Builds, Archive: s.Archive, Key: s.Key,
 		Logger: log, Registry: s.Registry, AnonymousRead: cfg.AnonymousRead, UI: ui, TempDir: tmp,
-		AgentBTFUpload: cfg.AgentBTFUpload, Verify: s.Verify})
+		AgentBTFUpload: cfg.AgentBTFUpload, Verify: s.Verify, Quotas: s.Quotas, GC: s.GC.Run})
 	return s, nil
 }
 
@@ -324,6 +352,16 @@ func (s *Server) Run(ctx context.Context) error {
 	go func() { workersDone <- s.Builds.Run(workCtx) }()
 	verifyDone := make(chan error, 1)
 	go func() { verifyDone <- s.Verify.Run(workCtx) }()
+	gcDone := make(chan struct{})
+	go func() {
+		defer close(gcDone)
+		switch iv := s.cfg.GCInterval; {
+		case iv == 0:
+			s.GC.Every(workCtx, 6*time.Hour)
+		case iv > 0:
+			s.GC.Every(workCtx, iv)
+		}
+	}()
 
 	fmt.Fprintf(s.cfg.Out, "bpfarm serving on http://%s (data %s)\n", ln.Addr(), s.cfg.Data)
 	serveErr := make(chan error, 1)
@@ -339,6 +377,7 @@ func (s *Server) Run(ctx context.Context) error {
 	stopWork()
 	<-workersDone
 	<-verifyDone
+	<-gcDone
 	if errors.Is(err, http.ErrServerClosed) {
 		err = nil
 	}

@@ -204,6 +204,12 @@ func (u *UI) signin(w http.ResponseWriter, r *http.Request) {
 		u.serverError(w, r, err)
 		return
 	}
+	if tok.Role == api.RoleHost {
+		u.log.Info("ui: sign-in refused", "reason", "host token", "token", tok.Name, "remote", r.RemoteAddr)
+		u.renderSignin(w, r, http.StatusForbidden, signinData{Next: next,
+			Error: "That is a host's token (for bpfarm-agent); sign in with a reader, publisher or admin token."})
+		return
+	}
 	// A new id on every sign-in; any session the browser had ends.
 	if v := viewerOf(r); v.SignedIn() {
 		u.cfg.DB.DeleteSession(r.Context(), v.session)

@@ -79,6 +79,9 @@ type Config struct {
 	// MaxOutput bounds the size of any file clang writes, the object in
 	// particular (RLIMIT_FSIZE), in bytes; default 64 MiB.
 	MaxOutput int64
+	// MaxOutputName names the MaxOutput limit in refusals (e.g. the
+	// server's "--max-object-size"); empty names none.
+	MaxOutputName string
 	// MaxLog bounds the compiler output kept in Result.Log and
 	// Error.Log, in bytes; default 1 MiB.
 	MaxLog int
@@ -484,7 +487,7 @@ func (c *Compiler) Compile(ctx context.Context, req Request) (*Result, error) {
 		return nil, fmt.Errorf("compile: clang succeeded but wrote no object: %w", err)
 	}
 	if info.Size() > c.cfg.MaxOutput {
-		return nil, &Error{Reason: "output exceeds " + formatBytes(c.cfg.MaxOutput), Diagnostics: diags, Log: log}
+		return nil, &Error{Reason: c.outputExceeds(), Diagnostics: diags, Log: log}
 	}
 	obj, err := os.ReadFile(objPath)
 	if err != nil {
@@ -577,13 +580,22 @@ func (c *Compiler) limitReason(res *runResult, log string) string {
 		res.sig == syscall.SIGKILL && max(res.cpu, res.wall) >= time.Duration(c.cfg.CPUSeconds)*time.Second:
 		return fmt.Sprintf("exceeded the %ds CPU time limit", c.cfg.CPUSeconds)
 	case res.sig == syscall.SIGXFSZ, strings.Contains(log, "File too large"):
-		return "output exceeds " + formatBytes(c.cfg.MaxOutput)
+		return c.outputExceeds()
 	case (res.code != 0 || res.sig != 0) && isOOM(log):
 		return fmt.Sprintf("out of memory: exceeded the address-space limit (%s)", formatBytes(c.cfg.AddressSpace))
 	case res.sig != 0:
 		return fmt.Sprintf("clang crashed (%v)", res.sig)
 	}
 	return ""
+}
+
+// outputExceeds is the refusal of an output over MaxOutput.
+func (c *Compiler) outputExceeds() string {
+	r := "output exceeds " + formatBytes(c.cfg.MaxOutput)
+	if c.cfg.MaxOutputName != "" {
+		r += " (the server's " + c.cfg.MaxOutputName + ")"
+	}
+	return r
 }
 
 func isOOM(log string) bool {

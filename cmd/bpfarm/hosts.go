@@ -311,7 +311,7 @@ func newHosts(g *globals) *cobra.Command {
 				return printJSON(os.Stdout, hs)
 			}
 			tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tKERNEL\tLABELS\tBTF\tLAST SEEN\tPROGRAMS")
+			fmt.Fprintln(tw, "NAME\tKERNEL\tLABELS\tBTF\tTOKEN\tLAST SEEN\tPROGRAMS")
 			for _, x := range hs {
 				seen := x.LastSeen.Local().Format("2006-01-02 15:04:05")
 				if time.Since(x.LastSeen) > staleAfter {
@@ -321,8 +321,8 @@ func newHosts(g *globals) *cobra.Command {
 				if x.ArchiveKernel == "" {
 					kern += " (not in archive)"
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", x.Name, kern, formatPairs(x.Labels), yesNo(x.HasBTF), seen,
-					programSummary(x.Programs))
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", x.Name, kern, formatPairs(x.Labels), yesNo(x.HasBTF),
+					hostToken(x), seen, programSummary(x.Programs))
 			}
 			return tw.Flush()
 		},
@@ -351,6 +351,7 @@ func newHosts(g *globals) *cobra.Command {
 				fmt.Printf("  archive  %s (same release)\n", x.ArchiveKernel)
 			}
 			fmt.Printf("  labels   %s\n", formatPairs(x.Labels))
+			fmt.Printf("  token    %s\n", hostToken(*x))
 			fmt.Printf("  seen     %s (first %s)\n", x.LastSeen.Local().Format("2006-01-02 15:04:05"),
 				x.FirstSeen.Local().Format("2006-01-02 15:04:05"))
 			if len(x.Programs) == 0 {
@@ -369,8 +370,22 @@ func newHosts(g *globals) *cobra.Command {
 			return printExportStatuses(os.Stdout, x.Programs)
 		},
 	}
-	cmd.AddCommand(list, show)
+	cmd.AddCommand(list, show, newHostsEnroll(g))
 	return cmd
+}
+
+// hostToken says which token a host uses: the one it registered with,
+// flagged when it is not the host's live enrolled token.
+func hostToken(h api.Host) string {
+	switch {
+	case h.Token == "":
+		return "-"
+	case h.Enrolled == "":
+		return h.Token + " (not enrolled)"
+	case h.Enrolled != h.Token:
+		return h.Token + " (revoked; enrolled: " + h.Enrolled + ")"
+	}
+	return h.Token
 }
 
 // shortRev shortens a revision digest for tables.

@@ -20,11 +20,19 @@ func TestHostsCLI(t *testing.T) {
 	if r := f.cli("push", filepath.Join(repoRoot(t), "examples", "schedcount"), "--wait"); r.code != 0 {
 		t.Fatalf("push: %d %s", r.code, r.stderr)
 	}
-	r := f.cli("tokens", "create", "--role", "reader", "--name", "agent")
+	r := f.cli("tokens", "create", "--role", "reader", "--name", "reader")
 	if r.code != 0 {
 		t.Fatalf("token: %d %s", r.code, r.stderr)
 	}
+	readerTok := strings.TrimSpace(r.stdout)
+	r = f.cli("hosts", "enroll", "web-1", "--labels", "role=web,zone=a")
+	if r.code != 0 || !strings.HasPrefix(r.stdout, "bpfarm_") || !strings.Contains(r.stderr, "enrolled host web-1") {
+		t.Fatalf("hosts enroll: %d %s %s", r.code, r.stdout, r.stderr)
+	}
 	agentTok := strings.TrimSpace(r.stdout)
+	if r := f.cliAs(readerTok, "hosts", "enroll", "web-2"); r.code != 1 || !strings.Contains(r.stderr, "needs admin") {
+		t.Fatalf("hosts enroll as reader: %d %s", r.code, r.stderr)
+	}
 
 	r = f.cli("assign", "schedcount", "--selector", "role=web,zone=a", "--programs", "count_openat", "--set", "targ_tgid=1",
 		"--max-entries", "switches=64", "--interface", "lo", "--json")
@@ -36,7 +44,7 @@ func TestHostsCLI(t *testing.T) {
 		a.Options.MaxEntries["switches"] != 64 || a.Options.Attach.Interface != "lo" || a.Revision != "" {
 		t.Fatalf("assignment: %+v", a)
 	}
-	if r := f.cliAs(agentTok, "assign", "schedcount"); r.code != 1 || !strings.Contains(r.stderr, "needs publisher") {
+	if r := f.cliAs(readerTok, "assign", "schedcount"); r.code != 1 || !strings.Contains(r.stderr, "needs publisher") {
 		t.Fatalf("assign as reader: %d %s", r.code, r.stderr)
 	}
 	if r := f.cli("assign", "nope"); r.code != 1 || !strings.Contains(r.stderr, "not found") {
@@ -80,6 +88,9 @@ func TestHostsCLI(t *testing.T) {
 	reg := api.HostRegistration{Name: "web-1", Kernel: host.ID.String(), Labels: map[string]string{"role": "web", "zone": "a"},
 		HasBTF: host.HasBTF, AgentVersion: "test"}
 	body, _ := json.Marshal(reg)
+	if code, b := f.api("POST", "/api/v1/hosts/register", readerTok, "application/json", bytes.NewReader(body), nil); code != 403 {
+		t.Fatalf("register as a reader: %d %s", code, b)
+	}
 	if code, b := f.api("POST", "/api/v1/hosts/register", agentTok, "application/json", bytes.NewReader(body), nil); code != 201 {
 		t.Fatalf("register: %d %s", code, b)
 	}
@@ -88,10 +99,21 @@ func TestHostsCLI(t *testing.T) {
 		!strings.Contains(ds.Programs[0].Pending, "not in the archive") {
 		t.Fatalf("desired before the kernel: %d %s", code, b)
 	}
-	// --agent-btf-upload: the agent's token may upload this host's BTF.
+	// --agent-btf-upload: the host's token may upload its kernel's BTF,
+	// stored unverified with the host as its source; a reader's may not.
 	if host.HasBTF {
+		if r := f.cliAs(readerTok, "kernels", "import", "--host", "--no-modules"); r.code != 1 || !strings.Contains(r.stderr, "needs admin") {
+			t.Fatalf("reader BTF upload: %d %s", r.code, r.stderr)
+		}
 		if r := f.cliAs(agentTok, "kernels", "import", "--host", "--no-modules"); r.code != 0 {
 			t.Fatalf("agent BTF upload: %d %s", r.code, r.stderr)
+		}
+		r := f.cli("kernels", "list")
+		if r.code != 0 || !strings.Contains(r.stdout, host.ID.String()+" (unverified: uploaded by host web-1)") {
+			t.Fatalf("kernels list after a host's upload: %d %s", r.code, r.stdout)
+		}
+		if r := f.cli("kernels", "approve", host.ID.String()); r.code != 0 || !strings.Contains(r.stdout, "trusted") {
+			t.Fatalf("kernels approve: %d %s %s", r.code, r.stdout, r.stderr)
 		}
 	}
 	rep, _ := json.Marshal(api.HostReport{Programs: []api.HostProgram{{Program: "schedcount", Revision: strings.Repeat("a", 64),
@@ -102,7 +124,8 @@ func TestHostsCLI(t *testing.T) {
 		t.Fatalf("report: %d %s", code, b)
 	}
 	r = f.cli("hosts", "list")
-	if r.code != 0 || !strings.Contains(r.stdout, "web-1") || !strings.Contains(r.stdout, "1 rolled_back") {
+	if r.code != 0 || !strings.Contains(r.stdout, "web-1") || !strings.Contains(r.stdout, "1 rolled_back") ||
+		!strings.Contains(r.stdout, "host-web-1-") {
 		t.Fatalf("hosts list: %d %s %s", r.code, r.stdout, r.stderr)
 	}
 	var hs []api.Host

@@ -180,13 +180,13 @@ kernel on the real kernel, booted in a VM.`,
 				if k.Default {
 					name += " (default)"
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%d\t%v\t%d\t%s\n", name, size(k.BTF.Size), k.Modules, k.HasImage, k.Artifacts, k.Source)
+				fmt.Fprintf(tw, "%s\t%s\t%d\t%v\t%d\t%s\n", name+trustMark(k), size(k.BTF.Size), k.Modules, k.HasImage, k.Artifacts, k.Source)
 			}
 			return tw.Flush()
 		},
 	}
 	list.Flags().StringVar(&arch, "arch", "", "only kernels of this arch")
-	cmd.AddCommand(imp, list)
+	cmd.AddCommand(imp, list, newKernelsApprove(g))
 	return cmd
 }
 

@@ -84,7 +84,7 @@ func newRoot() *cobra.Command {
 	pf.StringVar(&g.tokenFile, "token-file", "", "file holding the API token (env BPFARM_TOKEN_FILE); default: ./data/admin.token when present and no token is given")
 	pf.BoolVar(&g.json, "json", false, "machine-readable JSON output")
 	root.AddCommand(newServe(), newPush(g), newPrograms(g), newBuilds(g), newTokens(g), newWhoami(g),
-		newKernels(g), newHeaders(g), newArtifact(g), newHosts(g), newAssign(g), newAssignments(g), newUnassign(g))
+		newKernels(g), newHeaders(g), newArtifact(g), newHosts(g), newAssign(g), newAssignments(g), newUnassign(g), newGC(g))
 	return root
 }
 

@@ -264,7 +264,11 @@ func newTokens(g *globals) *cobra.Command {
 				if t.RevokedAt != nil {
 					state = "revoked"
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", t.Name, t.Role, t.CreatedAt.Local().Format("2006-01-02 15:04:05"), last, state)
+				role := t.Role
+				if t.Host != "" {
+					role += " (" + t.Host + ")"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", t.Name, role, t.CreatedAt.Local().Format("2006-01-02 15:04:05"), last, state)
 			}
 			return tw.Flush()
 		},
@@ -285,7 +289,7 @@ func newTokens(g *globals) *cobra.Command {
 			return nil
 		},
 	}
-	cmd.AddCommand(create, list, revoke)
+	cmd.AddCommand(create, list, revoke, newTokensQuota(g))
 	return cmd
 }
 

@@ -9,6 +9,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/bpfarm/bpfarm/server"
+	"github.com/bpfarm/bpfarm/server/build"
+	"github.com/bpfarm/bpfarm/server/quota"
 )
 
 func newServe() *cobra.Command {
@@ -68,7 +70,15 @@ BPFARM_S3_ENDPOINT.`,
 		"do not import this host's kernel into the archive on the first start with an empty archive")
 	f.IntVar(&cfg.Relocators, "relocators", runtime.NumCPU(), "concurrent per-kernel relocations")
 	f.BoolVar(&cfg.AgentBTFUpload, "agent-btf-upload", false,
-		"let agents (reader tokens) upload their registered host's kernel BTF, so that artifacts get relocated for it")
+		"let agents (host tokens) upload their registered host's kernel BTF, stored unverified, so that artifacts get relocated for it")
+	f.Int64Var(&cfg.MaxObjectSize, "max-object-size", build.DefaultMaxObjectSize, "largest compiled object stored, in bytes")
+	f.Int64Var(&cfg.Quota.MaxBytes, "quota-max-bytes", quota.Defaults.MaxBytes,
+		"default per-token limit of bytes stored (bundles, objects, artifacts)")
+	f.Int64Var(&cfg.Quota.MaxRevisions, "quota-max-revisions", quota.Defaults.MaxRevisions,
+		"default per-token number of revisions kept per program (gc deletes older ones)")
+	f.Int64Var(&cfg.Quota.MaxBuildsPerHour, "quota-max-builds-per-hour", quota.Defaults.MaxBuildsPerHour,
+		"default per-token limit of builds queued per hour")
+	f.DurationVar(&cfg.GCInterval, "gc-interval", 6*time.Hour, "how often garbage collection runs (negative: never)")
 	f.StringVar(&cfg.Verify.Runner, "verifier", "",
 		"static bpfarm-verifier binary that verifies artifacts on real kernels in VMs (default: next to this executable, or on $PATH; none: verification is off)")
 	f.IntVar(&cfg.Verify.VMs, "verify-vms", max(1, runtime.NumCPU()/2),

@@ -152,6 +152,17 @@ func (f *farm) token(name, role string) string {
 	return tok.Secret
 }
 
+// hostToken enrolls host name and returns its token (role host), what
+// the daemon's config takes.
+func (f *farm) hostToken(name string) string {
+	f.t.Helper()
+	tok, err := f.admin.EnrollHost(context.Background(), name, nil)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return tok.Secret
+}
+
 // schedcount returns the example schedcount's bundle with edit applied to
 // its entry's source.
 func schedcount(t *testing.T, edit func(string) string) *bpfsrc.Bundle {
@@ -370,7 +381,7 @@ func TestDaemon(t *testing.T) {
 
 	rev1 := f.push("schedcount", schedcount(t, nil))
 	cfg := agent.Config{
-		Server: f.url, Token: f.token("agent", api.RoleReader), Name: "test-host",
+		Server: f.url, Token: f.hostToken("test-host"), Name: "test-host",
 		Labels:   map[string]string{"role": "test", "zone": "a"},
 		StateDir: t.TempDir(), RunDir: t.TempDir(), PinDir: testPinDir(t), UploadBTF: true,
 		Poll: agent.PollConfig{Wait: 30 * time.Second, Heartbeat: time.Hour, BackoffMin: 20 * time.Millisecond, BackoffMax: 200 * time.Millisecond},
@@ -537,7 +548,7 @@ func TestDaemonRefusesTamperedArtifact(t *testing.T) {
 	t.Cleanup(func() { ps.Close() })
 
 	cfg := agent.Config{
-		Server: "http://" + ln.Addr().String(), Token: f.token("agent", api.RoleReader), Name: "tampered-host",
+		Server: "http://" + ln.Addr().String(), Token: f.hostToken("tampered-host"), Name: "tampered-host",
 		Labels:   map[string]string{"role": "test"},
 		StateDir: t.TempDir(), RunDir: t.TempDir(), PinDir: testPinDir(t),
 		Poll: agent.PollConfig{Heartbeat: time.Hour, BackoffMin: 20 * time.Millisecond, BackoffMax: 200 * time.Millisecond},

@@ -22,6 +22,7 @@ import (
 
 	"golang.org/x/sync/singleflight"
 
+	"github.com/bpfarm/bpfarm/api"
 	"github.com/bpfarm/bpfarm/btf/core"
 	"github.com/bpfarm/bpfarm/btf/kernel"
 	"github.com/bpfarm/bpfarm/btf/source"
@@ -100,6 +101,9 @@ type ImportOptions struct {
 	Replace bool
 	// By names who imported it.
 	By string
+	// SourceHost, when set, names the host whose token uploaded the
+	// kernel: it is stored unverified (api.KernelUnverified).
+	SourceHost string
 }
 
 // Imported is one stored kernel.
@@ -118,7 +122,10 @@ func (a *Archive) Store(ctx context.Context, k *source.Kernel, opt ImportOptions
 		return Imported{}, &InputError{fmt.Errorf("kernel %s from %s: no BTF", id, k.Source)}
 	}
 	row := store.Kernel{KID: id.String(), Distro: id.Distro, Version: id.Version, Arch: id.Arch, Release: id.Release,
-		Build: k.Build, Source: k.Source, ImportedBy: opt.By, BTFSize: int64(len(k.BTF))}
+		Build: k.Build, Source: k.Source, ImportedBy: opt.By, BTFSize: int64(len(k.BTF)), Trust: api.KernelTrusted}
+	if opt.SourceHost != "" {
+		row.Trust, row.SourceHost = api.KernelUnverified, opt.SourceHost
+	}
 	if k.Banner != nil {
 		row.VersionCode = k.Banner.VersionCode()
 	} else if r, err := kernel.ParseRelease(id.Release); err == nil {
@@ -314,22 +321,32 @@ func (a *Archive) readBlob(ctx context.Context, digest string) ([]byte, error) {
 // returns store.ErrNotFound when the archive holds no kernel of that arch.
 func (a *Archive) Default(ctx context.Context, arch string) (store.Kernel, error) {
 	if kid, ok := a.defaults[arch]; ok {
-		return a.db.Kernel(ctx, kid)
+		k, err := a.db.Kernel(ctx, kid)
+		if err == nil && k.Unverified() {
+			return store.Kernel{}, fmt.Errorf("reference kernel %s is unverified (uploaded by host %s): approve it first",
+				kid, k.SourceHost)
+		}
+		return k, err
 	}
 	ks, err := a.db.Kernels(ctx, arch)
 	if err != nil {
 		return store.Kernel{}, err
 	}
-	if len(ks) == 0 {
-		return store.Kernel{}, fmt.Errorf("no %s kernel in the archive: %w", arch, store.ErrNotFound)
-	}
-	best := ks[0]
-	for _, k := range ks[1:] {
-		if kernel.CompareRelease(k.Release, best.Release) > 0 {
-			best = k
+	// BTF a host uploaded is never the reference kernel: every compile
+	// would read it.
+	var best *store.Kernel
+	for i, k := range ks {
+		if k.Unverified() {
+			continue
+		}
+		if best == nil || kernel.CompareRelease(k.Release, best.Release) > 0 {
+			best = &ks[i]
 		}
 	}
-	return best, nil
+	if best == nil {
+		return store.Kernel{}, fmt.Errorf("no trusted %s kernel in the archive: %w", arch, store.ErrNotFound)
+	}
+	return *best, nil
 }
 
 // VmlinuxH returns the path and digest of vmlinux.h generated from a

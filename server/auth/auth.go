@@ -2,7 +2,9 @@
 //
 // A token is a random secret "bpfarm_<base64url>" shown once; the server
 // stores only its SHA-256. Each token has a role: admin (tokens, kernels,
-// everything), publisher (push) or reader (fetch; what agents use).
+// everything), publisher (push), reader (fetch) or host (an agent's token,
+// bound to one host name: it reads what a reader reads, and registers,
+// polls, reports and uploads BTF as that host only).
 package auth
 
 import (
@@ -39,13 +41,25 @@ func Hash(secret string) string {
 	return hex.EncodeToString(h[:])
 }
 
-var rank = map[string]int{api.RoleReader: 1, api.RolePublisher: 2, api.RoleAdmin: 3}
+// rank orders the roles by what they may read and write; a host token
+// reads what a reader reads (its host-only rights are checked by
+// ActsAsHost), and no rank needs the host role.
+var rank = map[string]int{api.RoleHost: 1, api.RoleReader: 1, api.RolePublisher: 2, api.RoleAdmin: 3}
 
 // ValidRole reports whether role is one of the known roles.
 func ValidRole(role string) bool { return rank[role] > 0 }
 
 // Allows reports whether a token of role have may do what needs role want.
-func Allows(have, want string) bool { return rank[have] >= rank[want] && rank[want] > 0 }
+// Nothing is allowed by wanting the host role: use ActsAsHost.
+func Allows(have, want string) bool {
+	return want != api.RoleHost && rank[have] >= rank[want] && rank[want] > 0
+}
+
+// ActsAsHost reports whether p may act as host name: register, poll,
+// report and upload BTF for it. Only a host token bound to name may.
+func (p Principal) ActsAsHost(name string) bool {
+	return p.Role == api.RoleHost && !p.Anonymous && p.Host != "" && p.Host == name
+}
 
 var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$`)
 
@@ -62,6 +76,10 @@ type Principal struct {
 	Name      string
 	Role      string
 	Anonymous bool
+	// Host is the host name a host token is bound to.
+	Host string
+	// TokenID is the token's row id (0 when anonymous).
+	TokenID int64
 }
 
 type ctxKey struct{}

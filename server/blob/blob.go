@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"time"
 )
 
 // Digest is the SHA-256 of a blob's content.
@@ -86,4 +87,19 @@ type Store interface {
 	Get(ctx context.Context, d Digest) (io.ReadCloser, error)
 	// Stat returns a stored blob's info, or an error wrapping ErrNotFound.
 	Stat(ctx context.Context, d Digest) (Info, error)
+	// Delete removes a stored blob. Deleting a blob that is not stored
+	// is not an error (so an interrupted garbage collection can run
+	// again).
+	Delete(ctx context.Context, d Digest) error
+	// List calls fn for every stored blob, in no particular order, until
+	// fn returns an error (which List returns). Blobs put or deleted
+	// while List runs may or may not be listed.
+	List(ctx context.Context, fn func(Entry) error) error
+}
+
+// Entry is a listed blob: its info and when it was last written (a Put
+// of content already stored may or may not refresh it).
+type Entry struct {
+	Info
+	ModTime time.Time
 }

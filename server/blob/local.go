@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"time"
 )
 
 // Local is a Store in a local directory.
@@ -112,6 +113,7 @@ func (l *Local) Put(ctx context.Context, r io.Reader, size int64, want Digest) (
 				return Info{}, fmt.Errorf("put blob %s: announced %d bytes, stored blob has %d: %w",
 					want, size, info.Size, ErrDigestMismatch)
 			}
+			l.touch(want)
 			return info, nil
 		}
 		if !errors.Is(err, ErrNotFound) {
@@ -234,3 +236,57 @@ func syncDir(dir string) error {
 // writerOnly hides an *os.File's ReadFrom, so that io.CopyBuffer uses the
 // given (larger) buffer.
 type writerOnly struct{ io.Writer }
+
+// Delete implements Store.
+func (l *Local) Delete(ctx context.Context, d Digest) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("delete blob %s: %w", d, err)
+	}
+	err := os.Remove(l.path(d))
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("delete blob %s: %w", d, err)
+	}
+	return nil
+}
+
+// List implements Store.
+func (l *Local) List(ctx context.Context, fn func(Entry) error) error {
+	for i := range 256 {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("list blobs: %w", err)
+		}
+		shard := filepath.Join(l.blobs, fmt.Sprintf("%02x", i))
+		entries, err := os.ReadDir(shard)
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				continue
+			}
+			return fmt.Errorf("list blobs: %w", err)
+		}
+		for _, e := range entries {
+			d, err := ParseDigest(e.Name())
+			if err != nil || !e.Type().IsRegular() {
+				continue // not a blob
+			}
+			fi, err := e.Info()
+			if errors.Is(err, fs.ErrNotExist) {
+				continue // deleted meanwhile
+			}
+			if err != nil {
+				return fmt.Errorf("list blobs: %w", err)
+			}
+			if err := fn(Entry{Info: Info{Digest: d, Size: fi.Size()}, ModTime: fi.ModTime()}); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// touch refreshes a blob's modification time when a Put finds it already
+// stored, so that garbage collection's grace period counts from the last
+// Put (a row naming it may be about to be written).
+func (l *Local) touch(d Digest) {
+	t := time.Now()
+	_ = os.Chtimes(l.path(d), t, t)
+}

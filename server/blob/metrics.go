@@ -130,6 +130,22 @@ func (m *metered) Stat(ctx context.Context, d Digest) (Info, error) {
 	return info, err
 }
 
+// Delete implements Store.
+func (m *metered) Delete(ctx context.Context, d Digest) error {
+	start := time.Now()
+	err := m.s.Delete(ctx, d)
+	m.observe("delete", start, err)
+	return err
+}
+
+// List implements Store.
+func (m *metered) List(ctx context.Context, fn func(Entry) error) error {
+	start := time.Now()
+	err := m.s.List(ctx, fn)
+	m.observe("list", start, err)
+	return err
+}
+
 // resultOf classifies an operation's error for the result label.
 func resultOf(err error) string {
 	switch {

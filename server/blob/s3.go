@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 	"time"
 
@@ -414,4 +415,36 @@ func (s *S3) wrapErr(op string, d Digest, err error) error {
 // String describes the store, for logs.
 func (s *S3) String() string {
 	return "s3://" + s.bucket + "/" + s.prefix
+}
+
+// Delete implements Store.
+func (s *S3) Delete(ctx context.Context, d Digest) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("s3 delete %s: %w", d, err)
+	}
+	err := s.client.RemoveObject(ctx, s.bucket, s.key(d), minio.RemoveObjectOptions{})
+	if err != nil && minio.ToErrorResponse(err).Code != minio.NoSuchKey {
+		return fmt.Errorf("s3 delete %s: %w", d, err)
+	}
+	return nil
+}
+
+// List implements Store.
+func (s *S3) List(ctx context.Context, fn func(Entry) error) error {
+	ctx, cancel := context.WithCancel(ctx) // stops the listing on early return
+	defer cancel()
+	prefix := s.prefix + "sha256/"
+	for obj := range s.client.ListObjects(ctx, s.bucket, minio.ListObjectsOptions{Prefix: prefix, Recursive: true}) {
+		if obj.Err != nil {
+			return fmt.Errorf("s3 list: %w", obj.Err)
+		}
+		d, err := ParseDigest(strings.TrimPrefix(obj.Key, prefix))
+		if err != nil {
+			continue // not a blob
+		}
+		if err := fn(Entry{Info: Info{Digest: d, Size: obj.Size}, ModTime: obj.LastModified}); err != nil {
+			return err
+		}
+	}
+	return ctx.Err()
 }

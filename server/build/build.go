@@ -34,6 +34,7 @@ import (
 	"github.com/bpfarm/bpfarm/internal/notify"
 	"github.com/bpfarm/bpfarm/server/archive"
 	"github.com/bpfarm/bpfarm/server/blob"
+	"github.com/bpfarm/bpfarm/server/quota"
 	"github.com/bpfarm/bpfarm/server/signing"
 	"github.com/bpfarm/bpfarm/server/store"
 )
@@ -56,6 +57,10 @@ type Service struct {
 	relocator  *relocator
 	relocators int
 
+	quotas    *quota.Service
+	maxObject int64
+	jobHook   func(kind string, id int64)
+
 	wake    *queue.Waker
 	changed notify.Notifier
 }
@@ -75,7 +80,19 @@ type Config struct {
 	Relocators int
 	Logger     *slog.Logger
 	Registry   prometheus.Registerer
+	// Quotas enforces per-token limits on pushes and build outputs; nil:
+	// no limits.
+	Quotas *quota.Service
+	// MaxObjectSize bounds a compiled object (the server's
+	// --max-object-size); 0: DefaultMaxObjectSize.
+	MaxObjectSize int64
+	// JobHook, when set, runs at the start of every build ("build") and
+	// relocation ("artifact") job with its id: tests inject panics with it.
+	JobHook func(kind string, id int64)
 }
+
+// DefaultMaxObjectSize is the default limit of a compiled object's size.
+const DefaultMaxObjectSize = 16 << 20
 
 // New returns a Service; call Run to start its workers.
 func New(cfg Config) *Service {
@@ -88,9 +105,12 @@ func New(cfg Config) *Service {
 	if cfg.Relocators < 1 {
 		cfg.Relocators = runtime.GOMAXPROCS(0)
 	}
+	if cfg.MaxObjectSize <= 0 {
+		cfg.MaxObjectSize = DefaultMaxObjectSize
+	}
 	s := &Service{db: cfg.DB, blobs: cfg.Blobs, compiler: cfg.Compiler, log: cfg.Logger,
 		archive: cfg.Archive, key: cfg.Key, workers: cfg.Workers, relocators: cfg.Relocators,
-		wake: queue.NewWaker()}
+		wake: queue.NewWaker(), quotas: cfg.Quotas, maxObject: cfg.MaxObjectSize, jobHook: cfg.JobHook}
 	s.relocator = newRelocator(s)
 	s.metrics = newMetrics(cfg.Registry, cfg.DB)
 	return s
@@ -142,7 +162,18 @@ func (s *Service) kick() { s.wake.Kick() }
 
 func (s *Service) worker(ctx context.Context, n int) {
 	log := s.log.With("worker", n)
-	queue.Loop(ctx, log, "build", s.wake, s.db.Claim, func(ctx context.Context, job *store.Job) { s.run(ctx, log, job) })
+	queue.Loop(ctx, log, "build", s.wake, s.db.Claim, func(ctx context.Context, job *store.Job) { s.run(ctx, log, job) },
+		func(ctx context.Context, job *store.Job, err error) {
+			out := store.Outcome{State: api.StateFailed, ErrorKind: "internal", Error: err.Error()}
+			if s.compiler != nil {
+				out.Compiler = s.compiler.Version()
+			}
+			if err := s.db.Finish(ctx, job.ID, out); err != nil {
+				log.Error("record build outcome", "build", job.ID, "err", err)
+			}
+			s.metrics.builds.WithLabelValues("failed_internal").Inc()
+			s.changed.Broadcast()
+		})
 }
 
 // run executes one claimed build and records its outcome.
@@ -150,6 +181,9 @@ func (s *Service) run(ctx context.Context, log *slog.Logger, job *store.Job) {
 	log = log.With("build", job.ID, "program", job.Program, "revision", short(job.Revision), "arch", job.Arch)
 	log.Info("build started", "attempt", job.Attempts)
 	s.changed.Broadcast()
+	if s.jobHook != nil {
+		s.jobHook("build", job.ID)
+	}
 	start := time.Now()
 	out := s.execute(ctx, job)
 	if ctx.Err() != nil {
@@ -233,6 +267,12 @@ func (s *Service) execute(ctx context.Context, job *store.Job) store.Outcome {
 		o.LogBlob = s.putLog(ctx, job, res, res.Log, err)
 		return o
 	}
+	if err := s.checkObject(ctx, job, int64(len(res.Object))); err != nil {
+		o := fail("user", err)
+		o.Diagnostics, o.UsedPCH, o.Inspection = res.Diagnostics, res.UsedPCH, obj
+		o.LogBlob = s.putLog(ctx, job, res, res.Log, err)
+		return o
+	}
 	od, err := blob.PutBytes(ctx, s.blobs, res.Object)
 	if err != nil {
 		return fail("internal", fmt.Errorf("store object: %w", err))
@@ -242,6 +282,18 @@ func (s *Service) execute(ctx context.Context, job *store.Job) store.Outcome {
 	out.ObjectBlob, out.ObjectSize = od.String(), int64(len(res.Object))
 	out.LogBlob = s.putLog(ctx, job, res, res.Log, nil)
 	return out
+}
+
+// checkObject refuses an object over the server's size limit or over its
+// pusher's byte quota: it is not stored.
+func (s *Service) checkObject(ctx context.Context, job *store.Job, size int64) error {
+	if size > s.maxObject {
+		return &quota.Error{Limit: quota.LimitObjectSizeFlag, Have: size, Max: s.maxObject}
+	}
+	if s.quotas != nil && job.PushedBy != "" {
+		return s.quotas.CheckStore(ctx, job.PushedBy, size)
+	}
+	return nil
 }
 
 // putLog stores the build log: the command, the compiler's output and the
@@ -333,6 +385,18 @@ func (s *Service) Push(ctx context.Context, req PushRequest) (api.PushResult, er
 	var tgz bytes.Buffer
 	if err := req.Bundle.WriteTarGz(&tgz); err != nil {
 		return res, fmt.Errorf("encode bundle: %w", err)
+	}
+	if s.quotas != nil {
+		// A revision pushed before stores and builds nothing new.
+		_, _, _, err := s.db.RevisionBlob(ctx, req.Program, req.Bundle.Digest())
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			if err := s.quotas.CheckPush(ctx, req.PushedBy, req.Bundle.Size(), len(inputs)); err != nil {
+				return res, err
+			}
+		case err != nil:
+			return res, err
+		}
 	}
 	bd, err := blob.PutBytes(ctx, s.blobs, tgz.Bytes())
 	if err != nil {

@@ -46,10 +46,19 @@ func (r *relocator) run(ctx context.Context, n int) {
 	queue.Loop(ctx, log, "artifact", r.wake, claim, func(ctx context.Context, job *store.ArtifactJob) {
 		lastBTF = job.Kernel.BTFBlob
 		r.relocate(ctx, log, job)
+	}, func(ctx context.Context, job *store.ArtifactJob, err error) {
+		r.s.metrics.relocations.WithLabelValues("error").Inc()
+		if err := r.s.db.FinishArtifact(ctx, job.ID, store.ArtifactOutcome{Error: err.Error()}); err != nil {
+			log.Error("record artifact", "artifact", job.ID, "err", err)
+		}
+		r.s.changed.Broadcast()
 	})
 }
 
 func (r *relocator) relocate(ctx context.Context, log *slog.Logger, job *store.ArtifactJob) {
+	if r.s.jobHook != nil {
+		r.s.jobHook("artifact", job.ID)
+	}
 	start := time.Now()
 	out, err := r.artifact(ctx, job)
 	if ctx.Err() != nil {

@@ -338,6 +338,10 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request) {
 		s.error(w, r, http.StatusBadRequest, err)
 		return
 	}
+	if req.Role == api.RoleHost {
+		s.error(w, r, http.StatusBadRequest, fmt.Errorf("role host: host tokens are bound to a host: bpfarm hosts enroll NAME"))
+		return
+	}
 	if !auth.ValidRole(req.Role) {
 		s.error(w, r, http.StatusBadRequest, fmt.Errorf("role %q: want admin, publisher or reader", req.Role))
 		return

@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"errors"
 	"fmt"
 	"mime"
 	"net/http"
@@ -20,6 +21,7 @@ import (
 	"github.com/bpfarm/bpfarm/btf/kernel"
 	"github.com/bpfarm/bpfarm/server/auth"
 	"github.com/bpfarm/bpfarm/server/build"
+	"github.com/bpfarm/bpfarm/server/store"
 )
 
 const (
@@ -112,6 +114,9 @@ func (s *Server) registerHost(w http.ResponseWriter, r *http.Request) {
 		s.error(w, r, http.StatusBadRequest, err)
 		return
 	}
+	if !s.actAsHost(w, r, reg.Name) {
+		return
+	}
 	kid, err := kernel.ParseID(reg.Kernel)
 	if err != nil {
 		s.error(w, r, http.StatusBadRequest, fmt.Errorf("host %s: %w", reg.Name, err))
@@ -126,7 +131,22 @@ func (s *Server) registerHost(w http.ResponseWriter, r *http.Request) {
 		s.error(w, r, http.StatusBadRequest, fmt.Errorf("host %s: host_id, hostname, agent_version or build too long", reg.Name))
 		return
 	}
-	by := auth.FromContext(r.Context()).Name
+	p := auth.FromContext(r.Context())
+	by := p.Name
+	// Labels enrolled by an admin are the host's labels, whatever the
+	// agent says (they decide what the host is assigned).
+	enrolled, err := s.cfg.DB.EnrolledLabels(r.Context(), p.TokenID)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if len(enrolled) > 0 {
+		if len(reg.Labels) > 0 && !store.Matches(reg.Labels, enrolled) {
+			s.log.Warn("host registers other labels than it was enrolled with; the enrolled ones hold", "host", reg.Name,
+				"registered", reg.Labels, "enrolled", enrolled)
+		}
+		reg.Labels = enrolled
+	}
 	res, err := s.cfg.DB.RegisterHost(r.Context(), reg, by)
 	if err != nil {
 		s.fail(w, r, err)
@@ -159,6 +179,9 @@ func (s *Server) registerHost(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) reportHost(w http.ResponseWriter, r *http.Request) {
 	name := chi.URLParam(r, "name")
+	if !s.actAsHost(w, r, name) {
+		return
+	}
 	var rep api.HostReport
 	if err := jsonDecoder(http.MaxBytesReader(w, r.Body, maxHostBody)).Decode(&rep); err != nil {
 		s.error(w, r, http.StatusBadRequest, fmt.Errorf("host report: %w", err))
@@ -245,9 +268,16 @@ func (s *Server) desiredState(w http.ResponseWriter, r *http.Request) {
 		wait = min(d, maxDesiredWait)
 	}
 	ctx := r.Context()
-	if err := s.cfg.DB.TouchHost(ctx, name); err != nil {
-		s.fail(w, r, err)
-		return
+	// A host polls its own desired state; an admin may look at any host's
+	// (without marking it seen).
+	if p := auth.FromContext(ctx); !auth.Allows(p.Role, api.RoleAdmin) || p.Anonymous {
+		if !s.actAsHost(w, r, name) {
+			return
+		}
+		if err := s.cfg.DB.TouchHost(ctx, name); err != nil {
+			s.fail(w, r, err)
+			return
+		}
 	}
 	deadline := time.NewTimer(wait)
 	defer deadline.Stop()
@@ -375,36 +405,47 @@ func (s *Server) deleteAssignment(w http.ResponseWriter, r *http.Request) {
 }
 
 // requireKernelImport guards kernel imports: they need an admin token,
-// except that with AgentBTFUpload a reader token (an agent) may upload a
-// host kernel's BTF — the multipart form client.ImportKernel sends,
-// without replace, for the kernel id of a registered host.
+// except that with AgentBTFUpload a host token may upload its own
+// registered host's kernel BTF — the multipart form client.ImportKernel
+// sends, without replace, for the host's registered kernel id. Such a
+// kernel is stored unverified, with the host as its source (see
+// store.Kernel.ServedTo). Reader tokens may not upload.
 func (s *Server) requireKernelImport(next http.Handler) http.Handler {
 	admin := s.require(api.RoleAdmin)(next)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p := auth.FromContext(r.Context())
-		if !s.cfg.AgentBTFUpload || p.Anonymous || auth.Allows(p.Role, api.RoleAdmin) || !auth.Allows(p.Role, api.RoleReader) {
+		if p.Role != api.RoleHost || p.Anonymous {
 			admin.ServeHTTP(w, r)
+			return
+		}
+		if !s.cfg.AgentBTFUpload {
+			s.error(w, r, http.StatusForbidden, fmt.Errorf("token %q is host %s's token: this server does not take "+
+				"hosts' BTF (run it with --agent-btf-upload); kernel imports need admin", p.Name, p.Host))
 			return
 		}
 		q := r.URL.Query()
 		ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
 		if ct != "multipart/form-data" || q.Get("replace") != "" && q.Get("replace") != "false" {
-			s.error(w, r, http.StatusForbidden, fmt.Errorf("token %q has role %s: agents may only upload a host's BTF "+
-				"(multipart, without replace); anything else needs admin", p.Name, p.Role))
+			s.error(w, r, http.StatusForbidden, fmt.Errorf("token %q is host %s's token: hosts may only upload their "+
+				"kernel's BTF (multipart, without replace); anything else needs admin", p.Name, p.Host))
 			return
 		}
 		kid := q.Get("id")
-		n, err := s.cfg.DB.HostsWithKernel(r.Context(), kid)
+		h, err := s.cfg.DB.Host(r.Context(), p.Host)
+		if errors.Is(err, store.ErrNotFound) {
+			s.error(w, r, http.StatusForbidden, fmt.Errorf("host %s is not registered: register before uploading its BTF", p.Host))
+			return
+		}
 		if err != nil {
 			s.fail(w, r, err)
 			return
 		}
-		if kid == "" || n == 0 {
-			s.error(w, r, http.StatusForbidden, fmt.Errorf("token %q has role %s: agents may only upload the BTF of a "+
-				"registered host's kernel (register first; id=%q is no registered host's kernel)", p.Name, p.Role, kid))
+		if kid == "" || kid != h.Kernel {
+			s.error(w, r, http.StatusForbidden, fmt.Errorf("host %s runs kernel %s: it may only upload that kernel's BTF, "+
+				"not id=%q", p.Host, h.Kernel, kid))
 			return
 		}
-		s.log.Info("agent uploads its host's kernel BTF", "kernel", kid, "by", p.Name)
+		s.log.Info("host uploads its kernel's BTF (stored unverified)", "kernel", kid, "host", p.Host, "by", p.Name)
 		next.ServeHTTP(w, r)
 	})
 }

@@ -57,6 +57,19 @@ func newHostsAPI(t *testing.T, agentBTFUpload bool) *hostsAPI {
 	return h
 }
 
+// enroll enrolls host name through the API and keeps its token as
+// tokens["host:"+name].
+func (h *hostsAPI) enroll(name string, labels map[string]string) api.TokenCreated {
+	h.t.Helper()
+	var tok api.TokenCreated
+	if code := h.do(api.RoleAdmin, "POST", "/api/v1/hosts/"+name+"/enroll", api.HostEnrollment{Labels: labels}, &tok); code != http.StatusCreated ||
+		tok.Role != api.RoleHost || tok.Host != name || tok.Secret == "" {
+		h.t.Fatalf("enroll %s: %d %+v", name, code, tok)
+	}
+	h.tokens["host:"+name] = tok.Secret
+	return tok
+}
+
 // do sends a request as role and decodes a JSON answer into out (if not
 // nil); it returns the status code.
 func (h *hostsAPI) do(role, method, path string, body any, out any) int {
@@ -117,13 +130,22 @@ const testKernel = "debian/12/x86_64/6.1.0-1-amd64"
 
 func TestHostRegistrationAndReport(t *testing.T) {
 	h := newHostsAPI(t, false)
+	h.enroll("web-1", nil)
+	const web1 = "host:web-1"
 	reg := api.HostRegistration{Name: "web-1", HostID: "abc", Kernel: testKernel, Labels: map[string]string{"role": "web"},
 		HasBTF: true, AgentVersion: "test"}
 	var host api.Host
-	if code := h.do(api.RoleReader, "POST", "/api/v1/hosts/register", reg, &host); code != http.StatusCreated || host.Name != "web-1" {
+	// Reader, publisher and admin tokens may not register a host.
+	for _, role := range []string{api.RoleReader, api.RolePublisher, api.RoleAdmin} {
+		if code := h.do(role, "POST", "/api/v1/hosts/register", reg, nil); code != http.StatusForbidden {
+			t.Fatalf("register as %s: %d", role, code)
+		}
+	}
+	if code := h.do(web1, "POST", "/api/v1/hosts/register", reg, &host); code != http.StatusCreated || host.Name != "web-1" ||
+		!strings.HasPrefix(host.Token, "host-web-1-") || host.Enrolled != host.Token {
 		t.Fatalf("register: %d %+v", code, host)
 	}
-	if code := h.do(api.RoleReader, "POST", "/api/v1/hosts/register", reg, &host); code != http.StatusOK {
+	if code := h.do(web1, "POST", "/api/v1/hosts/register", reg, &host); code != http.StatusOK {
 		t.Fatalf("register again: %d", code)
 	}
 	if code := h.do("", "POST", "/api/v1/hosts/register", reg, nil); code != http.StatusUnauthorized {
@@ -131,24 +153,28 @@ func TestHostRegistrationAndReport(t *testing.T) {
 	}
 	for name, bad := range map[string]api.HostRegistration{
 		"bad name":   {Name: "../x", Kernel: testKernel},
-		"bad kernel": {Name: "h", Kernel: "linux"},
-		"bad label":  {Name: "h", Kernel: testKernel, Labels: map[string]string{"a,b": "c"}},
-		"bad value":  {Name: "h", Kernel: testKernel, Labels: map[string]string{"a": "b,c"}},
+		"bad kernel": {Name: "web-1", Kernel: "linux"},
+		"bad label":  {Name: "web-1", Kernel: testKernel, Labels: map[string]string{"a,b": "c"}},
+		"bad value":  {Name: "web-1", Kernel: testKernel, Labels: map[string]string{"a": "b,c"}},
 	} {
-		if code := h.do(api.RoleReader, "POST", "/api/v1/hosts/register", bad, nil); code != http.StatusBadRequest {
+		if code := h.do(web1, "POST", "/api/v1/hosts/register", bad, nil); code != http.StatusBadRequest {
 			t.Errorf("%s: %d", name, code)
 		}
 	}
 
 	rep := api.HostReport{Programs: []api.HostProgram{{Program: "p", Revision: "r", State: api.HostProgramRolledBack, Error: "verifier"}}}
-	if code := h.do(api.RoleReader, "POST", "/api/v1/hosts/web-1/report", rep, nil); code != http.StatusNoContent {
+	if code := h.do(api.RoleReader, "POST", "/api/v1/hosts/web-1/report", rep, nil); code != http.StatusForbidden {
+		t.Fatalf("report as a reader: %d", code)
+	}
+	if code := h.do(web1, "POST", "/api/v1/hosts/web-1/report", rep, nil); code != http.StatusNoContent {
 		t.Fatalf("report: %d", code)
 	}
-	if code := h.do(api.RoleReader, "POST", "/api/v1/hosts/nope/report", rep, nil); code != http.StatusNotFound {
-		t.Fatalf("report of an unknown host: %d", code)
+	h.enroll("nope", nil)
+	if code := h.do("host:nope", "POST", "/api/v1/hosts/nope/report", rep, nil); code != http.StatusNotFound {
+		t.Fatalf("report of an unregistered host: %d", code)
 	}
 	bad := api.HostReport{Programs: []api.HostProgram{{Program: "p", State: "exploded"}}}
-	if code := h.do(api.RoleReader, "POST", "/api/v1/hosts/web-1/report", bad, nil); code != http.StatusBadRequest {
+	if code := h.do(web1, "POST", "/api/v1/hosts/web-1/report", bad, nil); code != http.StatusBadRequest {
 		t.Fatalf("bad state: %d", code)
 	}
 	if code := h.do(api.RoleReader, "GET", "/api/v1/hosts/web-1", nil, &host); code != http.StatusOK ||
@@ -215,21 +241,25 @@ func TestDesiredLongPoll(t *testing.T) {
 	if _, err := h.db.AddRevision(ctx, store.RevisionInput{Program: "p", Digest: "abcdef0123", Entry: "p.bpf.c", BundleBlob: "b"}); err != nil {
 		t.Fatal(err)
 	}
+	h.enroll("web-1", nil)
 	reg := api.HostRegistration{Name: "web-1", Kernel: testKernel, Labels: map[string]string{"role": "web"}}
-	if code := h.do(api.RoleReader, "POST", "/api/v1/hosts/register", reg, nil); code != http.StatusCreated {
+	if code := h.do("host:web-1", "POST", "/api/v1/hosts/register", reg, nil); code != http.StatusCreated {
 		t.Fatalf("register: %d", code)
 	}
-	if code := h.do(api.RoleReader, "GET", "/api/v1/hosts/nope/desired", nil, nil); code != http.StatusNotFound {
+	if code := h.do(api.RoleAdmin, "GET", "/api/v1/hosts/nope/desired", nil, nil); code != http.StatusNotFound {
 		t.Fatalf("desired of an unknown host: %d", code)
 	}
+	if code := h.do(api.RoleReader, "GET", "/api/v1/hosts/web-1/desired", nil, nil); code != http.StatusForbidden {
+		t.Fatalf("desired as a reader: %d", code)
+	}
 	var ds api.DesiredState
-	if code := h.do(api.RoleReader, "GET", "/api/v1/hosts/web-1/desired", nil, &ds); code != http.StatusOK || len(ds.Programs) != 0 {
+	if code := h.do("host:web-1", "GET", "/api/v1/hosts/web-1/desired", nil, &ds); code != http.StatusOK || len(ds.Programs) != 0 {
 		t.Fatalf("desired: %d %+v", code, ds)
 	}
 	v0 := ds.Version
 	var same api.DesiredState
 	path := "/api/v1/hosts/web-1/desired?version=" + strconv.FormatUint(v0, 10)
-	if code := h.do(api.RoleReader, "GET", path+"&wait=10ms", nil, &same); code != http.StatusOK || same.Version != v0 {
+	if code := h.do("host:web-1", "GET", path+"&wait=10ms", nil, &same); code != http.StatusOK || same.Version != v0 {
 		t.Fatalf("unchanged: %d %+v", code, same)
 	}
 	type answer struct {
@@ -239,7 +269,7 @@ func TestDesiredLongPoll(t *testing.T) {
 	done := make(chan answer, 1)
 	go func() {
 		var a answer
-		a.code = h.do(api.RoleReader, "GET", path+"&wait=2m", nil, &a.ds)
+		a.code = h.do("host:web-1", "GET", path+"&wait=2m", nil, &a.ds)
 		done <- a
 	}()
 	// Wait until the poll waits, then change what the host should run.
@@ -261,7 +291,7 @@ func TestDesiredLongPoll(t *testing.T) {
 	// A server shutting down answers waiting polls at once.
 	go func() {
 		var a answer
-		a.code = h.do(api.RoleReader, "GET", "/api/v1/hosts/web-1/desired?wait=2m&version="+strconv.FormatUint(got.ds.Version, 10), nil, &a.ds)
+		a.code = h.do("host:web-1", "GET", "/api/v1/hosts/web-1/desired?wait=2m&version="+strconv.FormatUint(got.ds.Version, 10), nil, &a.ds)
 		done <- a
 	}()
 	for h.metric("bpfarm_desired_polls_waiting", "") < 1 {
@@ -271,15 +301,16 @@ func TestDesiredLongPoll(t *testing.T) {
 	if got := <-done; got.code != http.StatusOK || len(got.ds.Programs) != 1 {
 		t.Fatalf("poll at shutdown: %+v", got)
 	}
-	if code := h.do(api.RoleReader, "GET", "/api/v1/hosts/web-1/desired?version=x", nil, nil); code != http.StatusBadRequest {
+	if code := h.do("host:web-1", "GET", "/api/v1/hosts/web-1/desired?version=x", nil, nil); code != http.StatusBadRequest {
 		t.Fatalf("bad version: %d", code)
 	}
 }
 
 // TestAgentBTFUpload: kernel imports need admin, unless the server lets
-// agents upload their registered host's BTF.
+// hosts upload their own registered kernel's BTF with their host token.
+// A reader uploading BTF is refused either way (the attack of issue 12).
 func TestAgentBTFUpload(t *testing.T) {
-	upload := func(h *hostsAPI, role, query string, multi bool) int {
+	upload := func(h *hostsAPI, role, query string, multi bool) (int, string) {
 		var buf bytes.Buffer
 		ct := "application/octet-stream"
 		if multi {
@@ -297,30 +328,59 @@ func TestAgentBTFUpload(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		resp.Body.Close()
-		return resp.StatusCode
+		defer resp.Body.Close()
+		var e api.Error
+		json.NewDecoder(resp.Body).Decode(&e)
+		if strings.Contains(e.Error, "\n") {
+			t.Errorf("refusal is not one line: %q", e.Error)
+		}
+		return resp.StatusCode, e.Error
 	}
 	off := newHostsAPI(t, false)
-	if code := upload(off, api.RoleReader, "id="+testKernel, true); code != http.StatusForbidden {
+	off.enroll("web-1", nil)
+	if code, _ := upload(off, api.RoleReader, "id="+testKernel, true); code != http.StatusForbidden {
 		t.Fatalf("reader upload without --agent-btf-upload: %d", code)
 	}
+	if code, msg := upload(off, "host:web-1", "id="+testKernel, true); code != http.StatusForbidden ||
+		!strings.Contains(msg, "--agent-btf-upload") {
+		t.Fatalf("host upload without --agent-btf-upload: %d %s", code, msg)
+	}
 	on := newHostsAPI(t, true)
-	if code := upload(on, api.RoleReader, "id="+testKernel, true); code != http.StatusForbidden {
-		t.Fatalf("reader upload for an unregistered kernel: %d", code)
+	on.enroll("web-1", nil)
+	on.enroll("web-2", nil)
+	if code, _ := upload(on, "host:web-1", "id="+testKernel, true); code != http.StatusForbidden {
+		t.Fatalf("upload by an unregistered host: %d", code)
 	}
 	reg := api.HostRegistration{Name: "web-1", Kernel: testKernel}
-	if code := on.do(api.RoleReader, "POST", "/api/v1/hosts/register", reg, nil); code != http.StatusCreated {
+	if code := on.do("host:web-1", "POST", "/api/v1/hosts/register", reg, nil); code != http.StatusCreated {
 		t.Fatalf("register: %d", code)
 	}
-	if code := upload(on, api.RoleReader, "id="+testKernel, false); code != http.StatusForbidden {
-		t.Fatalf("reader upload of a file: %d", code)
+	// The attack: a reader uploads BTF for a registered host's kernel.
+	if code, msg := upload(on, api.RoleReader, "id="+testKernel, true); code != http.StatusForbidden ||
+		!strings.Contains(msg, "needs admin") {
+		t.Fatalf("reader upload: %d %s", code, msg)
 	}
-	if code := upload(on, api.RoleReader, "id="+testKernel+"&replace=true", true); code != http.StatusForbidden {
-		t.Fatalf("reader upload with replace: %d", code)
+	// Another host may not upload web-1's kernel (it runs none).
+	if code, _ := upload(on, "host:web-2", "id="+testKernel, true); code != http.StatusForbidden {
+		t.Fatalf("upload by another host: %d", code)
+	}
+	if code, msg := upload(on, "host:web-1", "id=debian/12/x86_64/6.1.0-2-amd64", true); code != http.StatusForbidden ||
+		!strings.Contains(msg, "runs kernel "+testKernel) {
+		t.Fatalf("upload of another kernel: %d %s", code, msg)
+	}
+	if code, _ := upload(on, "host:web-1", "id="+testKernel, false); code != http.StatusForbidden {
+		t.Fatalf("host upload of a file: %d", code)
+	}
+	if code, _ := upload(on, "host:web-1", "id="+testKernel+"&replace=true", true); code != http.StatusForbidden {
+		t.Fatalf("host upload with replace: %d", code)
 	}
 	// Past the guard: the import itself refuses the empty upload.
-	if code := upload(on, api.RoleReader, "id="+testKernel, true); code != http.StatusBadRequest {
-		t.Fatalf("reader upload of a registered host's kernel: %d", code)
+	if code, _ := upload(on, "host:web-1", "id="+testKernel, true); code != http.StatusBadRequest {
+		t.Fatalf("host upload of its registered kernel: %d", code)
+	}
+	ks, _ := on.db.Kernels(context.Background(), "")
+	if len(ks) != 0 {
+		t.Fatalf("refused uploads left kernels: %+v", ks)
 	}
 }
 
@@ -372,18 +432,19 @@ func TestAssignmentExportsAPI(t *testing.T) {
 	}
 
 	// Reports carry each export's status; nonsense is refused.
-	if code := h.do(api.RoleReader, "POST", "/api/v1/hosts/register", api.HostRegistration{Name: "web-1", Kernel: testKernel}, nil); code != http.StatusCreated {
+	h.enroll("web-1", nil)
+	if code := h.do("host:web-1", "POST", "/api/v1/hosts/register", api.HostRegistration{Name: "web-1", Kernel: testKernel}, nil); code != http.StatusCreated {
 		t.Fatalf("register: %d", code)
 	}
 	rep := api.HostReport{Programs: []api.HostProgram{{Program: "p", State: api.HostProgramLoaded, Since: time.Now(),
 		Exports: []api.ExportStatus{{Map: "counts", Kind: api.ExportGauge, Metrics: []string{"bpfarm_p_counts"}},
 			{Map: "hist", Kind: api.ExportHistogram, Error: "map hist: value type struct x has no slots[] array"}}}}}
-	if code := h.do(api.RoleReader, "POST", "/api/v1/hosts/web-1/report", rep, nil); code != http.StatusNoContent {
+	if code := h.do("host:web-1", "POST", "/api/v1/hosts/web-1/report", rep, nil); code != http.StatusNoContent {
 		t.Fatalf("report: %d", code)
 	}
 	bad := rep
 	bad.Programs = []api.HostProgram{{Program: "p", State: api.HostProgramLoaded, Exports: []api.ExportStatus{{Map: "../x"}}}}
-	if code := h.do(api.RoleReader, "POST", "/api/v1/hosts/web-1/report", bad, nil); code != http.StatusBadRequest {
+	if code := h.do("host:web-1", "POST", "/api/v1/hosts/web-1/report", bad, nil); code != http.StatusBadRequest {
 		t.Fatalf("report with a bad export: %d", code)
 	}
 	var host api.Host
@@ -391,4 +452,87 @@ func TestAssignmentExportsAPI(t *testing.T) {
 		len(host.Programs[0].Exports) != 2 || !strings.Contains(host.Programs[0].Exports[1].Error, "no slots") {
 		t.Fatalf("host: %d %+v", code, host)
 	}
+}
+
+// TestHostImpersonation is the attack of issue 12: a second host's token
+// registers, reports and polls as another host. Each is refused with one
+// line naming the token, changes nothing, and the server keeps serving.
+func TestHostImpersonation(t *testing.T) {
+	h := newHostsAPI(t, false)
+	h.enroll("web-1", map[string]string{"role": "web"})
+	h.enroll("evil", nil)
+	reg := api.HostRegistration{Name: "web-1", HostID: "m1", Kernel: testKernel, Labels: map[string]string{"role": "db"}}
+	var host api.Host
+	if code := h.do("host:web-1", "POST", "/api/v1/hosts/register", reg, &host); code != http.StatusCreated {
+		t.Fatalf("register: %d", code)
+	}
+	// Enrolled labels hold whatever the agent registers.
+	if host.Labels["role"] != "web" {
+		t.Fatalf("labels: %v, want the enrolled role=web", host.Labels)
+	}
+	rep := api.HostReport{Programs: []api.HostProgram{{Program: "p", Revision: "r1", State: api.HostProgramLoaded}}}
+	if code := h.do("host:web-1", "POST", "/api/v1/hosts/web-1/report", rep, nil); code != http.StatusNoContent {
+		t.Fatalf("report: %d", code)
+	}
+
+	forged := api.HostRegistration{Name: "web-1", HostID: "evil", Kernel: "debian/12/x86_64/6.1.0-9-amd64"}
+	forgedRep := api.HostReport{Programs: []api.HostProgram{{Program: "p", Revision: "r0", State: api.HostProgramFailed}}}
+	for what, try := range map[string]func() (int, string){
+		"register": func() (int, string) { return h.raw("host:evil", "POST", "/api/v1/hosts/register", forged) },
+		"report":   func() (int, string) { return h.raw("host:evil", "POST", "/api/v1/hosts/web-1/report", forgedRep) },
+		"poll":     func() (int, string) { return h.raw("host:evil", "GET", "/api/v1/hosts/web-1/desired", nil) },
+		"reader register": func() (int, string) {
+			return h.raw(api.RoleReader, "POST", "/api/v1/hosts/register", forged)
+		},
+		"reader report": func() (int, string) {
+			return h.raw(api.RoleReader, "POST", "/api/v1/hosts/web-1/report", forgedRep)
+		},
+	} {
+		code, msg := try()
+		if code != http.StatusForbidden || strings.Contains(msg, "\n") || !strings.Contains(msg, "web-1") {
+			t.Errorf("%s as another host: %d %q", what, code, msg)
+		}
+	}
+	if code := h.do(api.RoleReader, "GET", "/api/v1/hosts/web-1", nil, &host); code != http.StatusOK {
+		t.Fatalf("server stopped serving: %d", code)
+	}
+	if host.HostID != "m1" || host.Kernel != testKernel || len(host.Programs) != 1 || host.Programs[0].Revision != "r1" {
+		t.Fatalf("impersonation changed the host: %+v", host)
+	}
+	// Re-enrolling revokes the old token.
+	old := h.tokens["host:web-1"]
+	h.enroll("web-1", nil)
+	h.tokens["old"] = old
+	if code, msg := h.raw("old", "POST", "/api/v1/hosts/web-1/report", rep); code != http.StatusUnauthorized {
+		t.Fatalf("report with a revoked host token: %d %s", code, msg)
+	}
+	if code := h.do("host:web-1", "POST", "/api/v1/hosts/web-1/report", rep, nil); code != http.StatusNoContent {
+		t.Fatalf("report with the new token: %d", code)
+	}
+	// Host tokens cannot be made with tokens create.
+	if code, msg := h.raw(api.RoleAdmin, "POST", "/api/v1/tokens", api.TokenRequest{Name: "x", Role: api.RoleHost}); code != http.StatusBadRequest ||
+		!strings.Contains(msg, "enroll") {
+		t.Fatalf("tokens create --role host: %d %s", code, msg)
+	}
+}
+
+// raw sends a request as role and returns the status and error message.
+func (h *hostsAPI) raw(role, method, path string, body any) (int, string) {
+	h.t.Helper()
+	var rd io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = bytes.NewReader(b)
+	}
+	req, _ := http.NewRequest(method, h.srv.URL+path, rd)
+	req.Header.Set("Authorization", "Bearer "+h.tokens[role])
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var e api.Error
+	json.NewDecoder(resp.Body).Decode(&e)
+	return resp.StatusCode, e.Error
 }

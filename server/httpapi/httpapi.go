@@ -25,6 +25,7 @@ import (
 	"github.com/bpfarm/bpfarm/server/auth"
 	"github.com/bpfarm/bpfarm/server/blob"
 	"github.com/bpfarm/bpfarm/server/build"
+	"github.com/bpfarm/bpfarm/server/quota"
 	"github.com/bpfarm/bpfarm/server/signing"
 	"github.com/bpfarm/bpfarm/server/store"
 )
@@ -55,6 +56,11 @@ type Config struct {
 	// Verify is the verification service, told when a kernel gets an
 	// image or an artifact is queued for verification again (may be nil).
 	Verify Verifier
+	// Quotas reports and enforces per-token limits (nil: the defaults,
+	// not enforced).
+	Quotas *quota.Service
+	// GC runs a garbage collection (POST /gc); nil answers 503.
+	GC func(ctx context.Context, dryRun bool) (api.GCReport, error)
 }
 
 // Server is the HTTP API.
@@ -70,6 +76,9 @@ type Server struct {
 func New(cfg Config) *Server {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if cfg.Quotas == nil {
+		cfg.Quotas = quota.New(cfg.DB, api.Quota{})
 	}
 	if cfg.MaxBundleBytes == 0 {
 		cfg.MaxBundleBytes = bpfsrc.DefaultLimits.MaxTotalSize + 1<<20
@@ -128,6 +137,8 @@ func (s *Server) routes() chi.Router {
 		// Verification on real kernels (verify.go). PUT /kernels/{kernel}/image:
 		// kernel ids hold slashes, so the wildcard takes every PUT.
 		r.With(s.require(api.RoleAdmin)).Put("/kernels/*", s.putKernel)
+		// POST /kernels/{kernel}/approve (trust.go).
+		r.With(s.require(api.RoleAdmin)).Post("/kernels/*", s.postKernel)
 		r.With(s.require(api.RoleReader)).Get("/verifications", s.listVerifications)
 		r.With(s.require(api.RoleReader)).Get("/verifications/{id}", s.getVerification)
 		r.With(s.require(api.RoleReader)).Get("/verifications/{id}/console", s.getVerificationConsole)
@@ -141,6 +152,7 @@ func (s *Server) routes() chi.Router {
 		r.With(s.require(api.RoleReader)).Post("/hosts/register", s.registerHost)
 		r.With(s.require(api.RoleReader)).Get("/hosts", s.listHosts)
 		r.With(s.require(api.RoleReader)).Get("/hosts/{name}", s.getHost)
+		r.With(s.require(api.RoleAdmin)).Post("/hosts/{name}/enroll", s.enrollHost)
 		r.With(s.require(api.RoleReader)).Post("/hosts/{name}/report", s.reportHost)
 		r.With(s.require(api.RoleReader)).Get("/hosts/{name}/desired", s.desiredState)
 		r.With(s.require(api.RoleReader)).Get("/assignments", s.listAssignments)
@@ -150,6 +162,10 @@ func (s *Server) routes() chi.Router {
 		r.With(s.require(api.RoleAdmin)).Get("/tokens", s.listTokens)
 		r.With(s.require(api.RoleAdmin)).Post("/tokens", s.createToken)
 		r.With(s.require(api.RoleAdmin)).Delete("/tokens/{name}", s.revokeToken)
+		r.With(s.require(api.RoleAdmin)).Get("/tokens/{name}/quota", s.getQuota)
+		r.With(s.require(api.RoleAdmin)).Put("/tokens/{name}/quota", s.putQuota)
+		r.With(s.require(api.RoleReader)).Get("/quota", s.ownQuota)
+		r.With(s.require(api.RoleAdmin)).Post("/gc", s.gc)
 	})
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
 		s.error(w, r, http.StatusNotFound, fmt.Errorf("no route for %s %s", r.Method, r.URL.Path))
@@ -257,7 +273,8 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 			}
 			return
 		}
-		r = r.WithContext(auth.WithPrincipal(r.Context(), auth.Principal{Name: tok.Name, Role: tok.Role}))
+		r = r.WithContext(auth.WithPrincipal(r.Context(), auth.Principal{Name: tok.Name, Role: tok.Role, Host: tok.Host,
+			TokenID: tok.ID}))
 		next.ServeHTTP(w, r)
 	})
 }
@@ -336,8 +353,14 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 		input *build.InputError
 		ainp  *archive.InputError
 		mbe   *http.MaxBytesError
+		qe    *quota.Error
 	)
 	switch {
+	case errors.As(err, &qe) && qe.Limit == quota.LimitBuildsPerHour:
+		w.Header().Set("Retry-After", "600")
+		s.error(w, r, http.StatusTooManyRequests, qe)
+	case errors.As(err, &qe):
+		s.error(w, r, http.StatusRequestEntityTooLarge, qe)
 	case errors.As(err, &mbe):
 		s.error(w, r, http.StatusRequestEntityTooLarge, fmt.Errorf("request body exceeds %d bytes", mbe.Limit))
 	case errors.Is(err, store.ErrConflict):

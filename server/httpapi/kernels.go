@@ -36,7 +36,8 @@ func (s *Server) kernelJSON(k store.Kernel, def map[string]string, counts map[st
 	return api.Kernel{ID: k.KID, Distro: k.Distro, Version: k.Version, Arch: k.Arch, Release: k.Release, Build: k.Build,
 		VersionCode: k.VersionCode, BTF: api.Blob{Digest: k.BTFBlob, Size: k.BTFSize}, Modules: k.ModulesCount,
 		ModulesSize: k.ModulesSize, HasConfig: k.ConfigBlob != "", HasImage: k.ImageBlob != "", Source: k.Source,
-		CreatedAt: k.CreatedAt, Default: def[k.Arch] == k.KID, Artifacts: counts[k.KID]}
+		Trust: k.Trust, SourceHost: k.SourceHost, CreatedAt: k.CreatedAt, Default: def[k.Arch] == k.KID,
+		Artifacts: counts[k.KID]}
 }
 
 func (s *Server) defaults(ctx context.Context) map[string]string {
@@ -108,7 +109,11 @@ func (s *Server) importKernels(w http.ResponseWriter, r *http.Request) {
 		override = id
 	}
 	replace, _ := strconv.ParseBool(q.Get("replace"))
-	opt := archive.ImportOptions{ID: override, Replace: replace, By: auth.FromContext(r.Context()).Name}
+	p := auth.FromContext(r.Context())
+	opt := archive.ImportOptions{ID: override, Replace: replace, By: p.Name}
+	if p.Role == api.RoleHost {
+		opt.SourceHost = p.Host // requireKernelImport let only the host's own kernel through
+	}
 	r.Body = http.MaxBytesReader(w, r.Body, maxKernelUpload)
 
 	var kernels []*source.Kernel
@@ -239,11 +244,14 @@ func (s *Server) listArtifacts(w http.ResponseWriter, r *http.Request) {
 	}
 	f.Limit, _ = strconv.Atoi(q.Get("limit"))
 	as, err := s.cfg.DB.Artifacts(r.Context(), f)
+	if err == nil {
+		as, err = s.servedArtifacts(r.Context(), as)
+	}
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	if as == nil {
+	if len(as) == 0 {
 		as = []api.Artifact{}
 	}
 	if err := s.cfg.DB.WithVerifications(r.Context(), as); err != nil { // verify.go
@@ -264,7 +272,34 @@ func (s *Server) artifactID(w http.ResponseWriter, r *http.Request) (api.Artifac
 		s.fail(w, r, err)
 		return a, false
 	}
+	k, err := s.cfg.DB.Kernel(r.Context(), a.Kernel)
+	if err != nil {
+		s.fail(w, r, err)
+		return a, false
+	}
+	if s.refuseUnserved(w, r, k) {
+		return a, false
+	}
 	return a, true
+}
+
+// servedArtifacts drops the artifacts of kernels the request's token may
+// not be served (unverified kernels other hosts uploaded).
+func (s *Server) servedArtifacts(ctx context.Context, as []api.Artifact) ([]api.Artifact, error) {
+	p := auth.FromContext(ctx)
+	admin := auth.Allows(p.Role, api.RoleAdmin)
+	ks, err := s.cfg.DB.UnverifiedKernels(ctx)
+	if err != nil || len(ks) == 0 {
+		return as, err
+	}
+	out := as[:0]
+	for _, a := range as {
+		if k, ok := ks[a.Kernel]; ok && !k.ServedTo(p.Host, admin) {
+			continue
+		}
+		out = append(out, a)
+	}
+	return out, nil
 }
 
 func (s *Server) getArtifact(w http.ResponseWriter, r *http.Request) {
@@ -299,9 +334,15 @@ func (s *Server) resolve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ctx := r.Context()
-	k, match, err := s.matchKernel(ctx, want)
+	p := auth.FromContext(ctx)
+	k, match, err := s.matchKernel(ctx, want, func(k store.Kernel) bool {
+		return k.ServedTo(p.Host, auth.Allows(p.Role, api.RoleAdmin))
+	})
 	if err != nil {
 		s.fail(w, r, err)
+		return
+	}
+	if s.refuseUnserved(w, r, k) {
 		return
 	}
 	revision := ""
@@ -391,7 +432,10 @@ func (s *Server) pickArtifact(ctx context.Context, program, revision string, k s
 
 // matchKernel maps a requested kernel id onto the archive: exact, or the
 // same release and arch under another distro entry.
-func (s *Server) matchKernel(ctx context.Context, want kernel.ID) (store.Kernel, string, error) {
+//
+// served tells which kernels the caller may be served artifacts of; a
+// release match prefers those.
+func (s *Server) matchKernel(ctx context.Context, want kernel.ID, served func(store.Kernel) bool) (store.Kernel, string, error) {
 	k, err := s.cfg.DB.Kernel(ctx, want.String())
 	if err == nil {
 		return k, "exact", nil
@@ -403,10 +447,20 @@ func (s *Server) matchKernel(ctx context.Context, want kernel.ID) (store.Kernel,
 	if err != nil {
 		return k, "", err
 	}
-	for _, c := range ks {
-		if c.Release == want.Release {
+	var other *store.Kernel
+	for i, c := range ks {
+		if c.Release != want.Release {
+			continue
+		}
+		if served(c) {
 			return c, "release", nil
 		}
+		if other == nil {
+			other = &ks[i]
+		}
+	}
+	if other != nil {
+		return *other, "release", nil // refused by the caller, naming why
 	}
 	return k, "", fmt.Errorf("kernel %s is not in the archive; nearest: %s: %w", want, nearest(ks, want, 5), store.ErrNotFound)
 }

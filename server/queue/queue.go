@@ -7,8 +7,12 @@ package queue
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
+	"runtime/debug"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/bpfarm/bpfarm/server/store"
 )
@@ -31,12 +35,20 @@ func (w *Waker) Kick() {
 	}
 }
 
+// ErrInternal is the error a job that panicked fails with; the panic and
+// its stack go to the log only.
+var ErrInternal = errors.New("internal error")
+
 // Loop claims and runs jobs until ctx is done. claim returns an error
 // wrapping store.ErrNotFound when the queue is empty; other claim errors
 // are logged and retried after the next wake-up or poll. After each claim
 // Loop kicks w, so that another worker looks for more work too.
+//
+// Every job runs under recover: a job whose run panics is failed with
+// fail(ctx, job, ErrInternal), the panic and its stack are logged, and the
+// worker goes on with the next job.
 func Loop[J any](ctx context.Context, log *slog.Logger, what string, w *Waker,
-	claim func(context.Context) (J, error), run func(context.Context, J)) {
+	claim func(context.Context) (J, error), run func(context.Context, J), fail func(context.Context, J, error)) {
 	poll := time.NewTicker(PollInterval)
 	defer poll.Stop()
 	for {
@@ -44,7 +56,7 @@ func Loop[J any](ctx context.Context, log *slog.Logger, what string, w *Waker,
 		switch {
 		case err == nil:
 			w.Kick()
-			run(ctx, job)
+			runSafely(ctx, log, what, job, run, fail)
 			continue
 		case errors.Is(err, store.ErrNotFound):
 		case ctx.Err() != nil:
@@ -60,3 +72,32 @@ func Loop[J any](ctx context.Context, log *slog.Logger, what string, w *Waker,
 		}
 	}
 }
+
+// runSafely runs one job, failing it with ErrInternal if it panics.
+func runSafely[J any](ctx context.Context, log *slog.Logger, what string, job J,
+	run func(context.Context, J), fail func(context.Context, J, error)) {
+	defer func() {
+		v := recover()
+		if v == nil {
+			return
+		}
+		log.Error("panic in "+what+" job: failed with internal error", "panic", fmt.Sprint(v),
+			"stack", string(debug.Stack()))
+		panics.WithLabelValues(what).Inc()
+		if fail != nil {
+			// The job must not stay claimed; a panic in fail is not caught.
+			fail(context.WithoutCancel(ctx), job, ErrInternal)
+		}
+	}()
+	run(ctx, job)
+}
+
+// panics counts jobs that panicked, by queue.
+var panics = prometheus.NewCounterVec(prometheus.CounterOpts{
+	Name: "bpfarm_job_panics_total",
+	Help: "Jobs (builds, relocations, verifications) that panicked and were failed with an internal error, by queue.",
+}, []string{"queue"})
+
+// Collector returns the queue's metrics, for registering with a server's
+// registry.
+func Collector() prometheus.Collector { return panics }

@@ -2,9 +2,11 @@ package queue
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 
@@ -45,7 +47,7 @@ func TestLoop(t *testing.T) {
 	var wg sync.WaitGroup
 	for range 4 {
 		wg.Add(1)
-		go func() { defer wg.Done(); Loop(ctx, log, "job", w, claim, run) }()
+		go func() { defer wg.Done(); Loop(ctx, log, "job", w, claim, run, nil) }()
 	}
 	// Queue after the workers found the queue empty: only Kick wakes them
 	// before the poll interval.
@@ -62,5 +64,61 @@ func TestLoop(t *testing.T) {
 		if n != 1 {
 			t.Errorf("job %d ran %d times", j, n)
 		}
+	}
+}
+
+// TestLoopPanic: a job that panics is failed with ErrInternal and the
+// worker goes on with the next job.
+func TestLoopPanic(t *testing.T) {
+	var (
+		mu      sync.Mutex
+		pending = []int{1, 2, 3}
+		ran     []int
+		failed  = map[int]error{}
+		done    = make(chan struct{})
+	)
+	claim := func(ctx context.Context) (int, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if len(pending) == 0 {
+			return 0, fmt.Errorf("empty: %w", store.ErrNotFound)
+		}
+		j := pending[0]
+		pending = pending[1:]
+		return j, nil
+	}
+	run := func(ctx context.Context, j int) {
+		if j == 2 {
+			var m map[string]int
+			m["x"] = 1 // a real runtime panic
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		ran = append(ran, j)
+		if j == 3 {
+			close(done)
+		}
+	}
+	fail := func(ctx context.Context, j int, err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		failed[j] = err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var logs strings.Builder
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	finished := make(chan struct{})
+	go func() { defer close(finished); Loop(ctx, log, "job", NewWaker(), claim, run, fail) }()
+	<-done
+	cancel()
+	<-finished
+	if len(ran) != 2 || ran[0] != 1 || ran[1] != 3 {
+		t.Fatalf("ran %v, want [1 3]", ran)
+	}
+	if len(failed) != 1 || !errors.Is(failed[2], ErrInternal) || failed[2].Error() != "internal error" {
+		t.Fatalf("failed: %v", failed)
+	}
+	if !strings.Contains(logs.String(), "assignment to entry in nil map") || !strings.Contains(logs.String(), "queue_test.go") {
+		t.Fatalf("the log lacks the panic and its stack:\n%s", logs.String())
 	}
 }

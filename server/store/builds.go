@@ -157,6 +157,7 @@ type Job struct {
 	Attempts   int
 	KernelID   int64  // per-kernel build: compile against this kernel's headers
 	HeaderSet  string // libbpf header set; "" is the built-in one
+	PushedBy   string // the token that pushed the revision (its quota pays)
 }
 
 // Claim takes the oldest queued build, marks it running and returns it.
@@ -172,9 +173,9 @@ func (d *DB) Claim(ctx context.Context) (*Job, error) {
 		if err != nil {
 			return notFound(err)
 		}
-		return tx.QueryRowContext(ctx, `SELECT p.name, r.digest, r.entry, r.bundle_blob FROM builds b
+		return tx.QueryRowContext(ctx, `SELECT p.name, r.digest, r.entry, r.bundle_blob, r.pushed_by FROM builds b
 			JOIN revisions r ON r.id = b.revision_id JOIN programs p ON p.id = r.program_id WHERE b.id = ?`, j.ID).
-			Scan(&j.Program, &j.Revision, &j.Entry, &j.BundleBlob)
+			Scan(&j.Program, &j.Revision, &j.Entry, &j.BundleBlob, &j.PushedBy)
 	})
 	if err != nil {
 		if errors.Is(err, ErrNotFound) {

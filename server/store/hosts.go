@@ -29,7 +29,8 @@ type Registered struct {
 }
 
 const hostColumns = `id, name, host_id, hostname, kernel, build, labels, has_btf, agent_version, first_seen, last_seen,
-	reported_at, state`
+	reported_at, state, registered_by,
+	COALESCE((SELECT t.name FROM tokens t WHERE t.host = hosts.name AND t.revoked_at IS NULL), '')`
 
 func scanHost(row rowScanner) (api.Host, error) {
 	var (
@@ -38,7 +39,7 @@ func scanHost(row rowScanner) (api.Host, error) {
 		reported      sql.NullTime
 	)
 	err := row.Scan(&h.ID, &h.Name, &h.HostID, &h.Hostname, &h.Kernel, &h.Build, &labels, &h.HasBTF, &h.AgentVersion,
-		&h.FirstSeen, &h.LastSeen, &reported, &state)
+		&h.FirstSeen, &h.LastSeen, &reported, &state, &h.Token, &h.Enrolled)
 	if err != nil {
 		return h, notFound(err)
 	}
@@ -172,7 +173,7 @@ func (d *DB) ArchiveKernel(ctx context.Context, kid string) (Kernel, error) {
 		return k, fmt.Errorf("kernel %s: %w", kid, ErrNotFound)
 	}
 	k, err = scanKernel(d.db.QueryRowContext(ctx, `SELECT `+kernelColumns+` FROM kernels WHERE arch = ? AND release = ?
-		ORDER BY kid LIMIT 1`, parts[2], parts[3]))
+		ORDER BY trust = 'unverified', kid LIMIT 1`, parts[2], parts[3]))
 	if err != nil {
 		return k, fmt.Errorf("kernel %s: %w", kid, err)
 	}
@@ -337,6 +338,12 @@ func (d *DB) DesiredState(ctx context.Context, host string) (api.DesiredState, e
 			continue
 		}
 		p.Kernel = k.KID
+		if !k.ServedTo(host, false) {
+			p.Pending = fmt.Sprintf("kernel %s is unverified (its BTF was uploaded by host %s): waiting for an admin "+
+				"to approve it (bpfarm kernels approve %s)", k.KID, k.SourceHost, k.KID)
+			ds.Programs = append(ds.Programs, p)
+			continue
+		}
 		if err := d.pickRevision(ctx, &p, a, k); err != nil {
 			return ds, err
 		}

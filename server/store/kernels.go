@@ -6,39 +6,57 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/bpfarm/bpfarm/api"
 )
 
 // Kernel is a kernel of the BTF archive.
 type Kernel struct {
-	ID           int64     `json:"-"`
-	KID          string    `json:"id"` // DISTRO/VERSION/ARCH/RELEASE
-	Distro       string    `json:"distro"`
-	Version      string    `json:"version"`
-	Arch         string    `json:"arch"`
-	Release      string    `json:"release"`
-	Build        string    `json:"build,omitempty"`
-	VersionCode  uint32    `json:"version_code,omitempty"`
-	BTFBlob      string    `json:"btf_blob"`
-	BTFSize      int64     `json:"btf_size"`
-	ModulesBlob  string    `json:"modules_blob,omitempty"`
-	ModulesCount int       `json:"modules_count"`
-	ModulesSize  int64     `json:"modules_size"`
-	ConfigBlob   string    `json:"config_blob,omitempty"`
-	ImageBlob    string    `json:"image_blob,omitempty"`
-	ImageSize    int64     `json:"image_size,omitempty"`
-	Source       string    `json:"source"`
-	ImportedBy   string    `json:"imported_by,omitempty"`
-	CreatedAt    time.Time `json:"created_at"`
+	ID           int64  `json:"-"`
+	KID          string `json:"id"` // DISTRO/VERSION/ARCH/RELEASE
+	Distro       string `json:"distro"`
+	Version      string `json:"version"`
+	Arch         string `json:"arch"`
+	Release      string `json:"release"`
+	Build        string `json:"build,omitempty"`
+	VersionCode  uint32 `json:"version_code,omitempty"`
+	BTFBlob      string `json:"btf_blob"`
+	BTFSize      int64  `json:"btf_size"`
+	ModulesBlob  string `json:"modules_blob,omitempty"`
+	ModulesCount int    `json:"modules_count"`
+	ModulesSize  int64  `json:"modules_size"`
+	ConfigBlob   string `json:"config_blob,omitempty"`
+	ImageBlob    string `json:"image_blob,omitempty"`
+	ImageSize    int64  `json:"image_size,omitempty"`
+	Source       string `json:"source"`
+	ImportedBy   string `json:"imported_by,omitempty"`
+	// Trust is api.KernelTrusted, or api.KernelUnverified for BTF that
+	// host SourceHost uploaded.
+	Trust      string    `json:"trust"`
+	SourceHost string    `json:"source_host,omitempty"`
+	CreatedAt  time.Time `json:"created_at"`
+}
+
+// Unverified reports whether the kernel's BTF came from a host and no
+// admin or trusted import vouched for it yet.
+func (k Kernel) Unverified() bool { return k.Trust == api.KernelUnverified }
+
+// ServedTo reports whether the artifacts relocated for k may be served to
+// a caller: every caller for a trusted kernel, else only its source host
+// (host is the host a host token is bound to; "" for other tokens) and
+// admins.
+func (k Kernel) ServedTo(host string, admin bool) bool {
+	return !k.Unverified() || admin || host != "" && host == k.SourceHost
 }
 
 const kernelColumns = `id, kid, distro, version, arch, release, build, version_code, btf_blob, btf_size, modules_blob,
-	modules_count, modules_size, config_blob, image_blob, image_size, source, imported_by, created_at`
+	modules_count, modules_size, config_blob, image_blob, image_size, source, imported_by, trust, source_host, created_at`
 
 func scanKernel(row rowScanner) (Kernel, error) {
 	var k Kernel
 	err := row.Scan(&k.ID, &k.KID, &k.Distro, &k.Version, &k.Arch, &k.Release, &k.Build, &k.VersionCode, &k.BTFBlob,
 		&k.BTFSize, &k.ModulesBlob, &k.ModulesCount, &k.ModulesSize, &k.ConfigBlob, &k.ImageBlob, &k.ImageSize,
-		&k.Source, &k.ImportedBy, &k.CreatedAt)
+		&k.Source, &k.ImportedBy, &k.Trust, &k.SourceHost, &k.CreatedAt)
 	k.CreatedAt = k.CreatedAt.UTC()
 	return k, notFound(err)
 }
@@ -46,9 +64,34 @@ func scanKernel(row rowScanner) (Kernel, error) {
 // PutKernel records a kernel. Importing the same BTF under the same id is a
 // no-op (created is false); another BTF under an existing id is refused
 // with ErrConflict unless replace is set. Blobs must already be stored.
+//
+// A kernel with Trust unverified (a host's upload) never replaces a
+// trusted one; a trusted import of the same BTF makes every unverified
+// kernel holding it trusted, and a trusted import of another BTF replaces
+// an unverified kernel of its id.
 func (d *DB) PutKernel(ctx context.Context, k Kernel, replace bool) (out Kernel, created bool, err error) {
+	if k.Trust == "" {
+		k.Trust = api.KernelTrusted
+	}
+	if k.Trust == api.KernelTrusted {
+		k.SourceHost = ""
+	}
 	err = d.tx(ctx, func(tx *sql.Tx) error {
 		old, err := scanKernel(tx.QueryRowContext(ctx, `SELECT `+kernelColumns+` FROM kernels WHERE kid = ?`, k.KID))
+		if k.Trust == api.KernelTrusted {
+			if _, err := tx.ExecContext(ctx, `UPDATE kernels SET trust = 'trusted', source_host = '' WHERE btf_blob = ?
+				AND trust = 'unverified'`, k.BTFBlob); err != nil {
+				return err
+			}
+			if err == nil && old.Unverified() && old.BTFBlob == k.BTFBlob {
+				old.Trust, old.SourceHost = api.KernelTrusted, ""
+			}
+			if err == nil && old.Unverified() {
+				replace = true // a trusted import replaces what a host uploaded
+			}
+		} else if err == nil && !old.Unverified() && old.BTFBlob != k.BTFBlob {
+			replace = false // a host's upload never replaces a trusted kernel
+		}
 		switch {
 		case err == nil && old.BTFBlob == k.BTFBlob && old.ModulesBlob == k.ModulesBlob:
 			// Same kernel: fill in what the earlier import lacked.
@@ -70,9 +113,9 @@ func (d *DB) PutKernel(ctx context.Context, k Kernel, replace bool) (out Kernel,
 			if err == nil {
 				_, err = tx.ExecContext(ctx, `UPDATE kernels SET build = ?, version_code = ?, btf_blob = ?, btf_size = ?,
 					modules_blob = ?, modules_count = ?, modules_size = ?, config_blob = ?, image_blob = ?, image_size = ?,
-					source = ?, imported_by = ?, created_at = ? WHERE id = ?`,
+					source = ?, imported_by = ?, trust = ?, source_host = ?, created_at = ? WHERE id = ?`,
 					k.Build, k.VersionCode, k.BTFBlob, k.BTFSize, k.ModulesBlob, k.ModulesCount, k.ModulesSize,
-					k.ConfigBlob, k.ImageBlob, k.ImageSize, k.Source, k.ImportedBy, now(), k.ID)
+					k.ConfigBlob, k.ImageBlob, k.ImageSize, k.Source, k.ImportedBy, k.Trust, k.SourceHost, now(), k.ID)
 			}
 			return err
 		case !errors.Is(err, ErrNotFound):
@@ -81,9 +124,10 @@ func (d *DB) PutKernel(ctx context.Context, k Kernel, replace bool) (out Kernel,
 		created = true
 		res, err := tx.ExecContext(ctx, `INSERT INTO kernels (kid, distro, version, arch, release, build, version_code,
 			btf_blob, btf_size, modules_blob, modules_count, modules_size, config_blob, image_blob, image_size, source,
-			imported_by, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			imported_by, trust, source_host, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 			k.KID, k.Distro, k.Version, k.Arch, k.Release, k.Build, k.VersionCode, k.BTFBlob, k.BTFSize, k.ModulesBlob,
-			k.ModulesCount, k.ModulesSize, k.ConfigBlob, k.ImageBlob, k.ImageSize, k.Source, k.ImportedBy, now())
+			k.ModulesCount, k.ModulesSize, k.ConfigBlob, k.ImageBlob, k.ImageSize, k.Source, k.ImportedBy, k.Trust,
+			k.SourceHost, now())
 		if err != nil {
 			return err
 		}
@@ -136,4 +180,31 @@ func (d *DB) DeleteKernel(ctx context.Context, kid string) error {
 		return fmt.Errorf("kernel %s: %w", kid, ErrNotFound)
 	}
 	return nil
+}
+
+// ApproveKernel marks an unverified kernel trusted (bpfarm kernels
+// approve): its artifacts are then served to every host. Approving a
+// trusted kernel changes nothing (changed is false).
+func (d *DB) ApproveKernel(ctx context.Context, kid string) (k Kernel, changed bool, err error) {
+	res, err := d.db.ExecContext(ctx, `UPDATE kernels SET trust = 'trusted' WHERE kid = ? AND trust = 'unverified'`, kid)
+	if err != nil {
+		return k, false, fmt.Errorf("approve kernel %s: %w", kid, err)
+	}
+	n, _ := res.RowsAffected()
+	k, err = d.Kernel(ctx, kid)
+	return k, n > 0, err
+}
+
+// UnverifiedKernels returns the unverified kernels by id.
+func (d *DB) UnverifiedKernels(ctx context.Context) (map[string]Kernel, error) {
+	ks, err := queryList(ctx, d.db, "list unverified kernels", `SELECT `+kernelColumns+` FROM kernels
+		WHERE trust = 'unverified'`, nil, scanKernel)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]Kernel, len(ks))
+	for _, k := range ks {
+		out[k.KID] = k
+	}
+	return out, nil
 }

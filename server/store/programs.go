@@ -163,8 +163,8 @@ func (d *DB) TokenByHash(ctx context.Context, hash string) (api.Token, error) {
 		t    api.Token
 		last sql.NullTime
 	)
-	err := d.db.QueryRowContext(ctx, `SELECT id, name, role, created_at, last_used_at FROM tokens
-		WHERE hash = ? AND revoked_at IS NULL`, hash).Scan(&t.ID, &t.Name, &t.Role, &t.CreatedAt, &last)
+	err := d.db.QueryRowContext(ctx, `SELECT id, name, role, host, created_at, last_used_at FROM tokens
+		WHERE hash = ? AND revoked_at IS NULL`, hash).Scan(&t.ID, &t.Name, &t.Role, &t.Host, &t.CreatedAt, &last)
 	if err != nil {
 		return t, fmt.Errorf("token: %w", notFound(err))
 	}
@@ -178,7 +178,7 @@ func (d *DB) TokenByHash(ctx context.Context, hash string) (api.Token, error) {
 
 // Tokens lists tokens, revoked ones included.
 func (d *DB) Tokens(ctx context.Context) ([]api.Token, error) {
-	rows, err := d.db.QueryContext(ctx, `SELECT id, name, role, created_at, last_used_at, revoked_at FROM tokens ORDER BY id`)
+	rows, err := d.db.QueryContext(ctx, `SELECT id, name, role, host, created_at, last_used_at, revoked_at FROM tokens ORDER BY id`)
 	if err != nil {
 		return nil, fmt.Errorf("list tokens: %w", err)
 	}
@@ -189,7 +189,7 @@ func (d *DB) Tokens(ctx context.Context) ([]api.Token, error) {
 			t             api.Token
 			last, revoked sql.NullTime
 		)
-		if err := rows.Scan(&t.ID, &t.Name, &t.Role, &t.CreatedAt, &last, &revoked); err != nil {
+		if err := rows.Scan(&t.ID, &t.Name, &t.Role, &t.Host, &t.CreatedAt, &last, &revoked); err != nil {
 			return nil, fmt.Errorf("list tokens: %w", err)
 		}
 		t.LastUsedAt, t.RevokedAt = nullTime(last), nullTime(revoked)

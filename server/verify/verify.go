@@ -212,7 +212,14 @@ func (s *Service) scanner(ctx context.Context) {
 func (s *Service) worker(ctx context.Context, n int) {
 	log := s.log.With("vm", n)
 	queue.Loop(ctx, log, "verification", s.wake, s.cfg.DB.ClaimVerification,
-		func(ctx context.Context, job *store.VerifyJob) { s.run(ctx, log, job) })
+		func(ctx context.Context, job *store.VerifyJob) { s.run(ctx, log, job) },
+		func(ctx context.Context, job *store.VerifyJob, err error) {
+			if err := s.cfg.DB.FinishVerification(ctx, job.ID, job.Artifact.ID, store.VerifyOutcome{Error: err.Error()}); err != nil {
+				log.Error("record verification", "err", err)
+			}
+			s.metrics.verifications.WithLabelValues("error").Inc()
+			s.changed.Broadcast()
+		})
 }
 
 // run executes one claimed verification and records its outcome.

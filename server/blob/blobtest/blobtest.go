@@ -50,6 +50,7 @@ func Run(t *testing.T, newStore func(t *testing.T) blob.Store) {
 	t.Run("ReaderErrorLarge", func(t *testing.T) { testReaderError(t, newStore(t), mediumSize) })
 	t.Run("PartialRead", func(t *testing.T) { testPartialRead(t, newStore(t)) })
 	t.Run("Helpers", func(t *testing.T) { testHelpers(t, newStore(t)) })
+	t.Run("DeleteList", func(t *testing.T) { testDeleteList(t, newStore(t)) })
 }
 
 // Random returns n pseudo-random bytes determined by seed.
@@ -302,6 +303,75 @@ func testNotFound(t *testing.T, s blob.Store) {
 	d := put(t, s, b, -1, blob.Digest{}).Digest
 	d[len(d)-1] ^= 1
 	checkAbsent(t, s, d)
+}
+
+// listAll returns every listed blob by digest, failing on duplicates.
+func listAll(t *testing.T, s blob.Store) map[blob.Digest]blob.Entry {
+	t.Helper()
+	out := map[blob.Digest]blob.Entry{}
+	err := s.List(context.Background(), func(e blob.Entry) error {
+		if _, dup := out[e.Digest]; dup {
+			return fmt.Errorf("blob %s listed twice", e.Digest)
+		}
+		out[e.Digest] = e
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("List: %v", err)
+	}
+	return out
+}
+
+func testDeleteList(t *testing.T, s blob.Store) {
+	ctx := context.Background()
+	if got := listAll(t, s); len(got) != 0 {
+		t.Fatalf("a new store lists %d blobs", len(got))
+	}
+	var ds []blob.Digest
+	for i := range 3 {
+		b := Random(uint64(200+i), 1000*(i+1))
+		ds = append(ds, put(t, s, b, int64(len(b)), blob.Digest{}).Digest)
+	}
+	got := listAll(t, s)
+	if len(got) != 3 {
+		t.Fatalf("List: %d blobs, want 3", len(got))
+	}
+	for i, d := range ds {
+		e, ok := got[d]
+		if !ok || e.Size != int64(1000*(i+1)) || e.ModTime.IsZero() {
+			t.Fatalf("List: blob %d: %+v (listed %v)", i, e, ok)
+		}
+	}
+	if err := s.Delete(ctx, ds[1]); err != nil {
+		t.Fatalf("Delete: %v", err)
+	}
+	checkAbsent(t, s, ds[1])
+	if err := s.Delete(ctx, ds[1]); err != nil {
+		t.Fatalf("Delete of a deleted blob: %v, want nil", err)
+	}
+	if err := s.Delete(ctx, blob.Sum([]byte("never stored"))); err != nil {
+		t.Fatalf("Delete of an unknown blob: %v, want nil", err)
+	}
+	got = listAll(t, s)
+	if _, ok := got[ds[1]]; ok || len(got) != 2 {
+		t.Fatalf("after Delete, List has %d blobs (deleted one listed: %v)", len(got), ok)
+	}
+	// The others are intact, and the deleted one can be put again.
+	for _, i := range []int{0, 2} {
+		if _, err := s.Stat(ctx, ds[i]); err != nil {
+			t.Fatalf("Stat of a kept blob: %v", err)
+		}
+	}
+	b := Random(201, 2000)
+	if d := put(t, s, b, int64(len(b)), ds[1]).Digest; d != ds[1] {
+		t.Fatalf("put again: %s", d)
+	}
+	// List stops at fn's first error and returns it.
+	stop := errors.New("stop")
+	n := 0
+	if err := s.List(ctx, func(blob.Entry) error { n++; return stop }); !errors.Is(err, stop) || n != 1 {
+		t.Fatalf("List with a failing fn: %v after %d calls, want stop after 1", err, n)
+	}
 }
 
 func testConcurrent(t *testing.T, s blob.Store) {
