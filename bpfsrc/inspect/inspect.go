@@ -12,6 +12,7 @@ import (
 	"debug/elf"
 	"errors"
 	"fmt"
+	"github.com/bpfarm/bpfarm/bpfsrc/kconfig"
 	"slices"
 	"strings"
 
@@ -136,7 +137,7 @@ type Global struct {
 
 // Inspect parses the BPF ELF object obj and reports its contents.
 func Inspect(obj []byte) (*Object, error) {
-	spec, err := ebpf.LoadCollectionSpecFromReader(bytes.NewReader(obj))
+	spec, _, err := kconfig.LoadSpec(obj)
 	if err != nil {
 		return nil, fmt.Errorf("inspect object: %w", err)
 	}

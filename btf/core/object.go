@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/bpfarm/bpfarm/bpfsrc/kconfig"
 	"maps"
 	"slices"
 	"strconv"
@@ -91,7 +92,9 @@ func LoadObject(raw []byte) (*Object, error) {
 		return nil, fmt.Errorf("parse ELF: %w", err)
 	}
 	defer f.Close()
-	spec, err := ebpf.LoadCollectionSpecFromReader(bytes.NewReader(raw))
+	// Parsed as libbpf would (__weak .kconfig externs included); raw
+	// itself is left as it is.
+	spec, _, err := kconfig.LoadSpec(raw)
 	if err != nil {
 		return nil, fmt.Errorf("load collection spec: %w", err)
 	}

@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/bpfarm/bpfarm/bpfsrc/kconfig"
 	"io"
 	"maps"
 	"os"
@@ -204,9 +205,20 @@ func prepare(a *Artifact, opt Options) (*prepared, error) {
 	if len(obj) == 0 {
 		return nil, fmt.Errorf("mode %s: the artifact has no object", mode)
 	}
-	spec, err := ebpf.LoadCollectionSpecFromReader(bytes.NewReader(obj))
+	spec, externs, err := kconfig.LoadSpec(obj)
 	if err != nil {
 		return nil, fmt.Errorf("parse object: %w", err)
+	}
+	if externs != nil {
+		// .kconfig externs resolved as libbpf resolves them, not by
+		// cilium/ebpf (see package kconfig).
+		data, err := externs.Values(opt.Kconfig)
+		if err != nil {
+			return nil, fmt.Errorf("resolve .kconfig: %w", err)
+		}
+		if err := externs.Apply(spec, data); err != nil {
+			return nil, fmt.Errorf("resolve .kconfig: %w", err)
+		}
 	}
 	if mode == ModeHostBTF && p.progOpts.KernelTypes == nil && !hasHostBTF(opt) && hasCORE(spec) {
 		return nil, fmt.Errorf("mode host-btf: this host has no %s, and the object has CO-RE relocations: use the artifact's min-btf or relocated files, or Options.KernelBTF", hostBTFPath)

@@ -2,6 +2,7 @@ package loader
 
 import (
 	"errors"
+	"github.com/bpfarm/bpfarm/bpfsrc/kconfig"
 	"io"
 	"io/fs"
 	"time"
@@ -83,6 +84,9 @@ const (
 
 // Options control Load, Swap, Unload, Status and Adopt.
 type Options struct {
+	// Kconfig is where .kconfig externs take their values; the zero
+	// value reads the running kernel's (config, version, features).
+	Kconfig kconfig.Host
 	// PinDir is the bpffs directory under which each set's maps, programs
 	// and links are pinned, in PinDir/NAME/{maps,progs,links}/. Default
 	// DefaultPinDir.

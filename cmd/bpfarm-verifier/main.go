@@ -14,10 +14,10 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"github.com/bpfarm/bpfarm/bpfsrc/kconfig"
 	"io"
 	"maps"
 	"os"
@@ -168,7 +168,7 @@ func run(ctx context.Context, job *verify.Job, root string, uptimeMS int64) []ve
 		if len(obj) == 0 {
 			continue // the artifact has no file for this mode
 		}
-		spec, err := ebpf.LoadCollectionSpecFromReader(bytes.NewReader(obj))
+		spec, _, err := kconfig.LoadSpec(obj)
 		if err != nil {
 			records = append(records, verify.Record{Kind: verify.KindError, Error: fmt.Sprintf("%s object: %v", mode, err)})
 			continue
