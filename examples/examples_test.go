@@ -99,6 +99,9 @@ func requireTools(t *testing.T) {
 	}
 }
 
+// farmHeaders holds the farm's own <bpfarm.h>.
+var farmHeaders, _ = filepath.Abs("../bpfsrc/compile/farm")
+
 // clang compiles example name (name/name.bpf.c) and returns the object, or
 // clang's stderr and an error.
 func clang(t *testing.T, name string) ([]byte, string, error) {
@@ -108,7 +111,7 @@ func clang(t *testing.T, name string) ([]byte, string, error) {
 	out := filepath.Join(t.TempDir(), name+".o")
 	var stderr bytes.Buffer
 	cmd := exec.Command(clangPath, "-O2", "-g", "-target", "bpf", "-D__TARGET_ARCH_x86",
-		"-I"+vmlinuxDir, "-c", name+".bpf.c", "-o", out)
+		"-I"+vmlinuxDir, "-I"+farmHeaders, "-c", name+".bpf.c", "-o", out)
 	cmd.Dir = name
 	cmd.Stderr = &stderr
 	if err := cmd.Run(); err != nil {
@@ -145,6 +148,24 @@ var examples = map[string]want{
 		maps:     map[string]string{"events": "RingBuf"},
 		globals:  []string{"min_uid", "targ_ppid"},
 		core:     true,
+	},
+	"execsnoop-perf": {
+		programs: map[string]string{
+			"tracepoint__syscalls__sys_enter_execve": "tp/syscalls/sys_enter_execve",
+			"tracepoint__syscalls__sys_exit_execve":  "tp/syscalls/sys_exit_execve",
+		},
+		maps:    map[string]string{"events": "PerfEventArray", "execs": "Hash"},
+		globals: []string{"ignore_failed"},
+		core:    true,
+	},
+	"runqlat": {
+		programs: map[string]string{
+			"handle_wakeup":     "tp_btf/sched_wakeup",
+			"handle_wakeup_new": "tp_btf/sched_wakeup_new",
+			"handle_switch":     "tp_btf/sched_switch",
+		},
+		maps: map[string]string{"start": "Hash", "hist": "Array", "hists": "Hash"},
+		core: true,
 	},
 	"schedcount": {
 		programs: map[string]string{
@@ -242,7 +263,7 @@ func TestExamplesInspect(t *testing.T) {
 			maps := map[string]string{}
 			for _, m := range o.Maps {
 				maps[m.Name] = m.Type
-				if m.MaxEntries == 0 {
+				if m.MaxEntries == 0 && m.Type != "PerfEventArray" { // perf arrays default to the CPU count
 					t.Errorf("map %s has no max_entries", m.Name)
 				}
 			}
@@ -351,6 +372,7 @@ type execEvent struct {
 	UID      uint32
 	Comm     [16]byte
 	Filename [128]byte
+	Args     [4][64]byte
 }
 
 func cString(b []byte) string {
@@ -374,7 +396,7 @@ func TestExecsnoopLive(t *testing.T) {
 	}
 	defer rd.Close()
 
-	cmd := exec.Command("/bin/true")
+	cmd := exec.Command("/bin/true", "execsnoop-marker")
 	if err := cmd.Run(); err != nil {
 		t.Fatal(err)
 	}
@@ -404,6 +426,9 @@ func TestExecsnoopLive(t *testing.T) {
 	}
 	if got := cString(ev.Filename[:]); got != "/bin/true" {
 		t.Errorf("filename = %q, want %q", got, "/bin/true")
+	}
+	if a0, a1, a2 := cString(ev.Args[0][:]), cString(ev.Args[1][:]), cString(ev.Args[2][:]); a0 != "/bin/true" || a1 != "execsnoop-marker" || a2 != "" {
+		t.Errorf("args = %q %q %q, want /bin/true execsnoop-marker", a0, a1, a2)
 	}
 }
 

@@ -337,29 +337,18 @@ type mappedCall struct {
 	call
 }
 
-// findCalls scans insns once, tracking what each register holds within
-// straight-line code (the state is forgotten at jump targets and function
-// entries), and returns the output calls whose map it knows.
+// findCalls scans insns once in order, tracking what each register last
+// held (forgotten at function entries; branches are not followed, which is
+// enough for the code clang emits around helper calls, and a wrong guess
+// is caught by the size check), and returns the output calls whose map it
+// knows.
 func findCalls(prog string, insns asm.Instructions, spec *ebpf.CollectionSpec) []mappedCall {
-	targets := make(map[asm.RawInstructionOffset]bool)
+	var regs [11]reg
+	var out []mappedCall
 	iter := insns.Iterate()
 	for iter.Next() {
 		ins := iter.Ins
-		if ins.OpCode.Class().IsJump() {
-			switch ins.OpCode.JumpOp() {
-			case asm.Call, asm.Exit:
-			default:
-				targets[iter.Offset+1+asm.RawInstructionOffset(ins.Offset)] = true
-			}
-		}
-	}
-
-	var regs [11]reg
-	var out []mappedCall
-	iter = insns.Iterate()
-	for iter.Next() {
-		ins := iter.Ins
-		if targets[iter.Offset] || ins.Symbol() != "" {
+		if ins.Symbol() != "" {
 			regs = [11]reg{}
 		}
 		dst := int(ins.Dst)

@@ -590,6 +590,9 @@ func (o *objects) loaded(name, revision string, mode Mode, dir string, unpinned 
 			MaxEntries: m.MaxEntries(),
 		})
 	}
+	if err := describeTypes(l, o.spec); err != nil {
+		return nil, err
+	}
 	return l, nil
 }
 

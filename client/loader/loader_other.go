@@ -16,6 +16,9 @@ func Load(ctx context.Context, a *Artifact, opt Options) (*Loaded, error) { retu
 // Unload is only supported on Linux.
 func Unload(name string, opt Options) error { return errNotLinux }
 
+// State is only supported on Linux.
+func State(name string, opt Options) (*Loaded, error) { return nil, errNotLinux }
+
 // Status is only supported on Linux.
 func Status(opt Options) ([]Loaded, error) { return nil, errNotLinux }
 

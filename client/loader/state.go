@@ -206,6 +206,24 @@ func Status(opt Options) ([]Loaded, error) {
 	return out, nil
 }
 
+// State returns the loaded set name as its state file records it, without
+// checking its pins (see Adopt for that). A set that is not loaded is
+// ErrNotLoaded.
+func State(name string, opt Options) (*Loaded, error) {
+	opt = opt.withDefaults()
+	if err := checkName(name); err != nil {
+		return nil, err
+	}
+	l, err := readState(opt.StateDir, name)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("%s: %w (no state file in %s)", name, ErrNotLoaded, opt.StateDir)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	return l, nil
+}
+
 // Adopt re-opens the loaded set name from its state file and pins, as a
 // restarted daemon does: nothing is detached or reloaded. It checks that
 // every program, link and map the state records is still pinned and is the

@@ -163,6 +163,12 @@ type Loaded struct {
 	PinDir   string         `json:"pin_dir"`
 	Programs []ProgramState `json:"programs"`
 	Maps     []MapState     `json:"maps"`
+	// BTF holds the types of the maps' keys and values and of the records
+	// of ring buffers and perf event arrays, as raw BTF: MapState's type
+	// IDs point into it. It travels with the set, so that its maps and
+	// records can be decoded (package client/observe) without the
+	// artifact.
+	BTF []byte `json:"btf,omitempty"`
 	// StatsEnabled reports, in Status, whether the sysctl
 	// kernel.bpf_stats_enabled is on, so that run counts and times are
 	// being collected.
@@ -220,6 +226,18 @@ type MapState struct {
 	ID         uint32 `json:"id"`
 	Pinned     string `json:"pinned"`
 	MaxEntries uint32 `json:"max_entries"`
+	// KeyTypeID and ValueTypeID are the IDs of the key and value types in
+	// Loaded.BTF (0: unknown).
+	KeyTypeID   uint32 `json:"key_type_id,omitempty"`
+	ValueTypeID uint32 `json:"value_type_id,omitempty"`
+	// RecordTypeID is the ID in Loaded.BTF of the type of the records of a
+	// ring buffer or perf event array (0: unknown, see RecordNote).
+	RecordTypeID uint32 `json:"record_type_id,omitempty"`
+	// RecordOrigin is "declared" (BPFARM_RECORD) or "inferred" (from the
+	// programs' output calls) when RecordTypeID is set.
+	RecordOrigin string `json:"record_origin,omitempty"`
+	// RecordNote says how the record type was found, or why it was not.
+	RecordNote string `json:"record_note,omitempty"`
 }
 
 // Close releases the attachments of l that could not be pinned (see

@@ -11,6 +11,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -31,6 +32,7 @@ import (
 	"github.com/bpfarm/bpfarm/btf/source"
 	"github.com/bpfarm/bpfarm/client"
 	"github.com/bpfarm/bpfarm/client/loader"
+	"github.com/bpfarm/bpfarm/client/observe"
 )
 
 // version is set at build time (-ldflags "-X main.version=...").
@@ -78,7 +80,7 @@ func newRoot() *cobra.Command {
 	pf.StringVar(&g.token, "token", "", "API token, reader role is enough (env BPFARM_TOKEN)")
 	pf.StringVar(&g.tokenFile, "token-file", "", "file holding the API token (env BPFARM_TOKEN_FILE); default: ./"+cli.DefaultTokenFile+" when present and no token is given")
 	pf.BoolVar(&g.json, "json", false, "machine-readable JSON output")
-	root.AddCommand(newLoad(g), newUnload(g), newStatus(g), newRunCommand())
+	root.AddCommand(newLoad(g), newUnload(g), newStatus(g), newRunCommand(), newEvents(g), newMaps(g))
 	return root
 }
 
@@ -99,7 +101,8 @@ func newLoad(g *globals) *cobra.Command {
 		revision, pubkey, kernelBTF   string
 		kernelID, mode, iface, cgroup string
 		noAttach, uploadBTF           bool
-		requireVerified               bool
+		requireVerified, follows      bool
+		ff                            followFlags
 		programs                      []string
 		sets, maxEntries              []string
 	)
@@ -206,16 +209,28 @@ artifact's minimized BTF or its pre-relocated object.`,
 			if err := client.RecordLoaded(lf.cacheDir, f.Manifest); err != nil {
 				fmt.Fprintf(os.Stderr, "bpfarm-agent: warning: %v\n", err)
 			}
-			if g.json {
-				return printJSON(l)
+			if g.json && !follows {
+				return printJSON(withoutBTF(l))
 			}
 			from := ""
 			if f.FromCache {
 				from = " (server unreachable: last good artifact from the cache)"
 			}
-			fmt.Printf("loaded %s revision %s for %s, mode %s%s\n", name, f.Manifest.Revision[:12], f.Manifest.Kernel, l.Mode, from)
-			printPrograms(l)
-			return nil
+			out := os.Stdout
+			if follows {
+				out = os.Stderr // stdout carries the records
+			}
+			fmt.Fprintf(out, "loaded %s revision %s for %s, mode %s%s\n", name, f.Manifest.Revision[:12], f.Manifest.Kernel, l.Mode, from)
+			printProgramsTo(out, l)
+			if !follows {
+				return nil
+			}
+			set, err := observe.FromLoaded(l)
+			if err != nil {
+				return err
+			}
+			// Ctrl-C ends the stream; the programs stay loaded.
+			return follow(ctx, set, ff, g.json, os.Stdout, os.Stderr)
 		},
 	}
 	f := cmd.Flags()
@@ -232,6 +247,10 @@ artifact's minimized BTF or its pre-relocated object.`,
 	f.StringVar(&iface, "interface", "", "network interface for xdp, tc and tcx programs")
 	f.StringVar(&cgroup, "cgroup", "/sys/fs/cgroup", "cgroup for cgroup programs")
 	f.BoolVar(&uploadBTF, "upload-btf", false, "when the server lacks this kernel, upload this host's BTF and wait for the artifact")
+	f.BoolVar(&follows, "follow", false, "after loading, follow the set's records as bpfarm-agent events does (Ctrl-C stops following; the programs stay loaded)")
+	f.StringArrayVar(&ff.maps, "map", nil, "with --follow: follow only this ring buffer or perf event array (repeatable)")
+	f.Uint64Var(&ff.count, "count", 0, "with --follow: stop after this many records")
+	f.DurationVar(&ff.duration, "duration", 0, "with --follow: stop after this long")
 	f.BoolVar(&requireVerified, "require-verified", false,
 		"refuse an artifact unless the farm verified it on this exact kernel (booted it and the verifier accepted every loaded program)")
 	return cmd
@@ -272,6 +291,9 @@ func newStatus(g *globals) *cobra.Command {
 				if ls == nil {
 					ls = []loader.Loaded{}
 				}
+				for i := range ls {
+					ls[i].BTF = nil
+				}
 				return printJSON(ls)
 			}
 			if len(ls) == 0 {
@@ -290,8 +312,10 @@ func newStatus(g *globals) *cobra.Command {
 	return cmd
 }
 
-func printPrograms(l *loader.Loaded) {
-	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+func printPrograms(l *loader.Loaded) { printProgramsTo(os.Stdout, l) }
+
+func printProgramsTo(w io.Writer, l *loader.Loaded) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "  PROGRAM\tID\tATTACHED TO\tRUNS\tRUN TIME")
 	for _, p := range l.Programs {
 		at := p.AttachPoint

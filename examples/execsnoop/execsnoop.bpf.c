@@ -17,10 +17,20 @@ struct {
 	__uint(max_entries, 256 * 1024);
 } events SEC(".maps");
 
+/* Name the records' type for `bpfarm-agent events` (BTF only, no run-time
+ * cost: struct event is otherwise only the type of a local pointer, which
+ * BTF does not describe). The farm provides <bpfarm.h>; elsewhere the
+ * records are just not declared. */
+#if __has_include(<bpfarm.h>)
+#include <bpfarm.h>
+BPFARM_RECORD(events, struct event);
+#endif
+
 SEC("tp/sched/sched_process_exec")
 int handle_exec(struct trace_event_raw_sched_process_exec *ctx)
 {
 	struct task_struct *task;
+	unsigned long arg, arg_end;
 	unsigned int fname_off;
 	struct event *e;
 	unsigned int uid;
@@ -48,6 +58,23 @@ int handle_exec(struct trace_event_raw_sched_process_exec *ctx)
 	 * the low 16 bits and its length in the high 16 bits. */
 	fname_off = ctx->__data_loc_filename & 0xFFFF;
 	bpf_probe_read_kernel_str(&e->filename, sizeof(e->filename), (void *)ctx + fname_off);
+
+	/* The new image's arguments: NUL-separated strings from
+	 * mm->arg_start to mm->arg_end. */
+	for (int i = 0; i < MAX_ARGS; i++)
+		e->args[i][0] = '\0';	/* ring buffer memory is not zeroed */
+	arg = BPF_CORE_READ(task, mm, arg_start);
+	arg_end = BPF_CORE_READ(task, mm, arg_end);
+	for (int i = 0; i < MAX_ARGS; i++) {
+		long n;
+
+		if (arg >= arg_end)
+			break;
+		n = bpf_probe_read_user_str(e->args[i], ARG_LEN, (void *)arg);
+		if (n <= 0)
+			break;
+		arg += n;
+	}
 
 	bpf_ringbuf_submit(e, 0);
 	return 0;
