@@ -255,6 +255,24 @@ type KernelImport struct {
 	Refused []KernelRefused `json:"refused,omitempty"`
 }
 
+// ReferenceKernel is an arch's reference kernel for CO-RE compiles: the
+// kernel whose vmlinux.h every compile for that arch uses.
+type ReferenceKernel struct {
+	Arch string `json:"arch"`
+	// Kernel is the kernel's id; empty while the archive holds no kernel
+	// of that arch (compiles then use this server's own BTF).
+	Kernel string `json:"kernel,omitempty"`
+	// Pinned is set when an admin pinned it (or the server's
+	// --default-kernel names it); otherwise it is the arch's newest kernel
+	// by release, and changes when a newer one arrives.
+	Pinned bool `json:"pinned"`
+}
+
+// ReferencePin pins a kernel as its arch's reference kernel.
+type ReferencePin struct {
+	Kernel string `json:"kernel"`
+}
+
 // KernelRefused is a file a kernel import refused.
 type KernelRefused struct {
 	Path  string `json:"path"`

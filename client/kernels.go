@@ -303,3 +303,35 @@ func (c *Client) ImportTree(ctx context.Context, dir string, opt ImportOptions, 
 	}
 	return out, nil
 }
+
+// ReferenceKernels lists each arch's reference kernel for CO-RE compiles.
+func (c *Client) ReferenceKernels(ctx context.Context) ([]api.ReferenceKernel, error) {
+	var out []api.ReferenceKernel
+	return out, c.getJSON(ctx, "/api/v1/reference-kernels", nil, &out)
+}
+
+// PinReference pins kernel kid as its arch's reference kernel (admin).
+func (c *Client) PinReference(ctx context.Context, kid string) (*api.ReferenceKernel, error) {
+	id, err := kernel.ParseID(kid)
+	if err != nil {
+		return nil, err
+	}
+	var out api.ReferenceKernel
+	if err := c.send(ctx, http.MethodPut, "/api/v1/reference-kernels/"+id.Arch, nil, api.ReferencePin{Kernel: id.String()}, &out); err != nil {
+		return nil, fmt.Errorf("pin %s: %w", id, err)
+	}
+	return &out, nil
+}
+
+// UnpinReference unpins arch's reference kernel (admin): its newest kernel
+// is the reference again.
+func (c *Client) UnpinReference(ctx context.Context, arch string) error {
+	a, err := kernel.NormalizeArch(arch)
+	if err != nil {
+		return err
+	}
+	if err := c.send(ctx, http.MethodDelete, "/api/v1/reference-kernels/"+a, nil, nil, nil); err != nil {
+		return fmt.Errorf("unpin %s: %w", a, err)
+	}
+	return nil
+}

@@ -186,7 +186,7 @@ kernel on the real kernel, booted in a VM.`,
 		},
 	}
 	list.Flags().StringVar(&arch, "arch", "", "only kernels of this arch")
-	cmd.AddCommand(imp, list, newKernelsApprove(g))
+	cmd.AddCommand(imp, list, newKernelsApprove(g), newKernelsReference(g), newKernelsPin(g), newKernelsUnpin(g))
 	return cmd
 }
 
@@ -271,4 +271,89 @@ func refusedNames(rs []api.KernelRefused) string {
 		names[i] = r.Path
 	}
 	return strings.Join(names, ", ")
+}
+
+func newKernelsReference(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "reference",
+		Short: "Show each arch's reference kernel: the vmlinux.h that CO-RE compiles use",
+		Long: `Show each arch's reference kernel, whose vmlinux.h every CO-RE compile for
+that arch uses: the kernel an admin pinned (kernels pin), else the arch's
+newest kernel by release, which changes when a newer kernel arrives.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			rs, err := c.ReferenceKernels(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if g.json {
+				return printJSON(os.Stdout, rs)
+			}
+			tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ARCH\tREFERENCE KERNEL\tCHOSEN")
+			for _, r := range rs {
+				k, how := r.Kernel, "newest"
+				if k == "" {
+					k, how = "-", "none in the archive: this server's own BTF"
+				} else if r.Pinned {
+					how = "pinned"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\n", r.Arch, k, how)
+			}
+			return tw.Flush()
+		},
+	}
+}
+
+func newKernelsPin(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "pin DISTRO/VERSION/ARCH/RELEASE",
+		Short: "Pin a kernel as its arch's reference kernel for CO-RE compiles (admin)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if _, err := kernel.ParseID(args[0]); err != nil {
+				return cli.Usage(err)
+			}
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			r, err := c.PinReference(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			if g.json {
+				return printJSON(os.Stdout, r)
+			}
+			fmt.Printf("%s reference kernel: %s (pinned)\n", r.Arch, r.Kernel)
+			return nil
+		},
+	}
+}
+
+func newKernelsUnpin(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "unpin ARCH",
+		Short: "Unpin an arch's reference kernel: its newest kernel is the reference again (admin)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			arch, err := kernel.NormalizeArch(args[0])
+			if err != nil {
+				return cli.Usage(err)
+			}
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			if err := c.UnpinReference(cmd.Context(), arch); err != nil {
+				return err
+			}
+			fmt.Printf("%s reference kernel: unpinned (the newest %s kernel)\n", arch, arch)
+			return nil
+		},
+	}
 }

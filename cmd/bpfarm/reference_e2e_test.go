@@ -109,6 +109,45 @@ func TestReferenceNewestARM64(t *testing.T) {
 			t.Fatalf("push: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
 		}
 		checkRelocated(t, f, "newtypes", k61.ID, k612.ID)
+
+		// An admin pins the old kernel (by an aarch64 alias): compiles use
+		// it, and the program no longer builds; unpinned, the newest is the
+		// reference again.
+		pinned := strings.Replace(k61.ID, "/arm64/", "/aarch64/", 1)
+		if r := f.cli("kernels", "pin", pinned); r.code != 0 || !strings.Contains(r.stdout, k61.ID+" (pinned)") {
+			t.Fatalf("kernels pin: %d %s %s", r.code, r.stdout, r.stderr)
+		}
+		var refs []api.ReferenceKernel
+		if r := f.cli("kernels", "reference", "--json"); r.code != 0 || json.Unmarshal([]byte(r.stdout), &refs) != nil {
+			t.Fatalf("kernels reference: %d %s %s", r.code, r.stdout, r.stderr)
+		}
+		found := false
+		for _, rk := range refs {
+			if rk.Arch == "arm64" {
+				found = rk.Kernel == k61.ID && rk.Pinned
+			}
+		}
+		if !found || reference(f) != k61.ID {
+			t.Errorf("after pin: %+v, list says %s", refs, reference(f))
+		}
+		if r := push(f); r.code != 1 {
+			t.Errorf("push with 6.1 pinned: exit %d, want 1", r.code)
+		}
+		if r := f.cli("kernels", "pin", "debian/12/arm64/0.0.1-nope"); r.code != 1 {
+			t.Errorf("pin of a kernel not in the archive: exit %d %s", r.code, r.stderr)
+		}
+		if r := f.cli("kernels", "unpin", "aarch64"); r.code != 0 {
+			t.Fatalf("kernels unpin: %d %s", r.code, r.stderr)
+		}
+		if ref := reference(f); ref != k612.ID {
+			t.Errorf("after unpin: reference %s, want %s", ref, k612.ID)
+		}
+		if r := f.cli("kernels", "unpin", "arm64"); r.code != 1 {
+			t.Errorf("unpin without a pin: exit %d", r.code)
+		}
+		if r := push(f); r.code != 0 {
+			t.Errorf("push after unpin: exit %d %s", r.code, r.stderr)
+		}
 	})
 }
 

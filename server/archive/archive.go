@@ -316,9 +316,15 @@ func (a *Archive) readBlob(ctx context.Context, digest string) ([]byte, error) {
 	return blob.ReadAll(ctx, a.blobs, d, MaxBTFSize)
 }
 
-// Default returns the arch's reference kernel for CO-RE compiles: the
-// configured one, else the newest release of that arch in the archive. It
-// returns store.ErrNotFound when the archive holds no kernel of that arch.
+// Default returns the arch's reference kernel for CO-RE compiles, whose
+// vmlinux.h every compile for that arch uses: the one configured with
+// --default-kernel, else the one an admin pinned (PinReference), else the
+// newest release of that arch in the archive (kernel.CompareRelease) among
+// the kernels that may be a reference (see referenceCandidate). So it
+// changes when a newer kernel arrives, whatever the order of imports; the
+// build cache key covers the vmlinux.h digest (compile.Fingerprint), so a
+// push after the change compiles again. It returns store.ErrNotFound when
+// the archive holds no such kernel of that arch.
 func (a *Archive) Default(ctx context.Context, arch string) (store.Kernel, error) {
 	if kid, ok := a.defaults[arch]; ok {
 		k, err := a.db.Kernel(ctx, kid)
@@ -328,15 +334,20 @@ func (a *Archive) Default(ctx context.Context, arch string) (store.Kernel, error
 		}
 		return k, err
 	}
+	if k, err := a.db.PinnedReference(ctx, arch); err == nil && referenceCandidate(k) {
+		return k, nil
+	} else if err == nil {
+		return store.Kernel{}, fmt.Errorf("pinned reference kernel %s is unverified (uploaded by host %s): approve it or unpin it", k.KID, k.SourceHost)
+	} else if !errors.Is(err, store.ErrNotFound) {
+		return store.Kernel{}, err
+	}
 	ks, err := a.db.Kernels(ctx, arch)
 	if err != nil {
 		return store.Kernel{}, err
 	}
-	// BTF a host uploaded is never the reference kernel: every compile
-	// would read it.
 	var best *store.Kernel
 	for i, k := range ks {
-		if k.Unverified() {
+		if !referenceCandidate(k) {
 			continue
 		}
 		if best == nil || kernel.CompareRelease(k.Release, best.Release) > 0 {
@@ -347,6 +358,46 @@ func (a *Archive) Default(ctx context.Context, arch string) (store.Kernel, error
 		return store.Kernel{}, fmt.Errorf("no trusted %s kernel in the archive: %w", arch, store.ErrNotFound)
 	}
 	return *best, nil
+}
+
+// referenceCandidate reports whether kernel k may be its arch's reference
+// kernel when none is pinned. This is the one filter of the reference
+// kernels: BTF that a host uploaded and nobody vouched for (unverified)
+// must never be one, since every compile of that arch would read it.
+func referenceCandidate(k store.Kernel) bool {
+	return !k.Unverified()
+}
+
+// PinReference pins kernel kid as its arch's reference kernel; by names
+// the admin. A kernel that may not be a reference (referenceCandidate) is
+// refused with an InputError.
+func (a *Archive) PinReference(ctx context.Context, kid, by string) (store.Kernel, error) {
+	k, err := a.db.Kernel(ctx, kid)
+	if err != nil {
+		return k, err
+	}
+	if !referenceCandidate(k) {
+		return k, &InputError{fmt.Errorf("kernel %s is unverified (uploaded by host %s): approve it before pinning it", kid, k.SourceHost)}
+	}
+	if _, ok := a.defaults[k.Arch]; ok {
+		return k, &InputError{fmt.Errorf("the %s reference kernel is set with --default-kernel; a pin would not apply", k.Arch)}
+	}
+	return a.db.PinReference(ctx, kid, by)
+}
+
+// UnpinReference removes the pin of arch's reference kernel.
+func (a *Archive) UnpinReference(ctx context.Context, arch string) error {
+	return a.db.UnpinReference(ctx, arch)
+}
+
+// Pinned reports whether arch's reference kernel is pinned (by an admin or
+// --default-kernel) rather than the arch's newest.
+func (a *Archive) Pinned(ctx context.Context, arch string) bool {
+	if _, ok := a.defaults[arch]; ok {
+		return true
+	}
+	_, err := a.db.PinnedReference(ctx, arch)
+	return err == nil
 }
 
 // VmlinuxH returns the path and digest of vmlinux.h generated from a

@@ -130,6 +130,9 @@ func (s *Server) routes() chi.Router {
 		r.With(s.require(api.RoleReader)).Get("/header-sets", s.listHeaderSets)
 		r.With(s.require(api.RoleAdmin)).Post("/header-sets", s.importHeaderSet)
 
+		r.With(s.require(api.RoleReader)).Get("/reference-kernels", s.listReferenceKernels)
+		r.With(s.require(api.RoleAdmin)).Put("/reference-kernels/{arch}", s.pinReferenceKernel)
+		r.With(s.require(api.RoleAdmin)).Delete("/reference-kernels/{arch}", s.unpinReferenceKernel)
 		r.With(s.require(api.RoleReader)).Get("/kernels", s.listKernels)
 		r.With(s.requireKernelImport).Post("/kernels", s.importKernels)
 		r.With(s.require(api.RoleReader)).Get("/kernels/*", s.getKernel)

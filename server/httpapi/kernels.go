@@ -51,7 +51,16 @@ func (s *Server) defaults(ctx context.Context) map[string]string {
 }
 
 func (s *Server) listKernels(w http.ResponseWriter, r *http.Request) {
-	ks, err := s.cfg.DB.Kernels(r.Context(), r.URL.Query().Get("arch"))
+	arch := r.URL.Query().Get("arch")
+	if arch != "" {
+		a, err := kernel.NormalizeArch(arch) // aliases: aarch64, amd64
+		if err != nil {
+			s.error(w, r, http.StatusBadRequest, err)
+			return
+		}
+		arch = a
+	}
+	ks, err := s.cfg.DB.Kernels(r.Context(), arch)
 	if err != nil {
 		s.fail(w, r, err)
 		return
