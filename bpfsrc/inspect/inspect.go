@@ -22,6 +22,7 @@ import (
 
 	"github.com/bpfarm/bpfarm/bpfsrc/records"
 	"github.com/bpfarm/bpfarm/client/decode"
+	"github.com/bpfarm/bpfarm/internal/objname"
 )
 
 // Object is what the farm reports about a compiled BPF ELF object.
@@ -140,6 +141,11 @@ func Inspect(obj []byte) (*Object, error) {
 	spec, _, err := kconfig.LoadSpec(obj)
 	if err != nil {
 		return nil, fmt.Errorf("inspect object: %w", err)
+	}
+	// Names end up in the agents' pin paths: refuse any that is not a C
+	// identifier (an asm label can be "../../x").
+	if err := objname.CheckAll(spec.Programs, spec.Maps); err != nil {
+		return nil, err
 	}
 	license, err := readLicense(obj)
 	if err != nil {

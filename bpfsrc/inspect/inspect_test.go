@@ -304,3 +304,17 @@ func TestTypeName(t *testing.T) {
 		}
 	}
 }
+
+// TestNamesAreData: objects whose program or map names (asm labels) are
+// not C identifiers are refused with one line; .rodata and the like pass.
+func TestNamesAreData(t *testing.T) {
+	for _, c := range []struct{ file, want string }{
+		{"escape_prog", `program name "../../escaped_prog" is not a C identifier`},
+		{"escape_map", `map name "../../escaped_map" is not a C identifier`},
+	} {
+		_, err := Inspect(compile(t, c.file))
+		if err == nil || !strings.Contains(err.Error(), c.want) || strings.Contains(err.Error(), "\n") {
+			t.Errorf("%s: %v; want one line with %q", c.file, err, c.want)
+		}
+	}
+}

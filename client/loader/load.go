@@ -24,6 +24,8 @@ import (
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
+
+	"github.com/bpfarm/bpfarm/internal/objname"
 )
 
 // hostBTFPath is where the kernel exposes its BTF; a variable for tests.
@@ -64,9 +66,24 @@ func checkName(name string) error {
 }
 
 // setDir is the pin directory of set name: bpffs refuses dots in names, so
-// they become '~' (which set names don't have).
+// they become '~' (which set names don't have). name must have passed
+// checkName.
 func setDir(pinDir, name string) string {
 	return filepath.Join(pinDir, strings.ReplaceAll(name, ".", "~"))
+}
+
+// pinPath is the pin of component (a program, map or link pin name) in the
+// subdirectory sub of the set directory dir. It refuses a component that
+// is not a single file name, and checks that the path stays in dir/sub:
+// names come from the object, and are data, never paths.
+func pinPath(dir, sub, component string) (string, error) {
+	parent := filepath.Join(dir, sub)
+	p := filepath.Join(parent, component)
+	if component == "" || component == "." || component == ".." || strings.ContainsAny(component, "/\x00") ||
+		filepath.Dir(p) != parent || !strings.HasPrefix(p, dir+string(filepath.Separator)) {
+		return "", fmt.Errorf("pin name %q: not a file name in %s", component, parent)
+	}
+	return p, nil
 }
 
 // pinName is the name of a map's pin: bpffs refuses dots, so the maps of
@@ -208,6 +225,11 @@ func prepare(a *Artifact, opt Options) (*prepared, error) {
 	spec, externs, err := kconfig.LoadSpec(obj)
 	if err != nil {
 		return nil, fmt.Errorf("parse object: %w", err)
+	}
+	// Names become pin file names: refuse an object (one that bypassed the
+	// server's inspection) with a name that is not a C identifier.
+	if err := objname.CheckAll(spec.Programs, spec.Maps); err != nil {
+		return nil, fmt.Errorf("object refused: %w", err)
 	}
 	if externs != nil {
 		// .kconfig externs resolved as libbpf resolves them, not by
@@ -495,12 +517,20 @@ func (o *objects) pinTo(dir string) (unpinned map[string]error, err error) {
 		}
 	}
 	for name, m := range o.maps {
-		if err := m.Pin(filepath.Join(dir, mapsDir, pinName(name))); err != nil {
+		path, err := pinPath(dir, mapsDir, pinName(name))
+		if err != nil {
+			return nil, fmt.Errorf("pin map %s: %w", name, err)
+		}
+		if err := m.Pin(path); err != nil {
 			return nil, fmt.Errorf("pin map %s: %w", name, err)
 		}
 	}
 	for name, p := range o.progs {
-		if err := p.Pin(filepath.Join(dir, progsDir, name)); err != nil {
+		path, err := pinPath(dir, progsDir, name)
+		if err != nil {
+			return nil, fmt.Errorf("pin program %s: %w", name, err)
+		}
+		if err := p.Pin(path); err != nil {
 			return nil, fmt.Errorf("pin program %s: %w", name, err)
 		}
 	}
@@ -509,7 +539,10 @@ func (o *objects) pinTo(dir string) (unpinned map[string]error, err error) {
 		var keep []link.Link
 		var keepPins []string
 		for i, l := range a.links {
-			err := l.Pin(filepath.Join(dir, linksDir, a.pins[i]))
+			path, err := pinPath(dir, linksDir, a.pins[i])
+			if err == nil {
+				err = l.Pin(path)
+			}
 			if errors.Is(err, ebpf.ErrNotSupported) {
 				a.unpinnable = append(a.unpinnable, l)
 				unpinned[name] = err

@@ -16,6 +16,7 @@ import (
 
 	"github.com/bpfarm/bpfarm/api"
 	"github.com/bpfarm/bpfarm/btf/kernel"
+	"github.com/bpfarm/bpfarm/client"
 	"github.com/bpfarm/bpfarm/manifest"
 )
 
@@ -72,8 +73,10 @@ against --pubkey (a PEM file) or else the server's key.`,
 				pub = raw
 			}
 			m := res.Manifest
-			if err := m.Verify(pub); err != nil {
-				return fmt.Errorf("artifact of %s for %s: %w", args[0], kernelID, err)
+			req := client.Request{Program: args[0], Revision: revision, Kernel: kernelID, ResolvedRevision: res.Revision,
+				ResolvedKernel: res.Kernel, Match: res.Match}
+			if err := client.CheckArtifact(pub, req, m); err != nil {
+				return err
 			}
 			if err := os.MkdirAll(dir, 0o755); err != nil {
 				return err
