@@ -1,8 +1,11 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"fmt"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/cilium/ebpf"
 )
 
 // maxRSSMB is a finished command's peak resident set size.
@@ -196,4 +201,161 @@ func BenchmarkAgentDaemonRSS(b *testing.B) {
 		}
 	}
 	b.ReportMetric(rss, "rss-MB")
+}
+
+// exportMaps are the maps of testdata/exportbench the export benchmark
+// exports: eight of per-flow counters, two of log2 histograms.
+var exportMaps = []string{"c0", "c1", "c2", "c3", "c4", "c5", "c6", "c7", "h0", "h1"}
+
+// exportEntries is how many entries the benchmark puts in each map.
+const exportEntries = 10000
+
+// BenchmarkAgentExportRSS runs `bpfarm-agent run` exporting 10 maps of 10k
+// entries each (8 × 10k flows with two counters, 2 × 10k log2 histograms
+// of 16 slots: 340k series a scrape) on its /metrics, scrapes it once per
+// iteration, and reports the daemon's resident set after the scrapes and
+// its peak (VmHWM), with the series and bytes of a scrape.
+func BenchmarkAgentExportRSS(b *testing.B) {
+	f, env := benchFarm(b)
+	if r := f.cli("push", "testdata/exportbench", "--wait"); r.code != 0 {
+		b.Fatalf("push exportbench: %s", r.stderr)
+	}
+	args := []string{"assign", "exportbench"}
+	for _, m := range exportMaps {
+		args = append(args, "--export", m)
+	}
+	if r := f.cli(args...); r.code != 0 {
+		b.Fatalf("assign: %s", r.stderr)
+	}
+	dir := b.TempDir()
+	pin := filepath.Join("/sys/fs/bpf", fmt.Sprintf("bpfarm-bench-export-%d", os.Getpid()))
+	defer os.RemoveAll(pin)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	token := strings.TrimPrefix(env[3], "BPFARM_TOKEN=")
+	cfg := fmt.Sprintf("server: %s\ntoken: %s\nname: bench-host\nstate_dir: %s\npin_dir: %s\nrun_dir: %s\nmetrics_addr: %s\n",
+		f.url, token, filepath.Join(dir, "state"), pin, filepath.Join(dir, "run"), addr)
+	cfgPath := filepath.Join(dir, "agent.yaml")
+	os.WriteFile(cfgPath, []byte(cfg), 0o600)
+	cmd := exec.Command(bin.agent, "run", "--config", cfgPath)
+	var log bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &log, &log
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	defer func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		cmd.Wait()
+		exec.Command(bin.agent, "unload", "exportbench", "--pin-dir", pin, "--state-dir", filepath.Join(dir, "run")).Run()
+	}()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		if _, err := os.Stat(filepath.Join(pin, "exportbench", "maps", "h1")); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("daemon never loaded exportbench:\n%s", log.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	fillExportMaps(b, filepath.Join(pin, "exportbench", "maps"))
+
+	scrape := func() (series int, size int64) {
+		resp, err := http.Get("http://" + addr + "/metrics")
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer resp.Body.Close()
+		sc := bufio.NewScanner(resp.Body)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for sc.Scan() {
+			line := sc.Bytes()
+			size += int64(len(line)) + 1
+			if bytes.HasPrefix(line, []byte("bpf_")) {
+				series++
+			}
+		}
+		if err := sc.Err(); err != nil {
+			b.Fatal(err)
+		}
+		return series, size
+	}
+	// Wait for the exports to be in place (the daemon converges, then
+	// serves them).
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(100 * time.Millisecond) {
+		if n, _ := scrape(); n > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("daemon never exported the maps:\n%s", log.String())
+		}
+	}
+	var (
+		series int
+		size   int64
+	)
+	for b.Loop() {
+		series, size = scrape()
+	}
+	const want = 8*exportEntries*2 + 2*exportEntries*(16+2)
+	if series != want {
+		b.Fatalf("a scrape has %d lines of exported series, want %d", series, want)
+	}
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", cmd.Process.Pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, line := range strings.Split(string(status), "\n") {
+		fields := strings.Fields(line)
+		if len(fields) < 2 {
+			continue
+		}
+		kb, _ := strconv.ParseFloat(fields[1], 64)
+		switch fields[0] {
+		case "VmRSS:":
+			b.ReportMetric(kb/1024, "rss-MB")
+		case "VmHWM:":
+			b.ReportMetric(kb/1024, "peak-rss-MB")
+		}
+	}
+	b.ReportMetric(float64(series), "series-lines")
+	b.ReportMetric(float64(size)/(1<<20), "scrape-MB")
+}
+
+// fillExportMaps puts exportEntries entries in each exported map, through
+// its pin.
+func fillExportMaps(b *testing.B, dir string) {
+	type flowKey struct{ PID, CPU uint32 }
+	type flowStats struct{ Packets, Bytes uint64 }
+	fk := make([]flowKey, exportEntries)
+	fv := make([]flowStats, exportEntries)
+	hk := make([]uint32, exportEntries)
+	hv := make([][16]uint32, exportEntries)
+	for i := range exportEntries {
+		fk[i] = flowKey{PID: uint32(1000 + i/2), CPU: uint32(i % 2)}
+		fv[i] = flowStats{Packets: uint64(i), Bytes: uint64(i) * 1500}
+		hk[i] = uint32(i)
+		for s := range 16 {
+			hv[i][s] = uint32((i + s) % 7)
+		}
+	}
+	for _, name := range exportMaps {
+		m, err := ebpf.LoadPinnedMap(filepath.Join(dir, name), nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if name[0] == 'c' {
+			_, err = m.BatchUpdate(fk, fv, nil)
+		} else {
+			_, err = m.BatchUpdate(hk, hv, nil)
+		}
+		m.Close()
+		if err != nil {
+			b.Fatalf("fill %s: %v", name, err)
+		}
+	}
 }

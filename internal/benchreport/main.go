@@ -33,7 +33,9 @@ var groups = []group{
 	{"./server/blob/", "^Benchmark(Put|Get)", "30x", 1},
 	{"./btf/core/", ".", "", 1},
 	{"./btf/source/", ".", "", 1},
-	{"./cmd/bpfarm-agent/", ".", "10x", 3},
+	{"./cmd/bpfarm-agent/", "^Benchmark(AgentLoad|HostCompileLoad|AgentBinary|AgentDaemonRSS)$", "10x", 3},
+	{"./cmd/bpfarm-agent/", "^BenchmarkAgentExportRSS$", "5x", 1},
+	{"./client/export/", "^BenchmarkExportScrape$", "3x", 1},
 	{"./verify/", "^BenchmarkVerify$", "1x", 1},
 	{"./web/", "^BenchmarkRenderPages$", "", 1},
 }
@@ -103,6 +105,17 @@ var comparisons = []comparison{
 		"cmd/bpfarm-agent:BenchmarkAgentLoad/schedcount:peak-rss-MB", "cmd/bpfarm-agent:BenchmarkHostCompileLoad/schedcount:peak-rss-MB", "lower>=", 5, ""},
 	{"Agent", "agent binary (static, CGO_ENABLED=0, -s -w), MB", "cmd/bpfarm-agent:BenchmarkAgentBinary:binary-MB", "", "abs<=", 20, ""},
 	{"Agent", "daemon RSS, steady state with one program loaded, MB", "cmd/bpfarm-agent:BenchmarkAgentDaemonRSS:rss-MB", "", "abs<=", 40, ""},
+	{"Metrics export", "agent daemon RSS while exporting 10 maps × 10k entries (8 of flows with 2 counters, 2 of 16-slot log2 histograms: 520k series lines, ~46 MB a scrape), after scraping it each iteration, MB",
+		"cmd/bpfarm-agent:BenchmarkAgentExportRSS:rss-MB", "", "abs<=", 60, ""},
+	{"Metrics export", "the same daemon's peak RSS (VmHWM) over its life: load, converge, scrapes, MB",
+		"cmd/bpfarm-agent:BenchmarkAgentExportRSS:peak-rss-MB", "", "abs<=", 60, ""},
+	{"Metrics export", "one scrape of the daemon's /metrics over HTTP (the 10 maps read with batch lookups, decoded, streamed)",
+		"cmd/bpfarm-agent:BenchmarkAgentExportRSS", "", "info", 0, ""},
+	{"Metrics export", "one scrape in process: streamed text (what the agent serves) vs the exporter as a prometheus.Collector gathered by a registry and encoded (what promhttp does)",
+		"client/export:BenchmarkExportScrape/stream", "client/export:BenchmarkExportScrape/gather", "speedup>=", 5, ""},
+	{"Metrics export", "memory allocated by one scrape: streamed vs gathered (Gather materializes every series before encoding)",
+		"client/export:BenchmarkExportScrape/stream:B/op", "client/export:BenchmarkExportScrape/gather:B/op", "lower>=", 20,
+		"Gather holds every series in memory before it encodes them"},
 	{"Web UI", "render programs (1000 kernels × 50 programs, ~90,000 artifacts, 200 hosts)", "web:BenchmarkRenderPages/programs", "", "abs<=ms", 50, ""},
 	{"Web UI", "render programs search (1000 kernels × 50 programs, ~90,000 artifacts, 200 hosts)", "web:BenchmarkRenderPages/programs_search", "", "abs<=ms", 50, ""},
 	{"Web UI", "render program matrix (1000 kernels × 50 programs, ~90,000 artifacts, 200 hosts)", "web:BenchmarkRenderPages/program_matrix", "", "abs<=ms", 50, ""},
@@ -123,13 +136,13 @@ var lineRE = regexp.MustCompile(`^(Benchmark\S+?)(?:-\d+)?\s+\d+\s+(.*)$`)
 
 func main() {
 	out := flag.String("o", "BENCHMARKS.md", "output file")
-	only := flag.String("only", "", "run only groups whose package contains this")
+	only := flag.String("only", "", "run only groups whose package or pattern contains this")
 	flag.Parse()
 
 	results := map[string]result{} // "pkg:Name" → metrics
 	var logs bytes.Buffer
 	for _, g := range groups {
-		if *only != "" && !strings.Contains(g.pkg, *only) {
+		if *only != "" && !strings.Contains(g.pkg+" "+g.pattern, *only) {
 			continue
 		}
 		if _, err := os.Stat(g.pkg); err != nil {
@@ -249,6 +262,8 @@ func render(results map[string]result, raw string) string {
 			switch {
 			case strings.HasSuffix(ref, "bytes"):
 				return fmt.Sprintf("%.0f bytes", v)
+			case strings.HasSuffix(ref, "B/op"):
+				return fmt.Sprintf("%.1f MB", v/(1<<20))
 			case strings.HasSuffix(ref, "/min"):
 				return fmt.Sprintf("%.1f per minute", v)
 			case strings.Contains(ref, "MiB"), strings.HasSuffix(ref, "MB"):
