@@ -29,8 +29,10 @@
 // loader.Load(NoAttach), recording whether the kernel accepted it, the
 // number of instructions the verifier processed (the program's
 // verified_insns, or "processed N insns" from the log of a rejection), the
-// load time and the tail of the verifier log. It then writes its records to
-// the serial console and powers the VM off.
+// load time and the tail of the verifier log. A tcx program is also
+// attached to lo and detached: a kernel without tcx (before 6.6) loads it
+// and refuses only the link. It then writes its records to the serial
+// console and powers the VM off.
 //
 // # The serial protocol
 //

@@ -104,6 +104,9 @@ type ProgramResult struct {
 	// Instructions is the number of instructions the verifier processed
 	// (verified_insns, or "processed N insns" from the log).
 	Instructions int `json:"instructions,omitempty"`
+	// Attached: the program was also attached (to lo) and detached, as
+	// tcx programs are, whose attach type a kernel checks only then.
+	Attached bool `json:"attached,omitempty"`
 	// LoadNS is the wall time of the load, guest clock.
 	LoadNS int64 `json:"load_ns"`
 	// Error is why the program was rejected: the verifier's complaint.

@@ -53,6 +53,35 @@ func BenchmarkLoadKernel(b *testing.B) {
 	})
 }
 
+// BenchmarkKernelFeatures is the parse of a kernel's BPF enums (map,
+// program and attach types, helpers) from its BTF, paid once per parsed
+// kernel: each iteration parses a fresh kernel (untimed) and times only
+// the features.
+func BenchmarkKernelFeatures(b *testing.B) {
+	f := setup(b)
+	run := func(b *testing.B, vmlinux []byte, modules map[string][]byte) {
+		for b.Loop() {
+			b.StopTimer()
+			k, err := LoadKernel("k", vmlinux, modules)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.StartTimer()
+			if _, err := k.features(k.state); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	b.Run("host", func(b *testing.B) { run(b, f.hostBTF, nil) })
+	if testing.Short() {
+		return
+	}
+	b.Run("debian-6.12-with-modules", func(b *testing.B) {
+		tk := debianKernel(b, "6.12")
+		run(b, tk.vmlinux, tk.modules)
+	})
+}
+
 func BenchmarkRelocateColdKernel(b *testing.B) {
 	f := setup(b)
 	o := f.object(b, benchObject)

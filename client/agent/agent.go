@@ -558,6 +558,17 @@ func (a *Agent) convergeOne(ctx context.Context, d *api.DesiredProgram, offline 
 	if fetched.FromCache {
 		log.Info("server unreachable: using the last good artifact from the cache")
 	}
+	// The report says this kernel lacks a feature a program needs: the
+	// kernel would refuse it. Report that rather than try.
+	if err := client.CheckSupported(fetched.Manifest, d.Options.Programs); err != nil {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		a.m.ops.WithLabelValues("fetch", "unsupported").Inc()
+		p.refused = target
+		log.Error("artifact unsupported on this kernel", "err", err)
+		a.fail(p, err.Error())
+		return
+	}
 	opt := a.loaderOptions(d.Options, d.Revision)
 	var l *loader.Loaded
 	op := "load"

@@ -204,6 +204,8 @@ func (f *fakeLoader) takeCalls() []string {
 type fakeFetcher struct {
 	mu   sync.Mutex
 	errs map[string]error // program@revision → error
+	// reports are the relocation reports of revisions (default: none).
+	reports map[string]manifest.Report // revision → report
 }
 
 func (f *fakeFetcher) FetchArtifact(_ context.Context, program, kernelID, revision string, opt client.FetchOptions) (*client.Fetched, error) {
@@ -212,8 +214,8 @@ func (f *fakeFetcher) FetchArtifact(_ context.Context, program, kernelID, revisi
 	if err := f.errs[program+"@"+revision]; err != nil {
 		return nil, err
 	}
-	return &client.Fetched{Manifest: &manifest.Manifest{Program: program, Revision: revision, Kernel: kernelID},
-		Object: []byte("obj")}, nil
+	return &client.Fetched{Manifest: &manifest.Manifest{Program: program, Revision: revision, Kernel: kernelID,
+		Report: f.reports[revision]}, Object: []byte("obj")}, nil
 }
 
 func (f *fakeFetcher) fail(program, revision string, err error) {
@@ -403,6 +405,44 @@ func TestConvergeFirstLoadFails(t *testing.T) {
 	}
 	if p := reported(a, "p"); p.State != api.HostProgramLoaded || p.Revision != "r2" {
 		t.Fatalf("second revision: %+v", p)
+	}
+}
+
+// TestConvergeUnsupported: the daemon doesn't load a revision whose
+// report says this kernel lacks a feature a program to load needs: it
+// reports it failed with the reason (rolled back when an older revision
+// runs), unless the assignment loads only programs the kernel supports.
+func TestConvergeUnsupported(t *testing.T) {
+	ctx := context.Background()
+	const reason = "map events: ring buffer (BPF_MAP_TYPE_RINGBUF) is not in this kernel"
+	l := newFakeLoader()
+	f := &fakeFetcher{reports: map[string]manifest.Report{"r2": {Programs: []manifest.ProgramReport{
+		{Name: "a", Status: manifest.StatusOK}, {Name: "b", Status: manifest.StatusUnsupported, Reason: reason}}}}}
+	a, reg := newFakeAgent(t, "", l, f, t.TempDir())
+	a.converge(ctx, desired(api.DesiredProgram{Program: "p", Revision: "r2"}), false)
+	if c := l.takeCalls(); len(c) != 0 {
+		t.Fatalf("loaded an unsupported artifact: %v", c)
+	}
+	p := reported(a, "p")
+	if p == nil || p.State != api.HostProgramFailed || !strings.Contains(p.Error, "program b is unsupported") || !strings.Contains(p.Error, reason) {
+		t.Fatalf("unsupported: %+v", p)
+	}
+	if n := metricSum(t, reg, "bpfarm_agent_operations_total"); n < 1 {
+		t.Errorf("operations %v", n)
+	}
+	// Only program a: supported.
+	a.converge(ctx, desired(api.DesiredProgram{Program: "p", Revision: "r2", Options: api.LoadOptions{Programs: []string{"a"}}}), false)
+	if c := l.takeCalls(); !sameCalls(c, "load p@r2") {
+		t.Fatalf("calls: %v", c)
+	}
+	// r1 runs; r3 is unsupported: rolled back, r1 keeps running.
+	f.reports["r3"] = f.reports["r2"]
+	a.converge(ctx, desired(api.DesiredProgram{Program: "p", Revision: "r3"}), false)
+	if c := l.takeCalls(); len(c) != 0 {
+		t.Fatalf("swapped to an unsupported artifact: %v", c)
+	}
+	if p := reported(a, "p"); p.State != api.HostProgramRolledBack || p.Revision != "r2" || !strings.Contains(p.Error, reason) {
+		t.Fatalf("rolled back: %+v", p)
 	}
 }
 

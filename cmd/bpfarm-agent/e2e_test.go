@@ -59,7 +59,7 @@ type farm struct {
 	log        bytes.Buffer
 }
 
-func startFarm(t testing.TB) *farm {
+func startFarm(t testing.TB, extra ...string) *farm {
 	t.Helper()
 	for _, tool := range []string{"clang-19", "bwrap", "bpftool"} {
 		if _, err := exec.LookPath(tool); err != nil {
@@ -70,7 +70,7 @@ func startFarm(t testing.TB) *farm {
 	addr := l.Addr().String()
 	l.Close()
 	f := &farm{t: t, url: "http://" + addr, data: t.TempDir()}
-	f.cmd = exec.Command(bin.farm, "serve", "--addr", addr, "--data", f.data)
+	f.cmd = exec.Command(bin.farm, append([]string{"serve", "--addr", addr, "--data", f.data}, extra...)...)
 	f.cmd.Stdout, f.cmd.Stderr = &f.log, &f.log
 	f.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := f.cmd.Start(); err != nil {

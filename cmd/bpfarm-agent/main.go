@@ -97,14 +97,14 @@ func (l *loadFlags) register(f *pflag.FlagSet) {
 
 func newLoad(g *globals) *cobra.Command {
 	var (
-		lf                            loadFlags
-		revision, pubkey, kernelBTF   string
-		kernelID, mode, iface, cgroup string
-		noAttach, uploadBTF           bool
-		requireVerified, follows      bool
-		ff                            followFlags
-		programs                      []string
-		sets, maxEntries              []string
+		lf                              loadFlags
+		revision, pubkey, kernelBTF     string
+		kernelID, mode, iface, cgroup   string
+		noAttach, uploadBTF             bool
+		requireVerified, follows, force bool
+		ff                              followFlags
+		programs                        []string
+		sets, maxEntries                []string
 	)
 	cmd := &cobra.Command{
 		Use:   "load NAME",
@@ -197,6 +197,12 @@ artifact's minimized BTF or its pre-relocated object.`,
 			if err != nil {
 				return err
 			}
+			if err := client.CheckSupported(f.Manifest, cli.SplitComma(programs)); err != nil {
+				if !force {
+					return fmt.Errorf("%w (--force loads it anyway)", err)
+				}
+				fmt.Fprintf(os.Stderr, "bpfarm-agent: warning: %v; loading it anyway (--force)\n", err)
+			}
 			a := &loader.Artifact{Name: name, Revision: f.Manifest.Revision, Object: f.Object, MinBTF: f.MinBTF, Relocated: f.Relocated,
 				KernelBTF: f.Manifest.KernelBTF}
 			opt := loader.Options{PinDir: lf.pinDir, StateDir: lf.stateDir, Programs: cli.SplitComma(programs), NoAttach: noAttach,
@@ -253,6 +259,8 @@ artifact's minimized BTF or its pre-relocated object.`,
 	f.DurationVar(&ff.duration, "duration", 0, "with --follow: stop after this long")
 	f.BoolVar(&requireVerified, "require-verified", false,
 		"refuse an artifact unless the farm verified it on this exact kernel (booted it and the verifier accepted every loaded program)")
+	f.BoolVar(&force, "force", false,
+		"load an artifact even when its report says this kernel lacks a feature a program needs (status unsupported)")
 	return cmd
 }
 

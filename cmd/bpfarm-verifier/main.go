@@ -20,6 +20,7 @@ import (
 	"github.com/bpfarm/bpfarm/bpfsrc/kconfig"
 	"io"
 	"maps"
+	"net"
 	"os"
 	"path/filepath"
 	"runtime/debug"
@@ -29,6 +30,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 
 	"github.com/bpfarm/bpfarm/client/loader"
@@ -175,7 +177,7 @@ func run(ctx context.Context, job *verify.Job, root string, uptimeMS int64) []ve
 		}
 		for _, name := range slices.Sorted(maps.Keys(spec.Programs)) {
 			ps := spec.Programs[name]
-			res := loadOne(ctx, art, mode, name, fmt.Sprintf("p%d", n), pinRoot, stateDir, job.LogLines)
+			res := loadOne(ctx, art, mode, name, fmt.Sprintf("p%d", n), pinRoot, stateDir, job.LogLines, ps.AttachType)
 			res.Section, res.Type = ps.SectionName, ps.Type.String()
 			records = append(records, verify.Record{Kind: verify.KindProgram, Program: res})
 			n++
@@ -185,8 +187,10 @@ func run(ctx context.Context, job *verify.Job, root string, uptimeMS int64) []ve
 }
 
 // loadOne loads one program of the artifact, load-only, with the agent's
-// loader, and describes the kernel's verdict.
-func loadOne(ctx context.Context, art *loader.Artifact, mode, prog, set, pinRoot, stateDir string, logLines int) *verify.ProgramResult {
+// loader, and describes the kernel's verdict. A program whose attach type
+// the kernel checks only when attaching (tcx: a kernel without tcx loads
+// the program and refuses the link) is also attached, to lo, and detached.
+func loadOne(ctx context.Context, art *loader.Artifact, mode, prog, set, pinRoot, stateDir string, logLines int, attach ebpf.AttachType) *verify.ProgramResult {
 	res := &verify.ProgramResult{Program: prog, Mode: mode}
 	a := *art
 	a.Name = set
@@ -202,6 +206,12 @@ func loadOne(ctx context.Context, art *loader.Artifact, mode, prog, set, pinRoot
 				if info, err := p.Info(); err == nil {
 					if n, ok := info.VerifiedInstructions(); ok {
 						res.Instructions = int(n)
+					}
+				}
+				if attach == ebpf.AttachTCXIngress || attach == ebpf.AttachTCXEgress {
+					res.Attached = true
+					if err := attachTCX(p, attach); err != nil {
+						res.Accepted, res.Error = false, "attach tcx to lo: "+firstLine(err.Error())
 					}
 				}
 				p.Close()
@@ -232,6 +242,19 @@ func loadOne(ctx context.Context, art *loader.Artifact, mode, prog, set, pinRoot
 		res.Log = tail
 	}
 	return res
+}
+
+// attachTCX attaches a tcx program to lo and detaches it.
+func attachTCX(p *ebpf.Program, attach ebpf.AttachType) error {
+	lo, err := net.InterfaceByName("lo")
+	if err != nil {
+		return err
+	}
+	l, err := link.AttachTCX(link.TCXOptions{Program: p, Interface: lo.Index, Attach: attach})
+	if err != nil {
+		return err
+	}
+	return l.Close()
 }
 
 // kfuncPoison is how the verifier names a call to a missing weak kfunc,
