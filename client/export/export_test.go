@@ -8,6 +8,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -216,6 +217,26 @@ func TestExporter(t *testing.T) {
 				t.Errorf("bucket %d: le %v count %d, want %v", i, b.GetUpperBound(), b.GetCumulativeCount(), want[i])
 			}
 		}
+	}
+
+	// Reading one key at a time (kernels without batch lookups) gives the
+	// same exposition.
+	e.mu.Lock()
+	for _, m := range e.sets["demo"].maps {
+		m.noBatch = true
+	}
+	e.mu.Unlock()
+	var one bytes.Buffer
+	if err := e.WriteText(&one); err != nil {
+		t.Fatal(err)
+	}
+	sorted := func(b []byte) string {
+		lines := strings.Split(string(b), "\n")
+		slices.Sort(lines)
+		return strings.Join(lines, "\n")
+	}
+	if sorted(one.Bytes()) != sorted(buf.Bytes()) {
+		t.Errorf("one key at a time:\n%s\nbatched:\n%s", one.String(), buf.String())
 	}
 
 	// The Collector gives the same series.

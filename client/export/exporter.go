@@ -16,6 +16,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sys/unix"
 
 	"github.com/bpfarm/bpfarm/api"
 	"github.com/bpfarm/bpfarm/client/decode"
@@ -259,8 +260,10 @@ func (em *exported) read(buf []byte) ([]byte, int, error) {
 			if errors.Is(err, ebpf.ErrKeyNotExist) {
 				return buf, n, nil
 			}
-			if errors.Is(err, ebpf.ErrNotSupported) && n == 0 {
-				em.noBatch = true
+			if errors.Is(err, ebpf.ErrNotSupported) && n == 0 || errors.Is(err, unix.ENOSPC) {
+				// No batch lookups in this kernel, or a hash bucket
+				// larger than a batch: read one key at a time.
+				em.noBatch, buf, n = true, buf[:0], 0
 				break
 			}
 			if err != nil {
