@@ -153,14 +153,14 @@ func BenchmarkAgentBinary(b *testing.B) {
 // BenchmarkAgentDaemonRSS runs `bpfarm-agent run` with one assignment and
 // reports its resident set once the program is loaded and the daemon idles.
 func BenchmarkAgentDaemonRSS(b *testing.B) {
-	f, env := benchFarm(b)
+	f, _ := benchFarm(b)
 	if r := f.cli("assign", "schedcount"); r.code != 0 {
 		b.Fatalf("assign: %s", r.stderr)
 	}
 	dir := b.TempDir()
 	pin := filepath.Join("/sys/fs/bpf", fmt.Sprintf("bpfarm-bench-daemon-%d", os.Getpid()))
 	defer os.RemoveAll(pin)
-	token := strings.TrimPrefix(env[3], "BPFARM_TOKEN=")
+	token := enrollBenchHost(b, f)
 	cfg := fmt.Sprintf("server: %s\ntoken: %s\nname: bench-host\nstate_dir: %s\npin_dir: %s\nrun_dir: %s\n",
 		f.url, token, filepath.Join(dir, "state"), pin, filepath.Join(dir, "run"))
 	cfgPath := filepath.Join(dir, "agent.yaml")
@@ -216,7 +216,7 @@ const exportEntries = 10000
 // iteration, and reports the daemon's resident set after the scrapes and
 // its peak (VmHWM), with the series and bytes of a scrape.
 func BenchmarkAgentExportRSS(b *testing.B) {
-	f, env := benchFarm(b)
+	f, _ := benchFarm(b)
 	if r := f.cli("push", "testdata/exportbench", "--wait"); r.code != 0 {
 		b.Fatalf("push exportbench: %s", r.stderr)
 	}
@@ -236,7 +236,7 @@ func BenchmarkAgentExportRSS(b *testing.B) {
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	token := strings.TrimPrefix(env[3], "BPFARM_TOKEN=")
+	token := enrollBenchHost(b, f)
 	cfg := fmt.Sprintf("server: %s\ntoken: %s\nname: bench-host\nstate_dir: %s\npin_dir: %s\nrun_dir: %s\nmetrics_addr: %s\n",
 		f.url, token, filepath.Join(dir, "state"), pin, filepath.Join(dir, "run"), addr)
 	cfgPath := filepath.Join(dir, "agent.yaml")
@@ -358,4 +358,14 @@ func fillExportMaps(b *testing.B, dir string) {
 			b.Fatalf("fill %s: %v", name, err)
 		}
 	}
+}
+
+// enrollBenchHost enrolls the daemon benchmarks' host and returns its
+// token: only a host's own token may register it.
+func enrollBenchHost(b *testing.B, f *farm) string {
+	r := f.cli("hosts", "enroll", "bench-host")
+	if r.code != 0 {
+		b.Fatalf("enroll: %s", r.stderr)
+	}
+	return strings.TrimSpace(r.stdout)
 }

@@ -120,7 +120,7 @@ func TestDaemonExports(t *testing.T) {
 		}
 	}
 	cfg := agent.Config{
-		Server: f.url, Token: f.token("agent", api.RoleReader), Name: "metrics-host",
+		Server: f.url, Token: f.hostToken("metrics-host"), Name: "metrics-host",
 		StateDir: t.TempDir(), RunDir: t.TempDir(), PinDir: testPinDir(t), UploadBTF: true, MetricsAddr: "127.0.0.1:0",
 		Poll: agent.PollConfig{Wait: 30 * time.Second, Heartbeat: time.Hour, BackoffMin: 20 * time.Millisecond, BackoffMax: 200 * time.Millisecond},
 	}
