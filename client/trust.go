@@ -1,9 +1,7 @@
 package client
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -13,41 +11,12 @@ import (
 	"github.com/bpfarm/bpfarm/api"
 )
 
-// sendJSON sends v as a JSON body (nil: no body) and decodes the answer
-// into out (nil: discarded).
-func (c *Client) sendJSON(ctx context.Context, method, path string, q url.Values, v, out any) error {
-	var body *bytes.Reader
-	ct := ""
-	if v != nil {
-		b, err := json.Marshal(v)
-		if err != nil {
-			return err
-		}
-		body, ct = bytes.NewReader(b), "application/json"
-	}
-	var resp *http.Response
-	var err error
-	if body != nil {
-		resp, err = c.Do(ctx, method, path, q, body, ct, nil)
-	} else {
-		resp, err = c.Do(ctx, method, path, q, nil, "", nil)
-	}
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if out == nil {
-		return nil
-	}
-	return decode(resp, out)
-}
-
 // EnrollHost creates the token of host name, role host, bound to the name
 // (admin); it revokes the host's previous token. labels, when set, are the
 // host's labels whatever its agent registers with.
 func (c *Client) EnrollHost(ctx context.Context, name string, labels map[string]string) (*api.TokenCreated, error) {
 	var t api.TokenCreated
-	if err := c.sendJSON(ctx, http.MethodPost, "/api/v1/hosts/"+url.PathEscape(name)+"/enroll", nil,
+	if err := c.send(ctx, http.MethodPost, "/api/v1/hosts/"+url.PathEscape(name)+"/enroll", nil,
 		api.HostEnrollment{Labels: labels}, &t); err != nil {
 		return nil, fmt.Errorf("enroll host %s: %w", name, err)
 	}
@@ -57,7 +26,7 @@ func (c *Client) EnrollHost(ctx context.Context, name string, labels map[string]
 // ApproveKernel trusts a kernel whose BTF a host uploaded (admin).
 func (c *Client) ApproveKernel(ctx context.Context, kid string) (*api.Kernel, error) {
 	var k api.Kernel
-	if err := c.sendJSON(ctx, http.MethodPost, "/api/v1/kernels/"+escapeKernelID(kid)+"/approve", nil, nil, &k); err != nil {
+	if err := c.send(ctx, http.MethodPost, "/api/v1/kernels/"+escapeKernelID(kid)+"/approve", nil, nil, &k); err != nil {
 		return nil, fmt.Errorf("approve kernel %s: %w", kid, err)
 	}
 	return &k, nil
@@ -77,7 +46,7 @@ func escapeKernelID(kid string) string {
 func (c *Client) GC(ctx context.Context, dryRun bool) (*api.GCReport, error) {
 	var r api.GCReport
 	q := url.Values{"dry_run": {strconv.FormatBool(dryRun)}}
-	if err := c.sendJSON(ctx, http.MethodPost, "/api/v1/gc", q, nil, &r); err != nil {
+	if err := c.send(ctx, http.MethodPost, "/api/v1/gc", q, nil, &r); err != nil {
 		return nil, fmt.Errorf("gc: %w", err)
 	}
 	return &r, nil
@@ -101,7 +70,7 @@ func (c *Client) Quota(ctx context.Context, token string) (*api.TokenQuota, erro
 // limit, negative ones restore the default, zero ones keep it.
 func (c *Client) SetQuota(ctx context.Context, token string, q api.Quota) (*api.TokenQuota, error) {
 	var out api.TokenQuota
-	if err := c.sendJSON(ctx, http.MethodPut, "/api/v1/tokens/"+url.PathEscape(token)+"/quota", nil, q, &out); err != nil {
+	if err := c.send(ctx, http.MethodPut, "/api/v1/tokens/"+url.PathEscape(token)+"/quota", nil, q, &out); err != nil {
 		return nil, fmt.Errorf("set quota of %s: %w", token, err)
 	}
 	return &out, nil
