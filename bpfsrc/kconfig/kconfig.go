@@ -78,8 +78,9 @@ type insRef struct {
 }
 
 // LoadSpec parses obj like ebpf.LoadCollectionSpecFromReader, also when it
-// has __weak `.kconfig` externs (which cilium/ebpf refuses: the object is
-// parsed from a copy where they are bound globally; obj is not modified).
+// has __weak `.kconfig` externs or __weak definitions (usdt.bpf.h's maps and
+// functions), which cilium/ebpf refuses and libbpf accepts: the object is
+// parsed from a copy where they are bound globally; obj is not modified.
 // Externs is nil when the object has no `.kconfig` externs.
 func LoadSpec(obj []byte) (*ebpf.CollectionSpec, *Externs, error) {
 	ext, patched, err := scan(obj)
@@ -90,7 +91,46 @@ func LoadSpec(obj []byte) (*ebpf.CollectionSpec, *Externs, error) {
 	if err != nil {
 		return nil, nil, err
 	}
+	if err := staticHidden(obj, spec); err != nil {
+		return nil, nil, err
+	}
 	return spec, ext, nil
+}
+
+// staticHidden gives the hidden global functions of obj static linkage in
+// their BTF, as libbpf does (mark_btf_static): the verifier then checks
+// them in their callers' context, not on their own. usdt.bpf.h's
+// bpf_usdt_arg() is such a function (__weak __hidden); verified on its
+// own, its result pointer may be NULL and it is refused.
+func staticHidden(obj []byte, spec *ebpf.CollectionSpec) error {
+	f, err := elf.NewFile(bytes.NewReader(obj))
+	if err != nil {
+		return fmt.Errorf("parse ELF: %w", err)
+	}
+	defer f.Close()
+	syms, err := f.Symbols()
+	if err != nil {
+		return nil // no symbols, no hidden functions
+	}
+	hidden := make(map[string]bool)
+	for _, s := range syms {
+		if elf.ST_TYPE(s.Info) == elf.STT_FUNC && elf.ST_BIND(s.Info) != elf.STB_LOCAL &&
+			elf.ST_VISIBILITY(s.Other) == elf.STV_HIDDEN && s.Section != elf.SHN_UNDEF {
+			hidden[s.Name] = true
+		}
+	}
+	if len(hidden) == 0 {
+		return nil
+	}
+	for _, ps := range spec.Programs {
+		for i := range ps.Instructions {
+			ins := &ps.Instructions[i]
+			if fn := btf.FuncMetadata(ins); fn != nil && hidden[ins.Symbol()] && i > 0 {
+				fn.Linkage = btf.StaticFunc
+			}
+		}
+	}
+	return nil
 }
 
 // scan finds the .kconfig externs of obj and returns a copy of obj whose
@@ -101,16 +141,18 @@ func scan(obj []byte) (*Externs, []byte, error) {
 		return nil, nil, fmt.Errorf("parse ELF: %w", err)
 	}
 	defer f.Close()
-	if f.Section(".BTF") == nil {
+	if len(obj) == 0 {
 		return nil, obj, nil
-	}
-	spec, err := btf.LoadSpecFromReader(bytes.NewReader(obj))
-	if err != nil {
-		return nil, obj, nil // cilium/ebpf reports it
 	}
 	var ds *btf.Datasec
-	if err := spec.TypeByName(".kconfig", &ds); err != nil {
-		return nil, obj, nil
+	if f.Section(".BTF") != nil {
+		if spec, err := btf.LoadSpecFromReader(bytes.NewReader(obj)); err == nil {
+			spec.TypeByName(".kconfig", &ds)
+		}
+	}
+	if ds == nil {
+		patched, err := bindWeakGlobally(f, obj, nil)
+		return nil, patched, err
 	}
 	ext := &Externs{datasec: ds, refs: make(map[insRef]string)}
 	byName := make(map[string]int)
@@ -131,24 +173,15 @@ func scan(obj []byte) (*Externs, []byte, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("ELF symbols: %w", err)
 	}
-	symtab := f.SectionByType(elf.SHT_SYMTAB)
-	patched := bytes.Clone(obj)
-	if symtab == nil || f.Class != elf.ELFCLASS64 {
-		return nil, nil, errors.New("ELF: want a 64-bit object with a symbol table")
+	for _, s := range syms {
+		if j, ok := byName[s.Name]; ok && s.Section == elf.SHN_UNDEF && elf.ST_BIND(s.Info) == elf.STB_WEAK {
+			ext.Vars[j].Weak = true
+		}
 	}
-	for i, s := range syms {
-		j, ok := byName[s.Name]
-		if !ok || s.Section != elf.SHN_UNDEF || elf.ST_BIND(s.Info) != elf.STB_WEAK {
-			continue
-		}
-		ext.Vars[j].Weak = true
-		// Symbols() leaves out the null symbol 0: s is entry i+1. st_info
-		// is byte 4 of an Elf64_Sym.
-		off := symtab.Offset + uint64(i+1)*elf.Sym64Size + 4
-		if off >= uint64(len(patched)) {
-			return nil, nil, errors.New("ELF: symbol table out of bounds")
-		}
-		patched[off] = byte(elf.STB_GLOBAL)<<4 | byte(elf.ST_TYPE(s.Info))
+
+	patched, err := bindWeakGlobally(f, obj, byName)
+	if err != nil {
+		return nil, nil, err
 	}
 
 	// Which instruction of which function loads which extern: from the
@@ -191,6 +224,42 @@ func scan(obj []byte) (*Externs, []byte, error) {
 		}
 	}
 	return ext, patched, nil
+}
+
+// bindWeakGlobally returns a copy of obj whose __weak symbols cilium/ebpf
+// refuses are bound globally: the definitions (usdt.bpf.h's maps and
+// functions; in a single object, as libbpf loads it, a weak definition is
+// the definition) and the undefined .kconfig externs in kconfigExterns. Weak
+// __ksym externs, which cilium/ebpf handles, stay weak.
+func bindWeakGlobally(f *elf.File, obj []byte, kconfigExterns map[string]int) ([]byte, error) {
+	syms, err := f.Symbols()
+	if err != nil {
+		return nil, fmt.Errorf("ELF symbols: %w", err)
+	}
+	symtab := f.SectionByType(elf.SHT_SYMTAB)
+	if symtab == nil || f.Class != elf.ELFCLASS64 {
+		return obj, nil // cilium/ebpf reports it
+	}
+	patched := obj
+	for i, s := range syms {
+		if elf.ST_BIND(s.Info) != elf.STB_WEAK {
+			continue
+		}
+		if _, ok := kconfigExterns[s.Name]; !ok && s.Section == elf.SHN_UNDEF {
+			continue
+		}
+		if &patched[0] == &obj[0] {
+			patched = bytes.Clone(obj)
+		}
+		// Symbols() leaves out the null symbol 0: s is entry i+1. st_info
+		// is byte 4 of an Elf64_Sym.
+		off := symtab.Offset + uint64(i+1)*elf.Sym64Size + 4
+		if off >= uint64(len(patched)) {
+			return nil, errors.New("ELF: symbol table out of bounds")
+		}
+		patched[off] = byte(elf.STB_GLOBAL)<<4 | byte(elf.ST_TYPE(s.Info))
+	}
+	return patched, nil
 }
 
 // kindOf is libbpf's find_kcfg_type: typedefs and qualifiers are skipped.

@@ -59,7 +59,7 @@ func (a *attachment) attached() bool {
 func needsTracefs(section string) bool {
 	switch strings.TrimSuffix(hookKind(section), ".s") {
 	case "tracepoint", "tp", "kprobe", "kretprobe", "ksyscall", "kretsyscall",
-		"uprobe", "uretprobe", "kprobe.multi", "kretprobe.multi":
+		"uprobe", "uretprobe", "usdt", "kprobe.multi", "kretprobe.multi":
 		return true
 	}
 	return false
@@ -186,6 +186,12 @@ func attachHook(name, kind, target string, prog *ebpf.Program, ps *ebpf.ProgramS
 			l, err = link.KretprobeMulti(prog, opts)
 		}
 		return one(l, err, fmt.Sprintf("%s %s (%d functions)", base, target, len(symbols)))
+
+	case "usdt":
+		if target == "" {
+			return &attachment{note: "the section names no binary and probe: not attached"}, nil
+		}
+		return attachUSDT(name, target, prog, ps, opt)
 
 	case "uprobe", "uretprobe":
 		if target == "" {

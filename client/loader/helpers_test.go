@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/bpfarm/bpfarm/bpfsrc/kconfig"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -287,7 +288,7 @@ func counter(t testing.TB, l *Loaded, name string) uint64 {
 // the pin of its section's map (.bss, .data).
 func global(t testing.TB, l *Loaded, obj []byte, name string) uint64 {
 	t.Helper()
-	spec, err := ebpf.LoadCollectionSpecFromReader(bytes.NewReader(obj))
+	spec, _, err := kconfig.LoadSpec(obj)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -481,6 +481,7 @@ func mapSpecOf(m *ebpf.Map, name string) (*ebpf.MapSpec, error) {
 
 // attachAll attaches every program, reporting every failure.
 func (o *objects) attachAll(ctx context.Context, opt AttachOptions) error {
+	opt.usdt = &usdtState{maps: o.maps, specs: make(map[string]uint32)}
 	var errs []error
 	for _, name := range slices.Sorted(maps.Keys(o.progs)) {
 		if err := ctx.Err(); err != nil {

@@ -5,6 +5,7 @@ import (
 	"compress/gzip"
 	"encoding/binary"
 	"io"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -15,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/bpfarm/bpfarm/bpfsrc/kconfig"
+	"github.com/bpfarm/bpfarm/internal/testenv"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -166,5 +168,87 @@ func bpftoolLoadall(t testing.TB, obj []byte) {
 	out, err := exec.Command(tools.bpftool, "prog", "loadall", path, pin).CombinedOutput()
 	if err != nil {
 		t.Fatalf("bpftool prog loadall: %v\n%s", err, out)
+	}
+}
+
+// buildUSDTTarget compiles internal/realworld/programs/usdt/target.c (a
+// SystemTap probe with a semaphore, from systemtap-sdt-dev's sys/sdt.h)
+// with compiler.
+func buildUSDTTarget(t *testing.T, compiler string) string {
+	t.Helper()
+	cc, err := exec.LookPath(compiler)
+	if err != nil {
+		require(t, compiler, err.Error())
+	}
+	if _, err := os.Stat("/usr/include/x86_64-linux-gnu/sys/sdt.h"); err != nil {
+		if _, err := os.Stat("/usr/include/sys/sdt.h"); err != nil {
+			require(t, "systemtap-sdt-dev", "no sys/sdt.h")
+		}
+	}
+	bin := filepath.Join(t.TempDir(), "usdt-target-"+compiler)
+	out, err := exec.Command(cc, "-O2", "-o", bin, filepath.Join("..", "..", "internal", "realworld", "programs", "usdt", "target.c")).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s target.c: %v\n%s", compiler, err, out)
+	}
+	return bin
+}
+
+// runTarget runs the USDT target for n ticks and returns how many it saw
+// enabled (its semaphore set).
+func runTarget(t *testing.T, bin string, n int) int {
+	t.Helper()
+	out, err := exec.Command(bin, strconv.Itoa(n)).Output()
+	if err != nil {
+		t.Fatalf("%s: %v", bin, err)
+	}
+	v, err := strconv.Atoi(strings.TrimSpace(string(out)))
+	if err != nil {
+		t.Fatalf("%s printed %q", bin, out)
+	}
+	return v
+}
+
+// TestUSDT: a USDT program (usdt.bpf.h, BPF_USDT) loaded by the agent is
+// attached to every site of bpfarm:tick in a real binary from its
+// .note.stapsdt notes; the probe's semaphore counts the tracer; the
+// arguments — a register, memory operands, a 32-bit negative — arrive as
+// the binary passed them. With gcc's and clang's operand choices, and with
+// the libbpf 1.1 and 1.5 headers.
+func TestUSDT(t *testing.T) {
+	requireRoot(t)
+	includes := map[string]string{"libbpf-1.1": "/usr/include"}
+	newer := testenv.LibbpfHeaders(t)
+	inc := filepath.Join(t.TempDir(), "inc")
+	os.MkdirAll(inc, 0o755)
+	if err := os.Symlink(newer, filepath.Join(inc, "bpf")); err != nil {
+		t.Fatal(err)
+	}
+	includes["libbpf-1.5"] = inc
+	for _, compiler := range []string{"gcc", "clang-19"} {
+		bin := buildUSDTTarget(t, compiler)
+		for hdr, include := range includes {
+			t.Run(compiler+"/"+hdr, func(t *testing.T) {
+				if got := runTarget(t, bin, 3); got != 0 {
+					t.Fatalf("before attaching, the semaphore is set %d times", got)
+				}
+				a := realworldArtifact(t, "usdt", include, `-DTARGET="`+bin+`"`)
+				l := load(t, a, testOptions(t))
+				if ps := l.Program("tick"); ps == nil || len(ps.Links) == 0 {
+					t.Fatalf("tick not attached: %+v", l.Programs)
+				}
+				if got := runTarget(t, bin, 5); got != 5 {
+					t.Fatalf("attached: the target saw its semaphore set %d times, want 5", got)
+				}
+				vals := map[string]uint64{}
+				for _, v := range []string{"hits", "sum_seq", "last_seq", "last_value", "last_neg", "arg_count"} {
+					vals[v] = global(t, l, a.Object, v)
+				}
+				want := map[string]uint64{"hits": 5, "sum_seq": 15, "last_seq": 5, "last_value": 5000,
+					"last_neg": uint64(0xffffffff_fffffffb), "arg_count": 3}
+				if !maps.Equal(vals, want) {
+					t.Fatalf("globals %v, want %v", vals, want)
+				}
+			})
+		}
 	}
 }

@@ -150,6 +150,7 @@ func Swap(ctx context.Context, old *Loaded, a *Artifact, opt Options) (_ *Loaded
 			}
 		}
 		var errs []error
+		opt.Attach.usdt = &usdtState{maps: objs.maps, specs: make(map[string]uint32)}
 		for _, pname := range slices.Sorted(maps.Keys(objs.progs)) {
 			if err := ctx.Err(); err != nil {
 				return nil, err

@@ -147,6 +147,10 @@ type AttachOptions struct {
 	PerfFreq uint64
 	// UprobePID, when not zero, limits uprobes to this process.
 	UprobePID int
+
+	// usdt is the set's USDT state (its maps, spec ids), set by the
+	// loader while it attaches a set.
+	usdt *usdtState
 }
 
 // Loaded describes a loaded program set. It is also the JSON state file.
