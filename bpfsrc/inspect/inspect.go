@@ -236,7 +236,11 @@ func describeMap(m *Map, ms *ebpf.MapSpec, rec *records.Record) {
 	m.Export, m.ExportNote = exportKind(ms)
 }
 
-// exportKind says how a map can be exported as metrics, or why not.
+// exportKind says how a map can be exported as metrics, or why not. It
+// applies the rules of the agent's exporter (client/export.NewPlan, which
+// this package cannot import): a log2 histogram value (slots[]) exports
+// as a histogram; a value with a numeric field (structs flattened; char
+// arrays and enums are labels, other arrays are skipped) as counters.
 func exportKind(ms *ebpf.MapSpec) (string, string) {
 	switch ms.Type {
 	case ebpf.Hash, ebpf.Array, ebpf.PerCPUHash, ebpf.PerCPUArray, ebpf.LRUHash, ebpf.LRUCPUHash:
@@ -246,8 +250,14 @@ func exportKind(ms *ebpf.MapSpec) (string, string) {
 	if ms.Key == nil || ms.Value == nil {
 		return "", "no BTF for its key and value"
 	}
-	if _, err := decode.New(ms.Key); err != nil {
+	kd, err := decode.New(ms.Key)
+	if err != nil {
 		return "", "key: " + err.Error()
+	}
+	for _, l := range kd.Leaves() {
+		if l.Kind == decode.LeafHistogram {
+			return "", "its key holds a log2 histogram, which cannot label series"
+		}
 	}
 	d, err := decode.New(ms.Value)
 	if err != nil {
@@ -256,34 +266,12 @@ func exportKind(ms *ebpf.MapSpec) (string, string) {
 	if d.Histogram() {
 		return "histogram", ""
 	}
-	if !numeric(ms.Value, 0) {
-		return "", "its value " + decode.TypeName(ms.Value) + " has fields that are not numbers"
-	}
-	return "counter", ""
-}
-
-// numeric reports whether t is an integer, or a struct (or array) of them.
-func numeric(t btf.Type, depth int) bool {
-	if depth > 8 {
-		return false
-	}
-	switch t := btf.UnderlyingType(t).(type) {
-	case *btf.Int, *btf.Enum:
-		return true
-	case *btf.Array:
-		if i, ok := btf.UnderlyingType(t.Type).(*btf.Int); ok && i.Size == 1 && (i.Name == "char" || i.Encoding&btf.Char != 0) {
-			return false // a string
+	for _, l := range d.Leaves() {
+		if l.Kind == decode.LeafNumber {
+			return "counter", ""
 		}
-		return numeric(t.Type, depth+1)
-	case *btf.Struct:
-		for _, m := range t.Members {
-			if !numeric(m.Type, depth+1) {
-				return false
-			}
-		}
-		return len(t.Members) > 0
 	}
-	return false
+	return "", "its value " + decode.TypeName(ms.Value) + " has no numeric field"
 }
 
 // inspectProgram summarises one program spec.
