@@ -21,6 +21,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/bpfarm/bpfarm/api"
+	"github.com/bpfarm/bpfarm/btf/kernel"
 	"github.com/bpfarm/bpfarm/btf/source"
 	"github.com/bpfarm/bpfarm/internal/testenv"
 	"github.com/bpfarm/bpfarm/manifest"
@@ -250,6 +251,36 @@ func startServer(t *testing.T) (*server.Server, string, string) {
 	return s, base, strings.TrimSpace(string(tok))
 }
 
+// oldKernelID names a kernel made of this host's BTF without
+// BPF_MAP_TYPE_RINGBUF: like Ubuntu 18.04's 4.15, it has no ring buffers.
+const oldKernelID = "ubuntu/18.04/x86_64/4.15.0-20-generic"
+
+// importOldKernel imports the old kernel into s's archive.
+func importOldKernel(t *testing.T, s *server.Server) {
+	t.Helper()
+	raw, err := os.ReadFile("/sys/kernel/btf/vmlinux")
+	if err != nil {
+		testenv.Require(t, "host kernel BTF", err.Error())
+	}
+	old, err := testenv.OldKernelBTF(raw, []string{"BPF_MAP_TYPE_RINGBUF"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := kernel.ParseID(oldKernelID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	imp, err := s.Archive.Store(ctx, &source.Kernel{ID: id, BTF: old, Source: "test: this host's BTF without BPF_MAP_TYPE_RINGBUF"},
+		archive.ImportOptions{By: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Builds.KernelAdded(ctx, imp.Kernel.ID); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // poisonSource reads a field no kernel has, unguarded: relocating it
 // poisons read_missing, while read_pid stays ok.
 const poisonSource = `// SPDX-License-Identifier: GPL-2.0
@@ -327,6 +358,7 @@ func TestBrowser(t *testing.T) {
 	}
 	chromiumPath(t)
 	srv, base, token := startServer(t)
+	importOldKernel(t, srv)
 	b := newBrowser(t, base)
 
 	// Anonymous visitors land on the sign-in page; sign in with the token.
@@ -360,6 +392,20 @@ func TestBrowser(t *testing.T) {
 	if log := b.text("build log", "pre.log:not(.live)"); !strings.Contains(log, "OK") {
 		b.fail("build log: %q", log)
 	}
+
+	// On the old kernel without ring buffers, execsnoop's cells are
+	// unsupported, and one opens on the reason.
+	b.visit("/programs/execsnoop", "#coverage")
+	b.do("wait for execsnoop's relocations", 5*time.Minute,
+		chromedp.WaitVisible(chromedp.CSS(`body:not([data-live]) td.c.s-unsupported summary`)))
+	b.do("open the unsupported cell", time.Minute,
+		chromedp.Click(chromedp.CSS(`td.c.s-unsupported summary`)),
+		chromedp.WaitVisible(chromedp.CSS(`td.c.s-unsupported details[open] .pop`)))
+	if pop := b.text("unsupported cell", `td.c.s-unsupported details[open] .pop`); !strings.Contains(pop,
+		"map events: ring buffer (BPF_MAP_TYPE_RINGBUF) is not in this kernel") {
+		b.fail("unsupported cell says %q", pop)
+	}
+	unsupportedShot := b.eval("matrix path", "location.pathname + location.search")
 
 	// A program with an unguarded read of a field no kernel has.
 	dir := t.TempDir()
@@ -490,6 +536,9 @@ func TestBrowser(t *testing.T) {
 	hostKernel := ""
 	if ks, err := srv.DB.Kernels(ctx, ""); err == nil && len(ks) > 0 {
 		hostKernel = ks[0].KID
+		if hostKernel == oldKernelID && len(ks) > 1 {
+			hostKernel = ks[1].KID
+		}
 	}
 	if _, err := srv.DB.RegisterHost(ctx, api.HostRegistration{Name: "web-1", Hostname: "web-1.example", Kernel: hostKernel,
 		Labels: map[string]string{"env": "prod", "role": "web"}, HasBTF: true, AgentVersion: "dev"}, "test"); err != nil {
@@ -509,6 +558,10 @@ func TestBrowser(t *testing.T) {
 			chromedp.ScrollIntoView(chromedp.CSS("#coverage")),
 			chromedp.Click(chromedp.CSS(`td.c.s-poisoned summary`)),
 			chromedp.WaitVisible(chromedp.CSS(`td.c.s-poisoned details[open] .pop`))}},
+		{name: "program-unsupported", path: unsupportedShot, wait: "#coverage", prepare: []chromedp.Action[chromedp.Void]{
+			chromedp.ScrollIntoView(chromedp.CSS("#coverage")),
+			chromedp.Click(chromedp.CSS(`td.c.s-unsupported summary`)),
+			chromedp.WaitVisible(chromedp.CSS(`td.c.s-unsupported details[open] .pop`))}},
 		{name: "diff", path: diffPath, wait: "table.diff"},
 		{name: "build", path: buildPath, wait: "#build-state"},
 		{name: "build-failed", path: brokenPath, wait: "table.diags"},
