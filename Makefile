@@ -20,7 +20,7 @@ DATA      ?= ./data
 
 export BPFARM_MINIO := $(MINIO)
 
-.PHONY: all deps deps-run deps-arm64 deps-minio build run test test-short bench fmt vet clean
+.PHONY: all deps deps-run deps-arm64 deps-minio deps-libbpf build run test test-short bench fmt vet clean
 
 all: build
 
@@ -38,7 +38,7 @@ endef
 deps-run:
 	$(call apt_install,$(APT_RUN))
 
-deps: deps-run deps-minio deps-arm64
+deps: deps-run deps-minio deps-arm64 deps-libbpf
 	$(call apt_install,$(APT_TEST))
 
 # The tests download real Debian arm64 kernel packages
@@ -48,6 +48,19 @@ deps-arm64:
 	@dpkg --print-foreign-architectures | grep -qx arm64 || { \
 	  echo "dpkg --add-architecture arm64"; \
 	  dpkg --add-architecture arm64 && apt-get update -qq; }
+
+# Real newer libbpf headers for the header-set tests: libbpf's own repository,
+# served by the Go module proxy (checksum-checked), copied into $(CACHE).
+LIBBPF_VERSION := v1.5.0
+LIBBPF_HEADERS := bpf.h libbpf.h btf.h libbpf_common.h libbpf_legacy.h bpf_helpers.h bpf_helper_defs.h \
+	bpf_tracing.h bpf_endian.h bpf_core_read.h skel_internal.h libbpf_version.h usdt.bpf.h
+deps-libbpf: $(CACHE)/libbpf-$(LIBBPF_VERSION)/usdt.bpf.h
+$(CACHE)/libbpf-$(LIBBPF_VERSION)/usdt.bpf.h:
+	@mkdir -p $(CACHE)/libbpf-$(LIBBPF_VERSION).tmp
+	src=$$(cd /tmp && GOFLAGS=-mod=mod $(GO) mod download -json github.com/libbpf/libbpf@$(LIBBPF_VERSION) | sed -n 's/^\t"Dir": "\(.*\)",$$/\1/p') && \
+	  for h in $(LIBBPF_HEADERS); do cp $$src/src/$$h $(CACHE)/libbpf-$(LIBBPF_VERSION).tmp/ || exit 1; done
+	chmod 755 $(CACHE)/libbpf-$(LIBBPF_VERSION).tmp
+	rm -rf $(CACHE)/libbpf-$(LIBBPF_VERSION) && mv $(CACHE)/libbpf-$(LIBBPF_VERSION).tmp $(CACHE)/libbpf-$(LIBBPF_VERSION)
 
 # A real MinIO for the S3 tests, built once from the Go module proxy
 # (pinned release tags are refused by the proxy, hence @latest).
