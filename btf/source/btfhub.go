@@ -92,6 +92,85 @@ func importTree(ctx context.Context, dir string, opts Options, fn func(*Kernel) 
 	return nil
 }
 
+// importPackedTree imports a btfhub-archive tree packed in a tar archive
+// (what an upload of a tree is): every DISTRO/VERSION/ARCH/RELEASE.btf.tar.xz
+// entry, in the archive's order, going on past refused entries as
+// importTree does. Each entry goes through a temporary file.
+func importPackedTree(ctx context.Context, r io.Reader, name string, opts Options, fn func(*Kernel) error) error {
+	tr := tar.NewReader(bufio.NewReaderSize(ctxReader{ctx, r}, bufSize))
+	found := 0
+	var refused []*FormatError
+	refuse := func(fe *FormatError) {
+		refused = append(refused, fe)
+		if opts.Refused != nil {
+			opts.Refused(fe)
+		}
+	}
+	for {
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return tarError(ctx, err, "tar archive of a btfhub-archive tree")
+		}
+		entry := path.Clean(strings.TrimPrefix(hdr.Name, "/"))
+		if !strings.HasSuffix(entry, BTFHubSuffix) || hdr.Typeflag == tar.TypeDir {
+			continue
+		}
+		found++
+		where := name + ":" + entry
+		id, err := TreeID(entry)
+		if err != nil {
+			refuse(&FormatError{Path: where, Err: err})
+			continue
+		}
+		if !hdr.FileInfo().Mode().IsRegular() {
+			refuse(&FormatError{Path: where, Err: errors.New("not a regular file")})
+			continue
+		}
+		if hdr.Size > opts.maxBTF() {
+			refuse(&FormatError{Path: where, Err: fmt.Errorf("%d bytes exceed the limit of %d", hdr.Size, opts.maxBTF())})
+			continue
+		}
+		k, err := readPackedEntry(ctx, tr, opts)
+		if bf := (*badFormat)(nil); errors.As(err, &bf) {
+			refuse(&FormatError{Path: where, Err: err})
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		k.ID = id
+		k.Source = "btfhub archive " + name
+		if err := fn(k); err != nil {
+			return err
+		}
+	}
+	if found == 0 {
+		return formatErrorf("tar archive has no DISTRO/VERSION/ARCH/RELEASE%s entries (not a btfhub-archive tree)", BTFHubSuffix)
+	}
+	if len(refused) > 0 {
+		return &TreeError{Dir: name, Files: found, Refused: refused}
+	}
+	return nil
+}
+
+// readPackedEntry reads one .btf.tar.xz entry of a packed tree through a
+// temporary file.
+func readPackedEntry(ctx context.Context, r io.Reader, opts Options) (*Kernel, error) {
+	tmp, err := os.CreateTemp(opts.TempDir, "btfhub-entry-*")
+	if err != nil {
+		return nil, err
+	}
+	defer os.Remove(tmp.Name())
+	defer tmp.Close()
+	if _, err := io.Copy(tmp, r); err != nil {
+		return nil, tarError(ctx, err, "tar archive of a btfhub-archive tree")
+	}
+	return readBTFTarXZ(ctx, tmp, opts)
+}
+
 // TreeID returns the kernel ID that a btfhub-archive tree gives the file
 // at path: its last four elements, DISTRO/VERSION/ARCH/RELEASE.btf.tar.xz,
 // in canonical form (an aarch64 directory holds arm64 kernels).

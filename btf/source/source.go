@@ -164,7 +164,10 @@ func (e *callbackError) Error() string { return e.err.Error() }
 //   - an ar archive is a Debian linux-image package: the kernel, its
 //     config and its modules' BTF;
 //   - a compressed kernel image: an x86 bzImage, an EFI zboot image, a
-//     compressed or plain arm64 Image.
+//     compressed or plain arm64 Image;
+//   - a tar archive is a packed btfhub-archive tree (tar cf - -C ROOT .):
+//     every DISTRO/VERSION/ARCH/RELEASE.btf.tar.xz entry in it, as for a
+//     directory.
 //
 // Inputs that are none of these, or that are broken, give a *FormatError
 // and fn is not called for them.
@@ -266,6 +269,8 @@ func importPath(ctx context.Context, path string, opts Options, fn func(*Kernel)
 		return formatErrorf("not a btfhub %s: the xz data is not a tar archive (nor a kernel)", BTFHubSuffix)
 	case isKernelImage(head):
 		return importImage(ctx, f, size, path, opts, fn)
+	case isTarHeader(head):
+		return importPackedTree(ctx, io.NewSectionReader(f, 0, size), path, opts, fn)
 	}
 	return formatErrorf("unrecognized content (starts with % x): not BTF, an ELF vmlinux, a Debian package, a .btf.tar.xz or a kernel image", head[:min(n, 8)])
 }

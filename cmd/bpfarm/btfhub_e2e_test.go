@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -78,6 +79,26 @@ func TestBTFHubTreeAsItIs(t *testing.T) {
 	}
 	if len(ks) != 3 {
 		t.Errorf("%d kernels, want 3: %v", len(ks), ids)
+	}
+
+	// The same tree packed in a tar (tar cf tree.tar -C ROOT .) and sent as
+	// one upload: the API goes on past the bad files too, and names them.
+	packed := filepath.Join(t.TempDir(), "tree.tar")
+	if out, err := exec.Command("tar", "cf", packed, "-C", root, ".").CombinedOutput(); err != nil {
+		t.Fatalf("tar: %v %s", err, out)
+	}
+	r = f.cli("kernels", "import", packed)
+	if r.code != 1 || !strings.Contains(r.stderr, "imported 0, unchanged 3, refused 2") ||
+		!strings.Contains(r.stderr, "bpfarm: refused tree.tar:debian/10/x86_64/4.19.0-25-cloud-amd64.btf.tar.xz: ") ||
+		!strings.Contains(r.stderr, "bpfarm: refused tree.tar:ubuntu/18.04/riscv64/4.19.0-1-generic.btf.tar.xz: ") {
+		t.Errorf("import packed tree: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	body, _ := os.Open(packed)
+	var pres api.KernelImport
+	code, raw := f.api("POST", "/api/v1/kernels?name=tree.tar", f.admin, "application/octet-stream", body, &pres)
+	body.Close()
+	if code != 200 || len(pres.Kernels) != 3 || len(pres.Refused) != 2 {
+		t.Errorf("POST packed tree: %d %s", code, raw)
 	}
 
 	// The tree without its bad files: nothing new, exit 0, the summary.

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -94,7 +95,7 @@ kernel on the real kernel, booted in a VM.`,
 				for _, rf := range res.Refused {
 					refused = append(refused, api.KernelRefused{Path: rf.Path, Error: rf.Err.Error()})
 				}
-				if st, err := os.Stat(p); err == nil && st.IsDir() {
+				if st, err := os.Stat(p); err == nil && st.IsDir() || len(res.Refused) > 0 || len(res.Kernels) > 1 {
 					trees = true
 				}
 			}
@@ -203,7 +204,13 @@ func importPath(ctx context.Context, c *client.Client, path string, opt client.I
 		if err != nil {
 			return nil, err
 		}
-		return &client.TreeImport{Kernels: res.Kernels}, nil
+		out := &client.TreeImport{Kernels: res.Kernels}
+		for _, r := range res.Refused { // a packed tree (tar)
+			rf := client.RefusedFile{Path: r.Path, Err: errors.New(r.Error)}
+			fmt.Fprintf(os.Stderr, "bpfarm: refused %s: %v\n", rf.Path, rf.Err)
+			out.Refused = append(out.Refused, rf)
+		}
+		return out, nil
 	}
 	if opt.ID != (kernel.ID{}) {
 		return nil, usagef("--id names one kernel: a btfhub-archive tree names its kernels by their paths")

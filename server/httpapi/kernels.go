@@ -104,8 +104,10 @@ func (s *Server) deleteKernel(w http.ResponseWriter, r *http.Request) {
 // image), or multipart/form-data with a "btf" part (raw vmlinux BTF), any
 // number of "module" parts (split BTF, the filename naming the module) and
 // an optional "config" part — what `bpfarm kernels import --host` and agents
-// send. Query: id=DISTRO/VERSION/ARCH/RELEASE (names or completes the
-// identity), replace=true (another BTF may replace an existing id).
+// send. A tar archive is a packed btfhub-archive tree: every good file
+// imports, and the answer lists the refused ones under "refused" (200).
+// Query: id=DISTRO/VERSION/ARCH/RELEASE (names or completes the identity
+// of one kernel), replace=true (another BTF may replace an existing id).
 func (s *Server) importKernels(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	var override kernel.ID
@@ -125,7 +127,11 @@ func (s *Server) importKernels(w http.ResponseWriter, r *http.Request) {
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, maxKernelUpload)
 
-	var kernels []*source.Kernel
+	var (
+		kernels []*source.Kernel
+		refused []api.KernelRefused
+		tree    bool // a packed btfhub-archive tree: one file's refusal does not stop the others
+	)
 	ct, params, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	if ct == "multipart/form-data" {
 		k, err := readKernelParts(multipart.NewReader(r.Body, params["boundary"]))
@@ -157,23 +163,46 @@ func (s *Server) importKernels(w http.ResponseWriter, r *http.Request) {
 				kernels = append(kernels, k)
 				return nil
 			})
-		if err != nil {
+		var te *source.TreeError
+		switch {
+		case errors.As(err, &te):
+			// A packed btfhub-archive tree: the good files import, each
+			// refused one is named in the answer.
+			tree = true
+			for _, fe := range te.Refused {
+				refused = append(refused, api.KernelRefused{Path: strings.ReplaceAll(fe.Path, tmp.Name(), name),
+					Error: strings.ReplaceAll(oneLine(fe.Err.Error()), tmp.Name(), name)})
+			}
+		case err != nil:
 			s.fail(w, r, &archive.InputError{Err: errors.New(strings.ReplaceAll(oneLine(err.Error()), tmp.Name(), name))})
 			for _, k := range kernels {
 				removeImage(k)
 			}
 			return
 		}
+		tree = tree || len(kernels) > 1
+	}
+	if tree && override != (kernel.ID{}) {
+		s.error(w, r, http.StatusBadRequest, errors.New("id names one kernel: a btfhub-archive tree names its kernels by their paths"))
+		for _, k := range kernels {
+			removeImage(k)
+		}
+		return
 	}
 	defer func() {
 		for _, k := range kernels {
 			removeImage(k)
 		}
 	}()
-	var res api.KernelImport
+	res := api.KernelImport{Refused: refused}
 	def := s.defaults(r.Context())
 	for _, k := range kernels {
 		imp, err := s.cfg.Archive.Store(r.Context(), k, opt)
+		var inerr *archive.InputError
+		if tree && errors.As(err, &inerr) {
+			res.Refused = append(res.Refused, api.KernelRefused{Path: k.ID.String(), Error: oneLine(err.Error())})
+			continue
+		}
 		if err != nil {
 			s.fail(w, r, err)
 			return
