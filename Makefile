@@ -20,7 +20,7 @@ DATA      ?= ./data
 
 export BPFARM_MINIO := $(MINIO)
 
-.PHONY: all deps deps-run deps-arm64 deps-minio deps-libbpf build run test test-short bench fmt vet clean
+.PHONY: all deps deps-run deps-arm64 deps-minio deps-libbpf build run test test-short fuzz bench fmt vet clean
 
 all: build
 
@@ -80,8 +80,22 @@ run: deps-run build
 	$(BIN)/bpfarm serve --addr $(ADDR) --data $(DATA)
 
 # BPFARM_TEST_STRICT=1: a missing tool fails a test instead of skipping it.
+# Fuzz targets where users' bytes reach parsers, each for a bounded time,
+# from the corpus checked in under testdata/fuzz (seeded from real objects;
+# anything the fuzzer finds lands there too and is checked in).
+FUZZTIME ?= 8s
+FUZZ      := ./btf/core:FuzzRelocate ./btf/core:FuzzMinimizedBTF ./bpfsrc/inspect:FuzzInspect \
+             ./bpfsrc/elfstrip:FuzzStripDebug
+
 test: deps build
 	BPFARM_TEST_STRICT=1 $(GO) test -count=1 -timeout 60m ./...
+	$(MAKE) fuzz
+
+fuzz:
+	@for t in $(FUZZ); do \
+	  pkg=$${t%%:*}; name=$${t##*:}; echo "fuzz $$name ($$pkg, $(FUZZTIME))"; \
+	  BPFARM_TEST_STRICT=1 $(GO) test -run='^$$' -fuzz="^$$name\$$" -fuzztime=$(FUZZTIME) $$pkg || exit 1; \
+	done
 
 test-short:
 	$(GO) test -short -count=1 ./...

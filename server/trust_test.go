@@ -130,7 +130,7 @@ func TestSpaceBomb(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if b.State != api.StateFailed || b.ErrorKind != "user" || !strings.Contains(b.Error, "--max-object-size") ||
+	if b.State != api.StateFailed || b.ErrorKind != "user" || !strings.Contains(b.Error, "output exceeds 16 MiB (the server's --max-object-size)") ||
 		strings.Contains(b.Error, "\n") || b.Object != nil {
 		t.Fatalf("bomb build: %s %s %q object %v", b.State, b.ErrorKind, b.Error, b.Object)
 	}

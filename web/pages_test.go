@@ -32,6 +32,10 @@ func TestPages(t *testing.T) {
 	if _, err := e.db.SQL().Exec(`UPDATE artifacts SET report = ? WHERE id = ?`, verified, s.ArtifactID); err != nil {
 		t.Fatal(err)
 	}
+	// A kernel whose BTF a host uploaded is marked.
+	if _, err := e.db.SQL().Exec(`UPDATE kernels SET trust = 'unverified', source_host = 'host-001' WHERE kid = ?`, s.Kernel); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		path string
 		want []string
@@ -46,7 +50,9 @@ func TestPages(t *testing.T) {
 		{"/builds/" + itoa(s.BuildID), []string{"Diagnostics", "prog.bpf.c:42:7", "handle_sys_enter_execve", "RingBuf", "target_tgid", "Dual BSD/GPL", "struct event", "declared", "BPFARM_RECORD(events, struct event)"}},
 		{"/artifacts/" + itoa(s.ArtifactID), []string{"Minimized BTF", "verifies with this server", a.Program + ".relocated.bpf.o", "&#34;signature&#34;"}},
 		{"/kernels", []string{"Coverage by distro", "ubuntu", "btfhub archive"}},
-		{kernelPath(s.Kernel), []string{"Programs relocated for it", s.Program}},
+		{kernelPath(s.Kernel), []string{"Programs relocated for it", s.Program, "host <strong>host-001</strong> uploaded this BTF",
+			"bpfarm kernels approve " + s.Kernel}},
+		{"/kernels?q=" + url.QueryEscape(s.Kernel), []string{`class="badge s-unverified"`, "unverified · host-001"}},
 		{"/hosts", []string{"host-000", "env=prod", "agent v0.4.0", "bpf_prog_counts_total", "by pid, comm",
 			"not exported: map events: a RingBuf map holds no values to export", "1 export failing", "<code>lat</code>:histogram"}},
 		{"/upload", []string{`enctype="multipart/form-data"`, "x86_64"}},

@@ -472,7 +472,9 @@ type kernelRow struct {
 	BTFSize                        int64
 	Modules                        int
 	Source                         string
-	CreatedAt                      time.Time
+	// Trust is "unverified" for BTF a host uploaded (SourceHost).
+	Trust, SourceHost string
+	CreatedAt         time.Time
 	Tally
 }
 
@@ -480,8 +482,8 @@ type kernelRow struct {
 // artifacts of every program's latest revision for each.
 func (u *UI) kernelOverview(ctx context.Context) ([]kernelRow, error) {
 	db := u.cfg.DB.SQL()
-	rows, err := db.QueryContext(ctx, `SELECT id, kid, distro, version, arch, release, btf_size, modules_count, source, created_at
-		FROM kernels`)
+	rows, err := db.QueryContext(ctx, `SELECT id, kid, distro, version, arch, release, btf_size, modules_count, source, trust,
+		source_host, created_at FROM kernels`)
 	if err != nil {
 		return nil, fmt.Errorf("list kernels: %w", err)
 	}
@@ -490,7 +492,7 @@ func (u *UI) kernelOverview(ctx context.Context) ([]kernelRow, error) {
 	for rows.Next() {
 		var k kernelRow
 		if err := rows.Scan(&k.ID, &k.KID, &k.Distro, &k.Version, &k.Arch, &k.Release, &k.BTFSize, &k.Modules,
-			&k.Source, &k.CreatedAt); err != nil {
+			&k.Source, &k.Trust, &k.SourceHost, &k.CreatedAt); err != nil {
 			rows.Close()
 			return nil, err
 		}

@@ -5,6 +5,7 @@ import (
 	"debug/elf"
 	"errors"
 	"fmt"
+	"github.com/bpfarm/bpfarm/internal/fuzzseed"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -641,18 +642,35 @@ func TestStripDebugRefuses(t *testing.T) {
 	}
 }
 
-// FuzzStripDebug checks that StripDebug never panics and that whatever it
-// accepts comes out as ELF that debug/elf reads, without debug sections.
-func FuzzStripDebug(f *testing.F) {
-	// The large objects are seeded stripped: the fuzzer spends its time
-	// minimizing inputs of hundreds of KiB instead of mutating them.
-	for _, o := range objects(f) {
-		if len(o.obj) <= 64<<10 {
-			f.Add(o.obj)
-		} else if s, err := StripDebug(o.obj); err == nil {
-			f.Add(s)
+// TestWriteFuzzSeeds writes FuzzStripDebug's seed corpus (testdata/fuzz)
+// from the compiled examples and test objects (only with
+// BPFARM_WRITE_FUZZ_SEEDS=1): compiling them in every fuzz worker would
+// take most of a bounded fuzzing run. The large objects are seeded
+// stripped: the fuzzer would spend its time minimizing inputs of hundreds
+// of KiB instead of mutating them.
+func TestWriteFuzzSeeds(t *testing.T) {
+	if os.Getenv("BPFARM_WRITE_FUZZ_SEEDS") != "1" {
+		t.Skip("set BPFARM_WRITE_FUZZ_SEEDS=1 to rewrite testdata/fuzz from real objects")
+	}
+	for _, o := range objects(t) {
+		obj := o.obj
+		if len(obj) > 64<<10 {
+			s, err := StripDebug(obj)
+			if err != nil {
+				t.Fatal(err)
+			}
+			obj = s
+		}
+		if err := fuzzseed.Write("FuzzStripDebug", o.name, obj); err != nil {
+			t.Fatal(err)
 		}
 	}
+}
+
+// FuzzStripDebug checks that StripDebug never panics and that whatever it
+// accepts comes out as ELF that debug/elf reads, without debug sections.
+// Its seeds are real objects (TestWriteFuzzSeeds).
+func FuzzStripDebug(f *testing.F) {
 	f.Fuzz(func(t *testing.T, obj []byte) {
 		out, err := StripDebug(obj)
 		if err != nil {

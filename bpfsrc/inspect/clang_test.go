@@ -67,7 +67,7 @@ func setupTools(dir string) error {
 
 // requireTools skips t, or fails it if BPFARM_TEST_STRICT=1, when objects
 // can't be built on this machine.
-func requireTools(t *testing.T) {
+func requireTools(t testing.TB) {
 	t.Helper()
 	if toolErr == nil {
 		return
@@ -79,7 +79,7 @@ func requireTools(t *testing.T) {
 }
 
 // compile builds testdata/name.c and returns the object.
-func compile(t *testing.T, name string) []byte {
+func compile(t testing.TB, name string) []byte {
 	t.Helper()
 	requireTools(t)
 

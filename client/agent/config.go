@@ -28,7 +28,7 @@ const (
 // a subset of YAML, works as well):
 //
 //	server: https://bpfarm.example.com
-//	token_file: /etc/bpfarm-agent/token   # or token: ...; a reader token is enough
+//	token_file: /etc/bpfarm-agent/token   # or token: ...; the host's token (bpfarm hosts enroll NAME)
 //	public_key: /etc/bpfarm-agent/signing-key.pem
 //	name: web-1                           # default: the host name
 //	labels: {role: web, zone: eu-1}
@@ -39,7 +39,7 @@ const (
 type Config struct {
 	// Server is the bpfarm server's URL.
 	Server string `yaml:"server"`
-	// Token is the API token (a reader token is enough); TokenFile names a
+	// Token is the host's token (bpfarm hosts enroll NAME); TokenFile names a
 	// file holding it instead.
 	Token     string `yaml:"token"`
 	TokenFile string `yaml:"token_file"`

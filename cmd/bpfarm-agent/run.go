@@ -37,7 +37,7 @@ exits and the programs stay loaded, attached and pinned.
 The config file is YAML (or JSON):
 
   server: https://bpfarm.example.com
-  token_file: /etc/bpfarm-agent/token     # a reader token is enough
+  token_file: /etc/bpfarm-agent/token     # the host's token: bpfarm hosts enroll NAME
   public_key: /etc/bpfarm-agent/signing-key.pem
   name: web-1                             # default: the host name
   labels: {role: web, zone: eu-1}
