@@ -13,7 +13,7 @@ func (d *Decoder) AppendJSON(dst, b []byte) ([]byte, error) {
 	if err := d.check(b); err != nil {
 		return dst, err
 	}
-	return d.root.appendJSON(dst, b, 0), nil
+	return appendFlat(dst, d.flat, b), nil
 }
 
 // appendJSON appends n's value at base.

@@ -142,8 +142,8 @@ type Events struct {
 	ctx     context.Context
 	sources []source
 	stop    func() bool
-	lost    atomic.Uint64
-	count   atomic.Uint64
+	lost    uint64
+	count   uint64
 
 	// One source: read directly. Several: one goroutine each, into ch.
 	ch     chan item
@@ -271,9 +271,9 @@ func (e *Events) Next() (*Event, error) {
 		e.cur = it.ev
 	}
 	if e.cur.Lost > 0 {
-		e.lost.Add(e.cur.Lost)
+		e.lost += e.cur.Lost
 	} else {
-		e.count.Add(1)
+		e.count++
 	}
 	return &e.cur, nil
 }
@@ -289,11 +289,12 @@ func (e *Events) readErr(err error) error {
 	return err
 }
 
-// Lost returns the number of samples the kernel reported lost so far.
-func (e *Events) Lost() uint64 { return e.lost.Load() }
+// Lost returns the number of samples the kernel reported lost so far. Like
+// Next, it is for one goroutine.
+func (e *Events) Lost() uint64 { return e.lost }
 
-// Count returns the number of records read so far.
-func (e *Events) Count() uint64 { return e.count.Load() }
+// Count returns the number of records Next returned so far.
+func (e *Events) Count() uint64 { return e.count }
 
 func (e *Events) closeSources() error {
 	if !e.closed.CompareAndSwap(false, true) {

@@ -1,0 +1,145 @@
+package decode
+
+import (
+	"encoding/binary"
+	"strconv"
+)
+
+// maxUnrolled bounds how many leaf values of an array the flat JSON plan
+// unrolls; larger arrays (and histograms) run through the node tree.
+const maxUnrolled = 256
+
+// opKind is what one step of a flat JSON plan appends.
+type opKind uint8
+
+const (
+	opU8 opKind = iota
+	opU16
+	opU32
+	opU64
+	opS8
+	opS16
+	opS32
+	opS64
+	opString
+	opNode // anything else: n.appendJSON(dst, b, base)
+	opEnd  // only the literal
+)
+
+// op is one step of a flat JSON plan: a literal (keys, braces, commas)
+// then a value at a fixed offset.
+type op struct {
+	kind opKind
+	off  int
+	size int
+	lit  []byte
+	n    *node
+}
+
+// flatten compiles n, at base, into ops: structs and small arrays are
+// unrolled so that encoding a record is one loop over leaf values.
+func flatten(n *node) []op {
+	var ops []op
+	var lit []byte
+	var walk func(n *node, base int)
+	walk = func(n *node, base int) {
+		switch {
+		case n.kind == kindStruct:
+			lit = append(lit, '{')
+			for i, f := range n.fields {
+				if i > 0 {
+					lit = append(lit, ',')
+				}
+				lit = append(lit, f.jsonKey...)
+				walk(f, base+n.off)
+			}
+			lit = append(lit, '}')
+			return
+		case n.kind == kindArray && n.n*leaves(n.elem) <= maxUnrolled:
+			lit = append(lit, '[')
+			for i := 0; i < n.n; i++ {
+				if i > 0 {
+					lit = append(lit, ',')
+				}
+				walk(n.elem, base+n.off+i*n.elem.size)
+			}
+			lit = append(lit, ']')
+			return
+		}
+		o := op{kind: opNode, off: base + n.off, size: n.size, lit: lit, n: n}
+		if n.bits == 0 {
+			switch n.kind {
+			case kindUint:
+				o.kind = [...]opKind{1: opU8, 2: opU16, 4: opU32, 8: opU64}[min(n.size, 8)]
+			case kindInt:
+				o.kind = [...]opKind{1: opS8, 2: opS16, 4: opS32, 8: opS64}[min(n.size, 8)]
+			case kindString:
+				o.kind = opString
+			}
+			if (n.kind == kindUint || n.kind == kindInt) && n.size != 1 && n.size != 2 && n.size != 4 && n.size != 8 {
+				o.kind = opNode
+			}
+		}
+		if o.kind == opNode {
+			o.off = base // node.appendJSON adds n.off
+		}
+		ops = append(ops, o)
+		lit = nil
+	}
+	walk(n, 0)
+	ops = append(ops, op{kind: opEnd, lit: lit})
+	return ops
+}
+
+// leaves counts the leaf values of n (for the unrolling bound).
+func leaves(n *node) int {
+	switch n.kind {
+	case kindStruct:
+		c := 0
+		for _, f := range n.fields {
+			c += leaves(f)
+		}
+		return max(c, 1)
+	case kindArray:
+		return n.n * leaves(n.elem)
+	}
+	return 1
+}
+
+// appendFlat runs ops over b.
+func appendFlat(dst []byte, ops []op, b []byte) []byte {
+	for i := range ops {
+		o := &ops[i]
+		dst = append(dst, o.lit...)
+		switch o.kind {
+		case opU8:
+			dst = strconv.AppendUint(dst, uint64(b[o.off]), 10)
+		case opU16:
+			dst = strconv.AppendUint(dst, uint64(binary.NativeEndian.Uint16(b[o.off:])), 10)
+		case opU32:
+			dst = strconv.AppendUint(dst, uint64(binary.NativeEndian.Uint32(b[o.off:])), 10)
+		case opU64:
+			dst = strconv.AppendUint(dst, binary.NativeEndian.Uint64(b[o.off:]), 10)
+		case opS8:
+			dst = strconv.AppendInt(dst, int64(int8(b[o.off])), 10)
+		case opS16:
+			dst = strconv.AppendInt(dst, int64(int16(binary.NativeEndian.Uint16(b[o.off:]))), 10)
+		case opS32:
+			dst = strconv.AppendInt(dst, int64(int32(binary.NativeEndian.Uint32(b[o.off:]))), 10)
+		case opS64:
+			dst = strconv.AppendInt(dst, int64(binary.NativeEndian.Uint64(b[o.off:])), 10)
+		case opString:
+			s := b[o.off : o.off+o.size]
+			for j, c := range s {
+				if c == 0 {
+					s = s[:j]
+					break
+				}
+			}
+			dst = appendJSONBytes(dst, s)
+		case opNode:
+			dst = o.n.appendJSON(dst, b, o.off)
+		}
+	}
+	return dst
+}
