@@ -19,6 +19,7 @@ import (
 
 	"github.com/bpfarm/bpfarm/api"
 	"github.com/bpfarm/bpfarm/bpfsrc"
+	"github.com/bpfarm/bpfarm/bpfsrc/inspect"
 	"github.com/bpfarm/bpfarm/client"
 )
 
@@ -195,14 +196,28 @@ func printBuild(w io.Writer, b *api.Build) {
 		for _, p := range o.Programs {
 			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%d\t%d\n", p.Name, p.Type, p.Section, orDash(p.AttachTo), p.Instructions, p.CORERelocations)
 		}
-		fmt.Fprintf(tw, "  MAP\tTYPE\tKEY\tVALUE\tMAX ENTRIES\t\n")
+		fmt.Fprintf(tw, "  MAP\tTYPE\tKEY\tVALUE\tMAX ENTRIES\tRECORDS / EXPORT\n")
 		for _, m := range o.Maps {
-			fmt.Fprintf(tw, "  %s\t%s\t%d\t%d\t%d\t\n", m.Name, m.Type, m.KeySize, m.ValueSize, m.MaxEntries)
+			fmt.Fprintf(tw, "  %s\t%s\t%d\t%d\t%d\t%s\n", m.Name, m.Type, m.KeySize, m.ValueSize, m.MaxEntries, mapNote(m))
 		}
 		tw.Flush()
 		fmt.Fprintf(w, "  license %q, %d CO-RE relocations, object %s (%d bytes)\n", o.License, o.CORERelocations,
 			shortDigest(b.Object), objSize(b.Object))
 	}
+}
+
+// mapNote says what a map's records are (ring buffers, perf arrays) or how
+// it can be exported as metrics.
+func mapNote(m inspect.Map) string {
+	switch {
+	case m.Record != nil && m.Record.Type != "":
+		return m.Record.Type + " (" + m.Record.Origin + ")"
+	case m.Record != nil:
+		return "undecoded: " + m.Record.Note
+	case m.Export != "":
+		return "export: " + m.Export
+	}
+	return "-"
 }
 
 func orDash(s string) string {
