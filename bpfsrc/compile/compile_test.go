@@ -18,6 +18,7 @@ import (
 	"github.com/cilium/ebpf"
 
 	"github.com/bpfarm/bpfarm/bpfsrc"
+	"github.com/bpfarm/bpfarm/bpfsrc/headerset"
 	"github.com/bpfarm/bpfarm/bpfsrc/records"
 )
 
@@ -507,4 +508,19 @@ char LICENSE[] SEC("license") = "GPL";
 	if r == nil || r.Origin != records.Declared || r.Type == nil || r.Type.TypeName() != "event" {
 		t.Fatalf("record %+v", r)
 	}
+
+	// With an imported libbpf header set too.
+	files, err := headerset.ReadDir("/usr/include/bpf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs, err := headerset.New(files)
+	if err != nil {
+		t.Fatal(err)
+	}
+	set, err := c.cfg.Headers.InstallSet(hs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	compileOK(t, c, Request{Bundle: bundle(t, "r.bpf.c", src), Libbpf: set})
 }

@@ -191,7 +191,20 @@ func (h *Headers) InstalledSet(digest string) (*LibbpfSet, bool) {
 	if _, err := os.Stat(filepath.Join(dir, "bpf", headerset.Required)); err != nil {
 		return nil, false
 	}
+	if ensureFarmHeader(dir) != nil {
+		return nil, false
+	}
 	return &LibbpfSet{Dir: dir, Digest: digest}, true
+}
+
+// ensureFarmHeader puts the farm's <bpfarm.h> beside a header set's bpf/
+// (sets installed before it existed lack it).
+func ensureFarmHeader(dir string) error {
+	p := filepath.Join(dir, "bpfarm.h")
+	if old, err := os.ReadFile(p); err == nil && bytes.Equal(old, farmHeader) {
+		return nil
+	}
+	return writeFileAtomic(p, farmHeader)
 }
 
 // InstallSet makes set available to compiles: its headers are written once
@@ -199,6 +212,9 @@ func (h *Headers) InstalledSet(digest string) (*LibbpfSet, bool) {
 func (h *Headers) InstallSet(set *headerset.Set) (*LibbpfSet, error) {
 	dir := filepath.Join(h.dir, "sets", set.Digest)
 	if _, err := os.Stat(filepath.Join(dir, "bpf", headerset.Required)); err == nil {
+		if err := ensureFarmHeader(dir); err != nil {
+			return nil, fmt.Errorf("install header set: %w", err)
+		}
 		return &LibbpfSet{Dir: dir, Digest: set.Digest}, nil
 	}
 	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
@@ -211,6 +227,9 @@ func (h *Headers) InstallSet(set *headerset.Set) (*LibbpfSet, error) {
 	defer os.RemoveAll(staging)
 	if err := set.Install(staging); err != nil {
 		return nil, err
+	}
+	if err := writeFileAtomic(filepath.Join(staging, "bpfarm.h"), farmHeader); err != nil {
+		return nil, fmt.Errorf("install header set: %w", err)
 	}
 	if err := os.Chmod(staging, 0o755); err != nil {
 		return nil, fmt.Errorf("install header set: %w", err)
