@@ -411,8 +411,8 @@ func TestAgentDeps(t *testing.T) {
 }
 
 // TestServerBinaryDeps: the server and user CLI (cmd/bpfarm) talks to the
-// REST API through package client alone, and never links the agent's
-// daemon or loader.
+// REST API through package client, and never links the agent's daemon or
+// loader (shared client packages such as client/decode are fine).
 func TestServerBinaryDeps(t *testing.T) {
 	out, err := exec.Command("go", "list", "-deps", "../bpfarm").Output()
 	if err != nil {
@@ -423,8 +423,26 @@ func TestServerBinaryDeps(t *testing.T) {
 		t.Error("cmd/bpfarm does not use package client")
 	}
 	for _, pkg := range deps {
-		if strings.HasPrefix(pkg, "github.com/bpfarm/bpfarm/client/") {
+		switch pkg {
+		case "github.com/bpfarm/bpfarm/client/agent", "github.com/bpfarm/bpfarm/client/loader":
 			t.Errorf("cmd/bpfarm depends on %s", pkg)
+		}
+	}
+	// No REST call is written out in the commands: they are package
+	// client's.
+	for _, dir := range []string{"../bpfarm", "."} {
+		files, _ := filepath.Glob(filepath.Join(dir, "*.go"))
+		for _, f := range files {
+			if strings.HasSuffix(f, "_test.go") {
+				continue
+			}
+			b, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if bytes.Contains(b, []byte(`"/api/v1/`)) {
+				t.Errorf("%s calls the REST API itself: move the call into package client", f)
+			}
 		}
 	}
 }
