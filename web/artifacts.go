@@ -160,6 +160,13 @@ func (u *UI) artifactFile(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	// The files of an artifact relocated for an unverified kernel (BTF a
+	// host uploaded) go only to that host (through the API) and admins.
+	if k, err := u.cfg.DB.Kernel(r.Context(), a.Kernel); err == nil && k.Unverified() && !viewerOf(r).can(api.RoleAdmin) {
+		u.errorPage(w, r, http.StatusForbidden, fmt.Sprintf("Kernel %s is unverified (host %s uploaded its BTF): "+
+			"its artifacts go only to that host until an admin approves it.", k.KID, k.SourceHost))
+		return
+	}
 	role := r.PathValue("role")
 	if role == "manifest" {
 		if a.Manifest == nil {

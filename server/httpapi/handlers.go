@@ -274,6 +274,16 @@ func (s *Server) getBlob(w http.ResponseWriter, r *http.Request) {
 		s.error(w, r, http.StatusBadRequest, err)
 		return
 	}
+	// A file of an unverified kernel (its BTF, its artifacts) goes only to
+	// the host that uploaded it, like the artifact it belongs to.
+	k, found, err := s.cfg.DB.UnverifiedBlobKernel(r.Context(), chi.URLParam(r, "digest"))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if found && s.refuseUnserved(w, r, k) {
+		return
+	}
 	s.serveBlob(w, r, chi.URLParam(r, "digest"), "application/octet-stream")
 }
 

@@ -20,6 +20,7 @@ import (
 	"github.com/bpfarm/bpfarm/api"
 	"github.com/bpfarm/bpfarm/bpfsrc/inspect"
 	"github.com/bpfarm/bpfarm/server/auth"
+	"github.com/bpfarm/bpfarm/server/blob"
 	"github.com/bpfarm/bpfarm/server/store"
 )
 
@@ -31,6 +32,7 @@ type hostsAPI struct {
 	reg    *prometheus.Registry
 	api    *Server
 	tokens map[string]string // role → secret
+	blobs  blob.Store
 }
 
 func newHostsAPI(t *testing.T, agentBTFUpload bool) *hostsAPI {
@@ -49,7 +51,12 @@ func newHostsAPI(t *testing.T, agentBTFUpload bool) *hostsAPI {
 		h.tokens[role] = secret
 	}
 	h.reg = prometheus.NewRegistry()
-	s := New(Config{DB: db, Registry: h.reg, AgentBTFUpload: agentBTFUpload,
+	bs, err := blob.NewLocal(filepath.Join(t.TempDir(), "blobs"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.blobs = bs
+	s := New(Config{DB: db, Blobs: bs, Registry: h.reg, AgentBTFUpload: agentBTFUpload,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	h.api = s
 	h.srv = httptest.NewServer(s)
@@ -535,4 +542,105 @@ func (h *hostsAPI) raw(role, method, path string, body any) (int, string) {
 	var e api.Error
 	json.NewDecoder(resp.Body).Decode(&e)
 	return resp.StatusCode, e.Error
+}
+
+// TestUnverifiedKernelServedOnlyToItsHost: the artifacts of a kernel a
+// host uploaded (and their files) go only to that host and admins until
+// an admin approves the kernel.
+func TestUnverifiedKernelServedOnlyToItsHost(t *testing.T) {
+	h := newHostsAPI(t, true)
+	ctx := context.Background()
+	h.enroll("web-1", nil)
+	h.enroll("web-2", nil)
+	if _, err := h.db.AddRevision(ctx, store.RevisionInput{Program: "p", Digest: "abcdef0123", Entry: "p.bpf.c", BundleBlob: "b"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := h.db.EnsureBuild(ctx, store.BuildInput{Program: "p", Revision: "abcdef0123", Arch: "x86_64", CacheKey: "k"}); err != nil {
+		t.Fatal(err)
+	}
+	job, err := h.db.Claim(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.db.Finish(ctx, job.ID, store.Outcome{State: api.StateSucceeded, ObjectBlob: "o"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := h.db.PutKernel(ctx, store.Kernel{KID: testKernel, Distro: "debian", Version: "12", Arch: "x86_64",
+		Release: "6.1.0-1-amd64", BTFBlob: "btf", BTFSize: 3, Trust: api.KernelUnverified, SourceHost: "web-1"}, false); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.db.QueueArtifacts(ctx, job.ID); err != nil {
+		t.Fatal(err)
+	}
+	aj, err := h.db.ClaimArtifact(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	minBTF, err := blob.PutBytes(ctx, h.blobs, []byte("minimized BTF of an unverified kernel"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.db.FinishArtifact(ctx, aj.ID, store.ArtifactOutcome{Status: "ok", MinBTFBlob: minBTF.String(), MinBTFSize: 10,
+		ManifestBlob: minBTF.String()}); err != nil {
+		t.Fatal(err)
+	}
+	art := "/api/v1/artifacts/" + strconv.FormatInt(aj.ID, 10)
+	for _, who := range []string{api.RoleReader, api.RolePublisher, "host:web-2"} {
+		for _, path := range []string{art, art + "/manifest", "/api/v1/blobs/" + minBTF.String(),
+			"/api/v1/programs/p/artifact?kernel=" + testKernel} {
+			code, msg := h.raw(who, "GET", path, nil)
+			if code != http.StatusForbidden || !strings.Contains(msg, "bpfarm kernels approve "+testKernel) {
+				t.Errorf("%s GET %s: %d %q", who, path, code, msg)
+			}
+		}
+		var as []api.Artifact
+		if code := h.do(who, "GET", "/api/v1/artifacts?program=p", nil, &as); code != http.StatusOK || len(as) != 0 {
+			t.Errorf("%s lists %d artifacts of an unverified kernel (%d)", who, len(as), code)
+		}
+	}
+	for _, who := range []string{"host:web-1", api.RoleAdmin} {
+		if code := h.do(who, "GET", art, nil, nil); code != http.StatusOK {
+			t.Errorf("%s GET %s: %d", who, art, code)
+		}
+		if code := h.do(who, "GET", "/api/v1/blobs/"+minBTF.String(), nil, nil); code != http.StatusOK {
+			t.Errorf("%s GET the minimized BTF: %d", who, code)
+		}
+	}
+	// Its host's desired state may use it; another host's waits.
+	for _, name := range []string{"web-1", "web-2"} {
+		reg := api.HostRegistration{Name: name, Kernel: testKernel}
+		if code := h.do("host:"+name, "POST", "/api/v1/hosts/register", reg, nil); code/100 != 2 {
+			t.Fatalf("register %s: %d", name, code)
+		}
+	}
+	if code := h.do(api.RolePublisher, "POST", "/api/v1/assignments", api.AssignmentRequest{Program: "p"}, nil); code != http.StatusCreated {
+		t.Fatalf("assign: %d", code)
+	}
+	var ds api.DesiredState
+	if code := h.do("host:web-1", "GET", "/api/v1/hosts/web-1/desired", nil, &ds); code != http.StatusOK ||
+		len(ds.Programs) != 1 || ds.Programs[0].Revision != "abcdef0123" {
+		t.Fatalf("desired of web-1: %d %+v", code, ds)
+	}
+	var ds2 api.DesiredState
+	if code := h.do("host:web-2", "GET", "/api/v1/hosts/web-2/desired", nil, &ds2); code != http.StatusOK ||
+		len(ds2.Programs) != 1 || ds2.Programs[0].Revision != "" || !strings.Contains(ds2.Programs[0].Pending, "unverified") {
+		t.Fatalf("desired of web-2: %d %+v", code, ds2)
+	}
+	// Approval serves it to everyone.
+	var k api.Kernel
+	if code := h.do(api.RoleReader, "POST", "/api/v1/kernels/"+testKernel+"/approve", nil, nil); code != http.StatusForbidden {
+		t.Fatalf("approve as reader: %d", code)
+	}
+	if code := h.do(api.RoleAdmin, "POST", "/api/v1/kernels/"+testKernel+"/approve", nil, &k); code != http.StatusOK ||
+		k.Trust != api.KernelTrusted {
+		t.Fatalf("approve: %d %+v", code, k)
+	}
+	if code := h.do(api.RoleReader, "GET", art, nil, nil); code != http.StatusOK {
+		t.Fatalf("reader GET after approval: %d", code)
+	}
+	var ds3 api.DesiredState
+	if code := h.do("host:web-2", "GET", "/api/v1/hosts/web-2/desired", nil, &ds3); code != http.StatusOK ||
+		len(ds3.Programs) != 1 || ds3.Programs[0].Revision != "abcdef0123" {
+		t.Fatalf("desired of web-2 after approval: %d %+v", code, ds3)
+	}
 }

@@ -42,6 +42,9 @@ func (s *Server) kernelJSON(k store.Kernel, def map[string]string, counts map[st
 
 func (s *Server) defaults(ctx context.Context) map[string]string {
 	def := map[string]string{}
+	if s.cfg.Archive == nil {
+		return def
+	}
 	for _, arch := range api.Arches {
 		if k, err := s.cfg.Archive.Default(ctx, arch); err == nil {
 			def[arch] = k.KID

@@ -208,3 +208,25 @@ func (d *DB) UnverifiedKernels(ctx context.Context) (map[string]Kernel, error) {
 	}
 	return out, nil
 }
+
+// UnverifiedBlobKernel returns the unverified kernel a blob belongs to —
+// its BTF, or a file of an artifact relocated for it — when no trusted
+// kernel's row names the same blob; found is false otherwise.
+func (d *DB) UnverifiedBlobKernel(ctx context.Context, digest string) (k Kernel, found bool, err error) {
+	var trusted int
+	err = d.db.QueryRowContext(ctx, `SELECT
+		(SELECT COUNT(*) FROM kernels WHERE trust = 'trusted' AND ? IN (btf_blob, modules_blob, config_blob, image_blob)) +
+		(SELECT COUNT(*) FROM artifacts a JOIN kernels k ON k.id = a.kernel_id WHERE k.trust = 'trusted'
+			AND ? IN (a.minbtf_blob, a.relocated_blob, a.manifest_blob))`, digest, digest).Scan(&trusted)
+	if err != nil || trusted > 0 {
+		return k, false, err
+	}
+	k, err = scanKernel(d.db.QueryRowContext(ctx, `SELECT `+kernelColumns+` FROM kernels WHERE trust = 'unverified' AND (
+			? IN (btf_blob, modules_blob, config_blob, image_blob)
+			OR id IN (SELECT kernel_id FROM artifacts WHERE ? IN (minbtf_blob, relocated_blob, manifest_blob)))
+		LIMIT 1`, digest, digest))
+	if errors.Is(err, ErrNotFound) {
+		return k, false, nil
+	}
+	return k, err == nil, err
+}
