@@ -1,9 +1,6 @@
 package decode
 
-import (
-	"encoding/binary"
-	"strconv"
-)
+import "encoding/binary"
 
 // maxUnrolled bounds how many leaf values of an array the flat JSON plan
 // unrolls; larger arrays (and histograms) run through the node tree.
@@ -113,21 +110,21 @@ func appendFlat(dst []byte, ops []op, b []byte) []byte {
 		dst = append(dst, o.lit...)
 		switch o.kind {
 		case opU8:
-			dst = strconv.AppendUint(dst, uint64(b[o.off]), 10)
+			dst = appendUint(dst, uint64(b[o.off]))
 		case opU16:
-			dst = strconv.AppendUint(dst, uint64(binary.NativeEndian.Uint16(b[o.off:])), 10)
+			dst = appendUint(dst, uint64(binary.NativeEndian.Uint16(b[o.off:])))
 		case opU32:
-			dst = strconv.AppendUint(dst, uint64(binary.NativeEndian.Uint32(b[o.off:])), 10)
+			dst = appendUint(dst, uint64(binary.NativeEndian.Uint32(b[o.off:])))
 		case opU64:
-			dst = strconv.AppendUint(dst, binary.NativeEndian.Uint64(b[o.off:]), 10)
+			dst = appendUint(dst, binary.NativeEndian.Uint64(b[o.off:]))
 		case opS8:
-			dst = strconv.AppendInt(dst, int64(int8(b[o.off])), 10)
+			dst = appendInt(dst, int64(int8(b[o.off])))
 		case opS16:
-			dst = strconv.AppendInt(dst, int64(int16(binary.NativeEndian.Uint16(b[o.off:]))), 10)
+			dst = appendInt(dst, int64(int16(binary.NativeEndian.Uint16(b[o.off:]))))
 		case opS32:
-			dst = strconv.AppendInt(dst, int64(int32(binary.NativeEndian.Uint32(b[o.off:]))), 10)
+			dst = appendInt(dst, int64(int32(binary.NativeEndian.Uint32(b[o.off:]))))
 		case opS64:
-			dst = strconv.AppendInt(dst, int64(binary.NativeEndian.Uint64(b[o.off:])), 10)
+			dst = appendInt(dst, int64(binary.NativeEndian.Uint64(b[o.off:])))
 		case opString:
 			s := b[o.off : o.off+o.size]
 			for j, c := range s {

@@ -1,0 +1,64 @@
+package decode
+
+import "math/bits"
+
+// Integer formatting straight into the output, without strconv's scratch
+// buffer and copy: the JSON plan formats a few integers per record.
+
+const smallDigits = "00010203040506070809" +
+	"10111213141516171819" +
+	"20212223242526272829" +
+	"30313233343536373839" +
+	"40414243444546474849" +
+	"50515253545556575859" +
+	"60616263646566676869" +
+	"70717273747576777879" +
+	"80818283848586878889" +
+	"90919293949596979899"
+
+var pow10 = [...]uint64{1, 10, 100, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19}
+
+// decimalDigits returns the number of decimal digits of v (1 for 0).
+func decimalDigits(v uint64) int {
+	t := (bits.Len64(v) * 1233) >> 12 // ≈ log10(2) × bits
+	if t < len(pow10) && v >= pow10[t] {
+		t++
+	}
+	return max(t, 1)
+}
+
+// appendUint appends v in decimal.
+func appendUint(dst []byte, v uint64) []byte {
+	if v < 10 {
+		return append(dst, byte('0'+v))
+	}
+	n := decimalDigits(v)
+	l := len(dst)
+	if cap(dst)-l < n {
+		dst = append(dst, make([]byte, n)...)
+	} else {
+		dst = dst[:l+n]
+	}
+	i := l + n
+	for v >= 100 {
+		q := v / 100
+		r := (v - q*100) * 2
+		i -= 2
+		dst[i], dst[i+1] = smallDigits[r], smallDigits[r+1]
+		v = q
+	}
+	if v >= 10 {
+		dst[i-2], dst[i-1] = smallDigits[v*2], smallDigits[v*2+1]
+	} else {
+		dst[i-1] = byte('0' + v)
+	}
+	return dst
+}
+
+// appendInt appends v in decimal.
+func appendInt(dst []byte, v int64) []byte {
+	if v < 0 {
+		return appendUint(append(dst, '-'), uint64(-v))
+	}
+	return appendUint(dst, uint64(v))
+}
