@@ -99,17 +99,18 @@ func queueing(b api.Build, c Tally, kernels int) bool {
 
 // buildEvent is what the build page's live log receives.
 type buildEvent struct {
-	State      string     `json:"state"`
-	Attempts   int        `json:"attempts"`
-	StartedAt  *time.Time `json:"started_at,omitempty"`
-	DurationMS int64      `json:"duration_ms,omitempty"`
-	Error      string     `json:"error,omitempty"`
-	OK         int        `json:"ok"`
-	Poisoned   int        `json:"poisoned"`
-	Failed     int        `json:"failed"`
-	Errors     int        `json:"errors"`
-	Pending    int        `json:"pending"`
-	Final      bool       `json:"final"`
+	State       string     `json:"state"`
+	Attempts    int        `json:"attempts"`
+	StartedAt   *time.Time `json:"started_at,omitempty"`
+	DurationMS  int64      `json:"duration_ms,omitempty"`
+	Error       string     `json:"error,omitempty"`
+	OK          int        `json:"ok"`
+	Poisoned    int        `json:"poisoned"`
+	Unsupported int        `json:"unsupported"`
+	Failed      int        `json:"failed"`
+	Errors      int        `json:"errors"`
+	Pending     int        `json:"pending"`
+	Final       bool       `json:"final"`
 }
 
 // buildEvents streams a build's state and its relocations' progress
@@ -141,7 +142,7 @@ func (u *UI) buildEvents(w http.ResponseWriter, r *http.Request) {
 			kernels = per[b.Arch]
 		}
 		ev := buildEvent{State: b.State, Attempts: b.Attempts, StartedAt: b.StartedAt, DurationMS: b.DurationMS,
-			Error: oneLine(b.Error), OK: c.OK, Poisoned: c.Poisoned, Failed: c.Failed, Errors: c.Error, Pending: c.Pending,
+			Error: oneLine(b.Error), OK: c.OK, Poisoned: c.Poisoned, Unsupported: c.Unsupported, Failed: c.Failed, Errors: c.Error, Pending: c.Pending,
 			Final: b.Done() && c.Pending == 0 && !queueing(b, c, kernels)}
 		data, err := json.Marshal(ev)
 		return string(data), ev.Final, err

@@ -36,7 +36,7 @@ func newMetrics(reg prometheus.Registerer, db *store.DB) *metrics {
 	}
 	m.relocations = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "bpfarm_relocations_total",
-		Help: "Per-kernel relocations (artifacts) finished, by status (ok, poisoned, failed, error).",
+		Help: "Per-kernel relocations (artifacts) finished, by status (ok, poisoned, unsupported, failed, error).",
 	}, []string{"status"})
 	m.relocationDuration = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:    "bpfarm_relocation_duration_seconds",

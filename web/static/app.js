@@ -46,9 +46,10 @@
             }
           }
         }
-        var done = d.ok + d.poisoned + d.failed;
+        var done = d.ok + d.poisoned + (d.unsupported || 0) + d.failed;
         if (d.state === "succeeded" && (done !== last.done || d.pending !== last.pending) && (done + d.pending + d.errors) > 0) {
-          append("relocations: " + done + " done (" + d.ok + " ok, " + d.poisoned + " poisoned, " + d.failed +
+          append("relocations: " + done + " done (" + d.ok + " ok, " + d.poisoned + " poisoned, " +
+            (d.unsupported ? d.unsupported + " unsupported, " : "") + d.failed +
             " failed), " + d.pending + " pending" + (d.errors ? ", " + d.errors + " errors" : ""));
         }
         last = { state: d.state, done: done, pending: d.pending };
