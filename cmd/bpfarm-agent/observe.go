@@ -123,7 +123,9 @@ func follow(ctx context.Context, set *observe.Set, ff followFlags, asJSON bool, 
 			out, err := ev.AppendJSON(buf)
 			if err != nil {
 				buf = fmt.Appendf(buf[:0], `{"map":%q,"cpu":%d,"raw":"%s","warning":%q}`, ev.Map.Name, ev.CPU, hex.EncodeToString(ev.Raw), err.Error())
-				fmt.Fprintf(stderr, "bpfarm-agent: warning: %s: %v: shown raw\n", ev.Map.Name, err)
+				if ev.Map.Record != nil { // undecoded maps were announced once
+					fmt.Fprintf(stderr, "bpfarm-agent: warning: %s: %v: shown raw\n", ev.Map.Name, err)
+				}
 			} else {
 				buf = append(out, '}')
 			}
