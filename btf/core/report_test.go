@@ -49,6 +49,10 @@ func TestReportHost(t *testing.T) {
 		"xdpcount": {
 			"xdp_count": {StatusOK, 4, nil, nil},
 		},
+		"writesize": {
+			// ctx->args[2] of trace_event_raw_sys_enter.
+			"count_write": {StatusOK, 1, nil, tracepoint(TargetTracepoint, "sys_enter_write")},
+		},
 		"uprobe-readline": {
 			"readline_entry":  {StatusOK, 0, nil, nil},
 			"readline_return": {StatusOK, 1, nil, nil},
