@@ -174,6 +174,8 @@ type Whoami struct {
 	Name      string `json:"name"`
 	Role      string `json:"role"`
 	Anonymous bool   `json:"anonymous"`
+	// Host is the host a host token is bound to.
+	Host string `json:"host,omitempty"`
 }
 
 // SigningKey is the server's ed25519 public key that signs manifests.

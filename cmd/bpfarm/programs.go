@@ -310,7 +310,11 @@ func newWhoami(g *globals) *cobra.Command {
 			if g.json {
 				return printJSON(os.Stdout, w)
 			}
-			fmt.Printf("%s (%s) on %s\n", w.Name, w.Role, c.Server())
+			role := w.Role
+			if w.Host != "" {
+				role += " of host " + w.Host
+			}
+			fmt.Printf("%s (%s) on %s\n", w.Name, role, c.Server())
 			return nil
 		},
 	}

@@ -516,6 +516,10 @@ func TestHostImpersonation(t *testing.T) {
 	if code := h.do("host:web-1", "POST", "/api/v1/hosts/web-1/report", rep, nil); code != http.StatusNoContent {
 		t.Fatalf("report with the new token: %d", code)
 	}
+	var who api.Whoami
+	if code := h.do("host:web-1", "GET", "/api/v1/whoami", nil, &who); code != http.StatusOK || who.Role != api.RoleHost || who.Host != "web-1" {
+		t.Fatalf("whoami as a host: %d %+v", code, who)
+	}
 	// Host tokens cannot be made with tokens create.
 	if code, msg := h.raw(api.RoleAdmin, "POST", "/api/v1/tokens", api.TokenRequest{Name: "x", Role: api.RoleHost}); code != http.StatusBadRequest ||
 		!strings.Contains(msg, "enroll") {

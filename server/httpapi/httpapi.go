@@ -321,7 +321,7 @@ func (s *Server) signingKey(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) whoami(w http.ResponseWriter, r *http.Request) {
 	p := auth.FromContext(r.Context())
-	s.json(w, http.StatusOK, api.Whoami{Name: p.Name, Role: p.Role, Anonymous: p.Anonymous})
+	s.json(w, http.StatusOK, api.Whoami{Name: p.Name, Role: p.Role, Anonymous: p.Anonymous, Host: p.Host})
 }
 
 func (s *Server) json(w http.ResponseWriter, code int, v any) {
