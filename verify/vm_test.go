@@ -188,3 +188,20 @@ func TestHang(t *testing.T) {
 	}
 	t.Logf("%s: %s", out.Status, out.Reason)
 }
+
+// TestArgsArm64: arm64 kernels boot on qemu's virt machine, with the max
+// CPU under TCG (every arm64 feature a Debian kernel may want) and the
+// host's under KVM, and their console is the PL011 (ttyAMA0).
+func TestArgsArm64(t *testing.T) {
+	a := Arches["arm64"]
+	if a.Qemu != "qemu-system-aarch64" || a.Console != "ttyAMA0" || a.GOARCH != "arm64" {
+		t.Fatalf("arm64: %+v", a)
+	}
+	vm := &VM{Arch: "arm64", Kernel: "vmlinuz", Initrd: "initrd"}
+	for accel, want := range map[string]string{"tcg": "-M virt -accel tcg,tb-size=256 -cpu max", "kvm": "-M virt -accel kvm -cpu host"} {
+		args := strings.Join(vm.args(a, accel, "512M", "console=ttyAMA0 quiet"), " ")
+		if !strings.Contains(args, want) || !strings.Contains(args, "-kernel vmlinuz -append console=ttyAMA0 quiet -initrd initrd") {
+			t.Errorf("%s: %s, want %q", accel, args, want)
+		}
+	}
+}

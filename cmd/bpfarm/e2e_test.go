@@ -57,7 +57,7 @@ type farm struct {
 	args  []string
 }
 
-func requireTools(t *testing.T) {
+func requireTools(t testing.TB) {
 	t.Helper()
 	for _, tool := range []string{"clang-19", "bwrap", "bpftool"} {
 		if _, err := exec.LookPath(tool); err != nil {
@@ -66,7 +66,7 @@ func requireTools(t *testing.T) {
 	}
 }
 
-func freeAddr(t *testing.T) string {
+func freeAddr(t testing.TB) string {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -220,7 +220,7 @@ func (f *farm) waitBuild(id int64) api.Build {
 	}
 }
 
-func repoRoot(t *testing.T) string {
+func repoRoot(t testing.TB) string {
 	root, err := filepath.Abs("../..")
 	if err != nil {
 		t.Fatal(err)

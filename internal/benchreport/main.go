@@ -10,10 +10,12 @@ import (
 	"bytes"
 	"flag"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"regexp"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -40,6 +42,7 @@ var groups = []group{
 	{"./verify/", "^BenchmarkVerify$", "1x", 1},
 	{"./web/", "^BenchmarkRenderPages$", "", 1},
 	{"./client/observe/", "^BenchmarkEvents$", "1000000x", 3},
+	{"./cmd/bpfarm/", "^BenchmarkFleet$", "1x", 1},
 }
 
 // result is a benchmark's median over its runs: ns/op plus custom metrics.
@@ -142,19 +145,60 @@ var comparisons = []comparison{
 	{"Events and maps", "records decoded to JSON per second on one core", "client/observe:BenchmarkEvents:json-events/s", "", "abs>=", 200000, ""},
 	{"Verification", "kernel × program verifications per minute under qemu (TCG), 1 VM at a time", "verify:BenchmarkVerify/vms=1:verifications/min", "", "info", 0, ""},
 	{"Verification", "the same with 2 parallel VMs on 2 cores", "verify:BenchmarkVerify/vms=2:verifications/min", "", "info", 0, ""},
+	{"Fleet scale", "real Debian kernel packages imported (6.1 and 6.12; generic, cloud, rt; x86_64 and arm64), distinct",
+		"cmd/bpfarm:BenchmarkFleet:kernels", "", "abs>=", 30, ""},
+	{"Fleet scale", "import throughput: kernels per second (2 uploads at a time into the real server: .deb parse, BTF, modules, config, image)",
+		"cmd/bpfarm:BenchmarkFleet:import-kernels/s", "", "info", 0, ""},
+	{"Fleet scale", "import throughput: MB of packages per second", "cmd/bpfarm:BenchmarkFleet:import-MB/s", "", "info", 0, ""},
+	{"Fleet scale", "import: server CPU time per kernel (independent of the machine's other load)",
+		"cmd/bpfarm:BenchmarkFleet:import-cpu-ns/kernel", "", "info", 0, ""},
+	{"Fleet scale", "server peak RSS during the import", "cmd/bpfarm:BenchmarkFleet:import-peak-rss-MB", "", "budget<=", 1536, ""},
+	{"Fleet scale", "disk per kernel: BTF, module BTF, config and boot image, blobs shared by digest",
+		"cmd/bpfarm:BenchmarkFleet:kernel-disk-MB/kernel", "", "info", 0, ""},
+	{"Fleet scale", "disk per kernel and build: minimized BTF, pre-relocated object and signed manifest (the CO-RE object is stored once per build)",
+		"cmd/bpfarm:BenchmarkFleet:artifact-disk-KB/kernel", "", "info", 0, ""},
+	{"Fleet scale", "CO-RE objects stored for one push (one build per arch) fanned out over every kernel",
+		"cmd/bpfarm:BenchmarkFleet:object-blobs", "", "info", 0, ""},
+	{"Fleet scale", "fan-out of one push over every kernel, from a fresh server (every BTF parse included): first build done to last artifact",
+		"cmd/bpfarm:BenchmarkFleet:fanout-ms", "", "info", 0, ""},
+	{"Fleet scale", "fan-out cost per kernel vs compiling per kernel with clang-19",
+		"cmd/bpfarm:BenchmarkFleet:fanout-ns/kernel", "btf/core:BenchmarkClangPerKernel", "speedup>=", 10, ""},
+	{"Fleet scale", "fan-out extrapolated to 1000 distinct kernels on 2 cores: measured wall time per kernel × 1000 (on this shared machine)",
+		"cmd/bpfarm:BenchmarkFleet:fanout-1000-s", "", "budget<=", 60, ""},
+	{"Fleet scale", "fan-out extrapolated to 1000 distinct kernels on 2 idle cores: server CPU time per kernel × 1000 / 2",
+		"cmd/bpfarm:BenchmarkFleet:fanout-1000-cpu-s", "", "budget<=", 60, ""},
+	{"Fleet scale", "server peak RSS during the fan-out (parsed kernels cached: 8 at most, so it does not grow with the kernels)",
+		"cmd/bpfarm:BenchmarkFleet:fanout-peak-rss-MB", "", "budget<=", 1536, ""},
 }
 
 var lineRE = regexp.MustCompile(`^(Benchmark\S+?)(?:-\d+)?\s+\d+\s+(.*)$`)
 
 func main() {
 	out := flag.String("o", "BENCHMARKS.md", "output file")
-	only := flag.String("only", "", "run only groups whose package or pattern contains this")
+	only := flag.String("only", "", "run only the groups whose package or pattern contains one of these (comma-separated); "+
+		"the other rows and raw lines are kept from the existing output file")
+	from := flag.String("from", "", "read `go test -bench` output (with its pkg: lines) from this file instead of running the groups; "+
+		"the other rows and raw lines are kept from the existing output file")
 	flag.Parse()
 
 	results := map[string]result{} // "pkg:Name" → metrics
 	var logs bytes.Buffer
+	if *from != "" {
+		b, err := os.ReadFile(*from)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "benchreport:", err)
+			os.Exit(1)
+		}
+		for pkg, out := range splitByPackage(b) {
+			for name, r := range parse(out) {
+				results[pkg+":"+name] = r
+			}
+			logs.Write(out)
+		}
+		groups = nil
+	}
 	for _, g := range groups {
-		if *only != "" && !strings.Contains(g.pkg+" "+g.pattern, *only) {
+		if *only != "" && !slices.ContainsFunc(strings.Split(*only, ","), func(o string) bool { return strings.Contains(g.pkg+" "+g.pattern, o) }) {
 			continue
 		}
 		if _, err := os.Stat(g.pkg); err != nil {
@@ -185,12 +229,33 @@ func main() {
 			results[pkg+":"+name] = r
 		}
 	}
-	report := render(results, logs.String())
+	var old *previous
+	if *only != "" || *from != "" {
+		old = readPrevious(*out)
+	}
+	report := render(results, logs.String(), old)
 	if err := os.WriteFile(*out, []byte(report), 0o644); err != nil {
 		fmt.Fprintln(os.Stderr, "benchreport:", err)
 		os.Exit(1)
 	}
 	fmt.Fprintf(os.Stderr, "benchreport: wrote %s\n", *out)
+}
+
+// splitByPackage splits `go test -bench` output at its "pkg: " lines, by
+// package path within the module.
+func splitByPackage(b []byte) map[string][]byte {
+	out := map[string][]byte{}
+	pkg := ""
+	for _, line := range bytes.SplitAfter(b, []byte("\n")) {
+		if p, ok := bytes.CutPrefix(line, []byte("pkg: ")); ok {
+			pkg = strings.TrimPrefix(strings.TrimSpace(string(p)), "github.com/bpfarm/bpfarm/")
+			continue
+		}
+		if pkg != "" {
+			out[pkg] = append(out[pkg], line...)
+		}
+	}
+	return out
 }
 
 // parse reads `go test -bench` output into medians per benchmark.
@@ -244,7 +309,38 @@ func value(results map[string]result, ref string) (float64, bool) {
 
 func ms(ns float64) string { return fmt.Sprintf("%.2f ms", ns/1e6) }
 
-func render(results map[string]result, raw string) string {
+// previous is what an earlier report holds: its table rows by "what"
+// cell and its raw benchmark lines by benchmark name.
+type previous struct {
+	rows map[string]string
+	raw  map[string][]string
+}
+
+// readPrevious reads an earlier report at path (nil when there is none).
+func readPrevious(path string) *previous {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil
+	}
+	p := &previous{rows: map[string]string{}, raw: map[string][]string{}}
+	inRaw := false
+	for _, line := range strings.Split(string(b), "\n") {
+		switch {
+		case strings.HasPrefix(line, "## Raw output"):
+			inRaw = true
+		case inRaw && strings.HasPrefix(line, "Benchmark"):
+			name, _, _ := strings.Cut(line, " ")
+			name, _, _ = strings.Cut(name, "\t")
+			p.raw[name] = append(p.raw[name], line)
+		case !inRaw && strings.HasPrefix(line, "| ") && !strings.HasPrefix(line, "| what |"):
+			what, _, _ := strings.Cut(strings.TrimPrefix(line, "| "), " | ")
+			p.rows[what] = line
+		}
+	}
+	return p
+}
+
+func render(results map[string]result, raw string, old *previous) string {
 	var b strings.Builder
 	host, _ := os.Hostname()
 	kernel, _ := os.ReadFile("/proc/sys/kernel/osrelease")
@@ -253,25 +349,51 @@ func render(results map[string]result, raw string) string {
 		time.Now().UTC().Format("2006-01-02 15:04 UTC"), host, runtime.NumCPU(), strings.TrimSpace(string(kernel)),
 		strings.TrimSpace(strings.SplitN(string(clang), "\n", 2)[0]))
 	b.WriteString("Every comparison is measured in the same run as its alternative; figures are medians of the runs.\n")
+	if old != nil {
+		b.WriteString("Only some groups were measured in this run (`-only` or `-from`); the other rows are kept from the previous report.\n")
+	}
 	section := ""
-	for _, c := range comparisons {
-		ours, ok := value(results, c.ours)
-		if !ok {
-			continue
-		}
+	header := func(c comparison) {
 		if c.section != section {
 			section = c.section
 			fmt.Fprintf(&b, "\n## %s\n\n| what | ours | alternative | ratio | budget | verdict |\n|---|---|---|---|---|---|\n", section)
 		}
-		theirs, hasTheirs := 0.0, false
-		if c.theirs != "" {
-			theirs, hasTheirs = value(results, c.theirs)
-			if !hasTheirs {
-				continue
-			}
+	}
+	for _, c := range comparisons {
+		what := c.what
+		if c.note != "" {
+			what += " — " + c.note
 		}
+		ours, ok := value(results, c.ours)
+		theirs, hasTheirs := 0.0, false
+		if ok && c.theirs != "" {
+			theirs, hasTheirs = value(results, c.theirs)
+			ok = hasTheirs
+		}
+		if !ok {
+			if row, kept := old.row(what); kept {
+				header(c)
+				b.WriteString(row + "\n")
+			}
+			continue
+		}
+		header(c)
 		fmtv := func(v float64, ref string) string {
 			switch {
+			case strings.HasSuffix(ref, ":kernels"), strings.HasSuffix(ref, "-blobs"):
+				return fmt.Sprintf("%.0f", v)
+			case strings.HasSuffix(ref, "kernels/s"):
+				return fmt.Sprintf("%.2f kernels/s", v)
+			case strings.HasSuffix(ref, "MB/s"):
+				return fmt.Sprintf("%.1f MB/s", v)
+			case strings.HasSuffix(ref, "MB/kernel"):
+				return fmt.Sprintf("%.1f MB", v)
+			case strings.HasSuffix(ref, "KB/kernel"):
+				return fmt.Sprintf("%.1f KB", v)
+			case strings.HasSuffix(ref, "-s"):
+				return fmt.Sprintf("%.1f s", v)
+			case strings.HasSuffix(ref, "-ms"):
+				return fmt.Sprintf("%.0f ms", v)
 			case strings.HasSuffix(ref, "bytes"):
 				return fmt.Sprintf("%.0f bytes", v)
 			case strings.HasSuffix(ref, "B/op"):
@@ -315,6 +437,10 @@ func render(results map[string]result, raw string) string {
 		case "abs<=":
 			budgetS = fmt.Sprintf("≤ %.0f", c.budget)
 			within = ours <= c.budget
+		case "budget<=":
+			r := ours / c.budget
+			ratioS, budgetS = fmt.Sprintf("%.2f× the budget", r), "≤ "+fmtv(c.budget, c.ours)
+			within = r <= 1
 		case "abs>=":
 			budgetS = fmt.Sprintf("≥ %.0f", c.budget)
 			within = ours >= c.budget
@@ -329,18 +455,36 @@ func render(results map[string]result, raw string) string {
 				verdict = "**over budget**"
 			}
 		}
-		what := c.what
-		if c.note != "" {
-			what += " — " + c.note
-		}
 		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s |\n", what, oursS, theirsS, ratioS, budgetS, verdict)
 	}
 	b.WriteString("\n## Raw output\n\n```\n")
+	ran := map[string]bool{}
 	for _, line := range strings.Split(raw, "\n") {
 		if strings.HasPrefix(line, "Benchmark") {
 			b.WriteString(line + "\n")
+			name, _, _ := strings.Cut(strings.Fields(line)[0], "-")
+			ran[strings.Fields(line)[0]], ran[name] = true, true
+		}
+	}
+	if old != nil {
+		for _, name := range slices.Sorted(maps.Keys(old.raw)) {
+			base, _, _ := strings.Cut(name, "-")
+			if !ran[name] && !ran[base] {
+				for _, line := range old.raw[name] {
+					b.WriteString(line + "\n")
+				}
+			}
 		}
 	}
 	b.WriteString("```\n")
 	return b.String()
+}
+
+// row returns the earlier report's row for what.
+func (p *previous) row(what string) (string, bool) {
+	if p == nil {
+		return "", false
+	}
+	r, ok := p.rows[what]
+	return r, ok
 }

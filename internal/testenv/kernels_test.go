@@ -3,6 +3,7 @@ package testenv
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -57,5 +58,38 @@ func TestDebianArch(t *testing.T) {
 	}
 	if _, err := DebianArch("mips"); err == nil {
 		t.Error("mips: no error")
+	}
+}
+
+func TestDebianImageNames(t *testing.T) {
+	for name, want := range map[string][4]string{
+		"linux-image-6.1.0-57-amd64-unsigned":             {"6.1.0-57-amd64", "6.1", "", "amd64"},
+		"linux-image-6.1.0-57-cloud-arm64-unsigned":       {"6.1.0-57-cloud-arm64", "6.1", "cloud", "arm64"},
+		"linux-image-6.12.118+deb12-rt-amd64-unsigned":    {"6.12.118+deb12-rt-amd64", "6.12", "rt", "amd64"},
+		"linux-image-6.12.118+deb12-cloud-arm64-unsigned": {"6.12.118+deb12-cloud-arm64", "6.12", "cloud", "arm64"},
+	} {
+		m := debianImage.FindStringSubmatch(name)
+		if m == nil || [4]string(m[1:]) != want {
+			t.Errorf("%s: %q, want %q", name, m, want)
+		}
+	}
+	for _, name := range []string{"linux-image-6.1.0-57-amd64", "linux-image-6.1.0-57-amd64-dbg", "linux-image-amd64", "linux-image-6.1.0-57-686-pae-unsigned"} {
+		if debianImage.MatchString(name) {
+			t.Errorf("%s matched", name)
+		}
+	}
+	pkgs := []DebianPackage{
+		{Name: "a", Arch: "amd64", Series: "6.1", Flavour: "cloud"},
+		{Name: "b", Arch: "amd64", Series: "6.1", Flavour: "cloud"},
+		{Name: "c", Arch: "amd64", Series: "6.1", Flavour: "cloud"},
+		{Name: "d", Arch: "amd64", Series: "6.1", Flavour: "rt"},
+		{Name: "e", Arch: "arm64", Series: "6.1", Flavour: "cloud"},
+	}
+	var got []string
+	for _, p := range PickDebianKernels(pkgs, 2) {
+		got = append(got, p.Name)
+	}
+	if strings.Join(got, ",") != "a,b,d,e" {
+		t.Errorf("picked %v, want a,b,d,e", got)
 	}
 }

@@ -1,0 +1,397 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io/fs"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/bpfarm/bpfarm/api"
+	"github.com/bpfarm/bpfarm/client"
+	"github.com/bpfarm/bpfarm/internal/testenv"
+)
+
+// Fleet scale: how many real kernels the benchmark imports, at least, and
+// how many of each (arch, series, flavour) it takes.
+const (
+	fleetMinKernels = 30
+	fleetPerGroup   = 3
+	fleetDownloads  = 4 // parallel apt-get downloads
+)
+
+// BenchmarkFleet imports at least 30 distinct real Debian kernel packages
+// (6.1 and 6.12; generic, cloud and rt; amd64 and arm64), downloaded into
+// the kernel cache in parallel, into a real server process, and measures:
+// import throughput; disk per kernel (blobs shared by digest; the CO-RE
+// object is stored once per build, never per kernel: checked); the
+// server's peak RSS during the import and during the fan-out; and the
+// fan-out of one push (one build per arch) over every kernel, from a
+// freshly started server so that every kernel's BTF parse is included,
+// with that fan-out extrapolated to 1000 kernels (parses are per kernel
+// and the parse cache is bounded, so the time is linear in the kernels
+// and the memory is not).
+func BenchmarkFleet(b *testing.B) {
+	requireTools(b)
+	all, err := testenv.DebianKernelPackages([]string{"6.1", "6.12"}, []string{"amd64", "arm64"})
+	if err != nil {
+		testenv.Require(b, "Debian kernel packages", err.Error())
+	}
+	pkgs := testenv.PickDebianKernels(all, fleetPerGroup)
+	if len(pkgs) < fleetMinKernels {
+		testenv.Require(b, fmt.Sprintf("%d Debian kernel packages", fleetMinKernels),
+			fmt.Sprintf("apt knows %d (picked %d); arm64 ones need dpkg --add-architecture arm64 && apt-get update (make deps)", len(all), len(pkgs)))
+	}
+	var size int64
+	for _, p := range pkgs {
+		size += p.Size
+	}
+	b.Logf("%d kernel packages (%.0f MB): fetching, %d at a time", len(pkgs), float64(size)/1e6, fleetDownloads)
+	start := time.Now()
+	debs, downloaded, err := testenv.FetchDebianKernels(pkgs, fleetDownloads, func(p testenv.DebianPackage, _ string, cached bool, err error) {
+		if err == nil && !cached {
+			b.Logf("downloaded %s:%s (%.0f MB)", p.Name, p.Arch, float64(p.Size)/1e6)
+		}
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Logf("packages ready in %s (%.0f MB downloaded now)", time.Since(start).Round(time.Millisecond), float64(downloaded)/1e6)
+	var debBytes int64
+	for _, d := range debs {
+		st, err := os.Stat(d)
+		if err != nil {
+			b.Fatal(err)
+		}
+		debBytes += st.Size()
+	}
+
+	for b.Loop() {
+		fleetRun(b, debs, debBytes)
+	}
+}
+
+// fleetRun is one measurement.
+func fleetRun(b *testing.B, debs []string, debBytes int64) {
+	data := b.TempDir()
+	ctx := context.Background()
+
+	// Import, two uploads at a time (the server imports each on its own
+	// goroutine; 2 cores).
+	srv := startFleetServer(b, data)
+	before, err := srv.client.Kernels(ctx, "")
+	if err != nil {
+		b.Fatal(err)
+	}
+	start := time.Now()
+	sem := make(chan struct{}, 2)
+	errs := make(chan error, len(debs))
+	var wg sync.WaitGroup
+	for _, d := range debs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			f, err := os.Open(d)
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer f.Close()
+			if _, err := srv.client.ImportKernelFile(ctx, d, f, client.ImportOptions{}); err != nil {
+				errs <- fmt.Errorf("import %s: %w", filepath.Base(d), err)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		b.Fatal(err)
+	}
+	importTime := time.Since(start)
+	importCPU := srv.cpu(b)
+	importRSS := srv.peakRSS(b)
+	kernels, err := srv.client.Kernels(ctx, "")
+	if err != nil {
+		b.Fatal(err)
+	}
+	n := len(kernels) - len(before)
+	if n != len(debs) {
+		b.Fatalf("%d kernels imported from %d distinct packages", n, len(debs))
+	}
+	perArch := map[string]int{}
+	for _, k := range kernels {
+		perArch[k.Arch]++
+	}
+	kernelDisk, kernelBlobs := dirSize(b, filepath.Join(data, "blobs"))
+	b.Logf("imported %d kernels (%v) in %s (server CPU %s): %.2f kernels/s, %.1f MB/s of packages; blobs %.0f MB in %d files; peak RSS %.0f MB",
+		n, perArch, importTime.Round(time.Millisecond), importCPU.Round(time.Millisecond), float64(n)/importTime.Seconds(),
+		float64(debBytes)/1e6/importTime.Seconds(), float64(kernelDisk)/1e6, kernelBlobs, importRSS)
+	srv.stop()
+
+	// Fan-out, on a fresh server process: nothing parsed yet.
+	srv = startFleetServer(b, data)
+	arches := []string{}
+	for a := range perArch {
+		arches = append(arches, a)
+	}
+	args := []string{"push", filepath.Join(repoRoot(b), "examples", "execsnoop"), "--wait"}
+	for _, a := range arches {
+		args = append(args, "--arch", a)
+	}
+	cpuBefore := srv.cpu(b)
+	pushStart := time.Now()
+	if out, err := srv.cli(args...); err != nil {
+		b.Fatalf("push: %v: %s", err, out)
+	}
+	var arts []api.Artifact
+	for {
+		if arts, err = srv.client.Artifacts(ctx, "execsnoop", ""); err != nil {
+			b.Fatal(err)
+		}
+		done := 0
+		for _, a := range arts {
+			if a.State == api.ArtifactDone || a.State == api.ArtifactError {
+				done++
+			}
+		}
+		if len(arts) == len(kernels) && done == len(arts) {
+			break
+		}
+		if time.Since(pushStart) > 10*time.Minute {
+			b.Fatalf("%d artifacts, %d done, want %d", len(arts), done, len(kernels))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	pushToAll := time.Since(pushStart)
+	fanoutCPU := srv.cpu(b) - cpuBefore
+	builds, err := srv.client.Builds(ctx, "execsnoop")
+	if err != nil {
+		b.Fatal(err)
+	}
+	var firstBuilt, lastDone time.Time
+	for _, bd := range builds {
+		if bd.FinishedAt != nil && (firstBuilt.IsZero() || bd.FinishedAt.Before(firstBuilt)) {
+			firstBuilt = *bd.FinishedAt
+		}
+	}
+	objects, minBTFs, relocated := map[string]bool{}, map[string]bool{}, map[string]bool{}
+	statuses := map[string]int{}
+	for _, a := range arts {
+		if a.FinishedAt != nil && a.FinishedAt.After(lastDone) {
+			lastDone = *a.FinishedAt
+		}
+		if a.State != api.ArtifactDone {
+			b.Errorf("artifact for %s: %s %s", a.Kernel, a.State, a.Error)
+			continue
+		}
+		statuses[a.Status]++
+		objects[a.Object.Digest] = true
+		minBTFs[a.MinBTF.Digest] = true
+		relocated[a.Relocated.Digest] = true
+	}
+	if len(objects) != len(builds) {
+		b.Errorf("%d distinct CO-RE objects across %d artifacts of %d builds: want one per build", len(objects), len(arts), len(builds))
+	}
+	fanout := lastDone.Sub(firstBuilt)
+	fanoutRSS := srv.peakRSS(b)
+	totalDisk, totalBlobs := dirSize(b, filepath.Join(data, "blobs"))
+	artifactDisk := totalDisk - kernelDisk
+	dbSize := fileSize(filepath.Join(data, "bpfarm.db")) + fileSize(filepath.Join(data, "bpfarm.db-wal"))
+	srv.stop()
+
+	per := fanout / time.Duration(n)
+	// The server's CPU time for the push includes the two compiles'
+	// share run in the server (clang runs in child processes, not counted).
+	cpuPer := fanoutCPU / time.Duration(n)
+	load, _ := os.ReadFile("/proc/loadavg")
+	b.Logf("fan-out over %d kernels (%v; %v): %s from the first build's end (%s per kernel; push to last artifact %s; server CPU %s, %s per kernel); "+
+		"extrapolated to 1000 kernels: %s wall as measured, %s on 2 idle cores (CPU/2); peak RSS %.0f MB; load average %s",
+		len(arts), perArch, statuses, fanout.Round(time.Millisecond), per.Round(10*time.Microsecond), pushToAll.Round(time.Millisecond),
+		fanoutCPU.Round(time.Millisecond), cpuPer.Round(10*time.Microsecond), (per * 1000).Round(100*time.Millisecond),
+		(cpuPer * 1000 / 2).Round(100*time.Millisecond), fanoutRSS, strings.TrimSpace(string(load)))
+	b.Logf("disk: kernels %.1f MB per kernel; artifacts %.1f KB per kernel (%d blobs, %d distinct minimized BTF, %d distinct relocated objects, %d objects for %d builds); database %.1f MB",
+		float64(kernelDisk)/1e6/float64(n), float64(artifactDisk)/1e3/float64(n), totalBlobs-kernelBlobs, len(minBTFs), len(relocated),
+		len(objects), len(builds), float64(dbSize)/1e6)
+
+	b.ReportMetric(float64(n), "kernels")
+	b.ReportMetric(float64(n)/importTime.Seconds(), "import-kernels/s")
+	b.ReportMetric(float64(debBytes)/1e6/importTime.Seconds(), "import-MB/s")
+	b.ReportMetric(float64(importTime.Nanoseconds())/float64(n), "import-ns/kernel")
+	b.ReportMetric(importRSS, "import-peak-rss-MB")
+	b.ReportMetric(float64(kernelDisk)/1e6/float64(n), "kernel-disk-MB/kernel")
+	b.ReportMetric(float64(artifactDisk)/1e3/float64(n), "artifact-disk-KB/kernel")
+	b.ReportMetric(float64(len(objects)), "object-blobs")
+	b.ReportMetric(float64(fanout.Milliseconds()), "fanout-ms")
+	b.ReportMetric(float64(per.Nanoseconds()), "fanout-ns/kernel")
+	b.ReportMetric(per.Seconds()*1000, "fanout-1000-s")
+	b.ReportMetric(float64(cpuPer.Nanoseconds()), "fanout-cpu-ns/kernel")
+	b.ReportMetric(cpuPer.Seconds()*1000/2, "fanout-1000-cpu-s")
+	b.ReportMetric(float64(importCPU.Nanoseconds())/float64(n), "import-cpu-ns/kernel")
+	b.ReportMetric(fanoutRSS, "fanout-peak-rss-MB")
+	b.ReportMetric(float64(pushToAll.Milliseconds()), "push-to-all-ms")
+}
+
+// fleetServer is a bpfarm server process for the fleet benchmark.
+type fleetServer struct {
+	url, token string
+	cmd        *exec.Cmd
+	client     *client.Client
+	log        *strings.Builder
+}
+
+func startFleetServer(b *testing.B, data string) *fleetServer {
+	b.Helper()
+	addr := freeAddr(b)
+	s := &fleetServer{url: "http://" + addr, log: &strings.Builder{}}
+	s.cmd = exec.Command(bpfarmBin, "serve", "--addr", addr, "--data", data, "--workers", "2", "--log-level", "warn",
+		"--verify-vms=-1")
+	s.cmd.Stdout, s.cmd.Stderr = &lockedWriter{w: s.log}, &lockedWriter{w: s.log}
+	s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := s.cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(s.stop)
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		resp, err := http.Get(s.url + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("server did not become ready: %v\n%s", err, s.log)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	tok, err := os.ReadFile(filepath.Join(data, "admin.token"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	s.token = strings.TrimSpace(string(tok))
+	if s.client, err = client.New(s.url, s.token); err != nil {
+		b.Fatal(err)
+	}
+	return s
+}
+
+func (s *fleetServer) cli(args ...string) (string, error) {
+	cmd := exec.Command(bpfarmBin, args...)
+	cmd.Env = append(os.Environ(), "BPFARM_SERVER="+s.url, "BPFARM_TOKEN="+s.token)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+// cpu returns the CPU time (user and system) the server has used so far:
+// unlike wall time, it does not depend on what else the machine runs.
+func (s *fleetServer) cpu(b *testing.B) time.Duration {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", s.cmd.Process.Pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	// Fields after the command name (which may hold spaces): state is
+	// field 3, utime 14, stime 15, in clock ticks (100 per second).
+	_, rest, ok := strings.Cut(string(raw), ") ")
+	f := strings.Fields(rest)
+	if !ok || len(f) < 13 {
+		b.Fatalf("/proc/PID/stat: %q", raw)
+	}
+	utime, _ := strconv.ParseInt(f[11], 10, 64)
+	stime, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(utime+stime) * 10 * time.Millisecond
+}
+
+// peakRSS returns the server's peak resident set size (VmHWM) in MB.
+func (s *fleetServer) peakRSS(b *testing.B) float64 {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", s.cmd.Process.Pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "VmHWM:"); ok {
+			kb, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
+			if err != nil {
+				b.Fatal(err)
+			}
+			return kb / 1024
+		}
+	}
+	b.Fatal("no VmHWM in /proc/PID/status")
+	return 0
+}
+
+func (s *fleetServer) stop() {
+	if s.cmd == nil || s.cmd.Process == nil || s.cmd.ProcessState != nil {
+		return
+	}
+	s.cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { s.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
+		<-done
+	}
+}
+
+// lockedWriter serializes writes from the process's two streams.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  *strings.Builder
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.w.Len() < 1<<20 {
+		l.w.Write(p)
+	}
+	return len(p), nil
+}
+
+// dirSize returns the bytes and the number of the regular files under dir.
+func dirSize(b *testing.B, dir string) (int64, int) {
+	var total int64
+	n := 0
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.Type().IsRegular() {
+			info, err := d.Info()
+			if err != nil {
+				return err
+			}
+			total += info.Size()
+			n++
+		}
+		return nil
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return total, n
+}
+
+func fileSize(p string) int64 {
+	st, err := os.Stat(p)
+	if err != nil {
+		return 0
+	}
+	return st.Size()
+}
