@@ -97,21 +97,6 @@ func aptSizes(pkgs []DebianPackage) error {
 	return nil
 }
 
-// PickDebianKernels picks up to perGroup packages, the newest, of each
-// (arch, series, flavour) of pkgs (as DebianKernelPackages orders them).
-func PickDebianKernels(pkgs []DebianPackage, perGroup int) []DebianPackage {
-	var out []DebianPackage
-	n := map[string]int{}
-	for _, p := range pkgs {
-		g := p.Arch + "/" + p.Series + "/" + p.Flavour
-		if n[g] < perGroup {
-			n[g]++
-			out = append(out, p)
-		}
-	}
-	return out
-}
-
 // FetchDebianKernels returns the paths of the packages in KernelCacheDir,
 // in the order of pkgs, downloading the ones not there with at most
 // parallel apt-get downloads at once. Downloaded reports the bytes

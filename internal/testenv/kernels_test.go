@@ -3,7 +3,6 @@ package testenv
 import (
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 )
 
@@ -77,19 +76,5 @@ func TestDebianImageNames(t *testing.T) {
 		if debianImage.MatchString(name) {
 			t.Errorf("%s matched", name)
 		}
-	}
-	pkgs := []DebianPackage{
-		{Name: "a", Arch: "amd64", Series: "6.1", Flavour: "cloud"},
-		{Name: "b", Arch: "amd64", Series: "6.1", Flavour: "cloud"},
-		{Name: "c", Arch: "amd64", Series: "6.1", Flavour: "cloud"},
-		{Name: "d", Arch: "amd64", Series: "6.1", Flavour: "rt"},
-		{Name: "e", Arch: "arm64", Series: "6.1", Flavour: "cloud"},
-	}
-	var got []string
-	for _, p := range PickDebianKernels(pkgs, 2) {
-		got = append(got, p.Name)
-	}
-	if strings.Join(got, ",") != "a,b,d,e" {
-		t.Errorf("picked %v, want a,b,d,e", got)
 	}
 }

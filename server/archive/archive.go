@@ -242,8 +242,11 @@ func unpackModules(b []byte) (map[string][]byte, error) {
 		if err != nil {
 			return nil, fmt.Errorf("module BTF: %w", err)
 		}
-		data, err := io.ReadAll(io.LimitReader(tr, MaxBTFSize))
-		if err != nil {
+		if h.Size < 0 || h.Size > MaxBTFSize {
+			return nil, fmt.Errorf("module BTF %s: %d bytes", h.Name, h.Size)
+		}
+		data := make([]byte, h.Size)
+		if _, err := io.ReadFull(tr, data); err != nil {
 			return nil, fmt.Errorf("module BTF %s: %w", h.Name, err)
 		}
 		out[strings.TrimSuffix(h.Name, ".btf")] = data
@@ -263,13 +266,13 @@ func (a *Archive) Parsed(ctx context.Context, k store.Kernel) (*core.Kernel, err
 	}
 	a.mu.Unlock()
 	v, err, _ := a.group.Do(key, func() (any, error) {
-		vmlinux, err := a.readBlob(ctx, k.BTFBlob)
+		vmlinux, err := a.readBlob(ctx, k.BTFBlob, k.BTFSize)
 		if err != nil {
 			return nil, fmt.Errorf("BTF of %s: %w", k.KID, err)
 		}
 		var mods map[string][]byte
 		if k.ModulesBlob != "" {
-			packed, err := a.readBlob(ctx, k.ModulesBlob)
+			packed, err := a.readBlob(ctx, k.ModulesBlob, -1)
 			if err != nil {
 				return nil, fmt.Errorf("module BTF of %s: %w", k.KID, err)
 			}
@@ -308,12 +311,20 @@ func (a *Archive) touch(key string) {
 	a.order = append(a.order, key)
 }
 
-func (a *Archive) readBlob(ctx context.Context, digest string) ([]byte, error) {
+func (a *Archive) readBlob(ctx context.Context, digest string, size int64) ([]byte, error) {
 	d, err := blob.ParseDigest(digest)
 	if err != nil {
 		return nil, err
 	}
-	return blob.ReadAll(ctx, a.blobs, d, MaxBTFSize)
+	if size < 0 {
+		if info, err := a.blobs.Stat(ctx, d); err == nil {
+			size = info.Size
+		}
+	}
+	// Read into a buffer of the right size: growing one to a kernel's
+	// BTF (megabytes, once per kernel of a fan-out) costs more than the
+	// parse's own allocations.
+	return blob.ReadAllSized(ctx, a.blobs, d, MaxBTFSize, size)
 }
 
 // Default returns the arch's reference kernel for CO-RE compiles, whose
@@ -409,7 +420,7 @@ func (a *Archive) VmlinuxH(ctx context.Context, k store.Kernel) (path, digest st
 		if b, err := os.ReadFile(path); err == nil {
 			return blob.Sum(b).String(), nil
 		}
-		raw, err := a.readBlob(ctx, k.BTFBlob)
+		raw, err := a.readBlob(ctx, k.BTFBlob, k.BTFSize)
 		if err != nil {
 			return nil, err
 		}

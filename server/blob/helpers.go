@@ -26,6 +26,12 @@ func PutBytes(ctx context.Context, s Store, b []byte) (Digest, error) {
 // and an error wrapping ErrDigestMismatch if the content does not hash to d,
 // so the returned bytes are always verified.
 func ReadAll(ctx context.Context, s Store, d Digest, max int64) ([]byte, error) {
+	return ReadAllSized(ctx, s, d, max, -1)
+}
+
+// ReadAllSized is ReadAll for a blob whose size the caller knows (or -1):
+// it reads into one buffer of that size instead of growing one.
+func ReadAllSized(ctx context.Context, s Store, d Digest, max, size int64) ([]byte, error) {
 	if max < 0 {
 		return nil, fmt.Errorf("read blob %s: negative limit %d", d, max)
 	}
@@ -34,7 +40,14 @@ func ReadAll(ctx context.Context, s Store, d Digest, max int64) ([]byte, error) 
 		return nil, err
 	}
 	defer rc.Close()
-	b, err := io.ReadAll(io.LimitReader(rc, max+1))
+	var b []byte
+	if size >= 0 && size <= max {
+		buf := bytes.NewBuffer(make([]byte, 0, size+bytes.MinRead))
+		_, err = buf.ReadFrom(io.LimitReader(rc, max+1))
+		b = buf.Bytes()
+	} else {
+		b, err = io.ReadAll(io.LimitReader(rc, max+1))
+	}
 	if err != nil {
 		return nil, fmt.Errorf("read blob %s: %w", d, err)
 	}
