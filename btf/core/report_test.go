@@ -49,6 +49,15 @@ func TestReportHost(t *testing.T) {
 		"xdpcount": {
 			"xdp_count": {StatusOK, 4, nil, nil},
 		},
+		"execsnoop-perf": {
+			"tracepoint__syscalls__sys_enter_execve": {StatusOK, 3, nil, tracepoint(TargetTracepoint, "sys_enter_execve")},
+			"tracepoint__syscalls__sys_exit_execve":  {StatusOK, 1, nil, tracepoint(TargetTracepoint, "sys_exit_execve")},
+		},
+		"runqlat": {
+			"handle_wakeup":     {StatusOK, 1, nil, tracepoint(TargetBTFTracepoint, "sched_wakeup")},
+			"handle_wakeup_new": {StatusOK, 1, nil, tracepoint(TargetBTFTracepoint, "sched_wakeup_new")},
+			"handle_switch":     {StatusOK, 5, nil, tracepoint(TargetBTFTracepoint, "sched_switch")},
+		},
 		"writesize": {
 			// ctx->args[2] of trace_event_raw_sys_enter.
 			"count_write": {StatusOK, 1, nil, tracepoint(TargetTracepoint, "sys_enter_write")},
