@@ -8,8 +8,12 @@
 //   - a Report: per program, whether every CO-RE relocation resolves
 //     ("ok"), some match nothing and are poisoned as libbpf does
 //     ("poisoned", with each poisoned access path and whether the program
-//     guards it), or relocation fails ("failed"); and whether the
-//     tracepoints, functions and kfuncs the program needs exist;
+//     guards it), or relocation fails ("failed"); whether the
+//     tracepoints, functions and kfuncs the program needs exist; and the
+//     BPF features it needs (map types, program type, attach type,
+//     helpers), read from the kernel's own BTF enums once per kernel
+//     (features.go): a program needing one the kernel lacks is
+//     "unsupported", with the reason;
 //   - a minimized BTF with only the types and members the relocations
 //     touch, like bpftool gen min_core_btf, equivalent to the full BTF for
 //     relocating this object;

@@ -315,15 +315,16 @@ func weakSymbols(f *elf.File) (map[string]bool, error) {
 	return out, nil
 }
 
-// unsupported decides whether a program can't run on the kernel: it
+// unsupportedReasons decides whether a program can't run on the kernel: it
 // returns one line per missing feature, in the order of the report (map
 // types, program type, attach type, helpers, then kfuncs and attach
-// targets), or nil.
+// targets), or nil. Targets whose presence is unknown don't count.
 //
 // A kfunc the program declares __weak is missing without consequence when
 // no call to it is reachable: the program checks bpf_ksym_exists() first,
 // and the loader turns the check into a constant 0 that prunes the call.
-// reach tells whether an instruction runs with the kernel's values.
+// weakKfuncReachable (nil: every call counts) reports whether a call to a
+// missing kfunc is reachable with the kernel's values (see judge).
 func unsupportedReasons(needs []Need, targets []Target, weakKfuncReachable func(name string) bool) []string {
 	var out []string
 	for _, n := range needs {
