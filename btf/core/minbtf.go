@@ -177,7 +177,7 @@ func (ms *markSet) merge(o *markSet) {
 
 // minimizeBTF computes the marks of all relocations of the given programs
 // against kernel k. Call it inside k.lookup.
-func minimizeBTF(k *Kernel, st *kernelState, programs []*program) (*markSet, error) {
+func minimizeBTF(k *Kernel, st *kernelState, programs []*program, mods bool) (*markSet, error) {
 	all := newMarkSet()
 	cache := make(map[string][]btf.Type)
 	for _, p := range programs {
@@ -201,7 +201,7 @@ func minimizeBTF(k *Kernel, st *kernelState, programs []*program) (*markSet, err
 			cands, ok := cache[name]
 			if !ok {
 				var err error
-				if cands, err = k.candidates(st, name); err != nil {
+				if cands, err = k.candidates(st, name, mods); err != nil {
 					return nil, fmt.Errorf("kernel %s: candidates for %s: %w", k.ID, name, err)
 				}
 				cache[name] = cands

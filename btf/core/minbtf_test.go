@@ -56,8 +56,8 @@ func TestMinBTFEquivalent(t *testing.T) {
 					t.Fatalf("parse MinBTF: %v", err)
 				}
 				var full map[string][]Fixup
-				err = tk.k.lookup(o.lookupNames, func() (err error) {
-					full, err = o.Fixups(tk.k.specs()...)
+				err = tk.k.lookup(o.lookupNames, func(mods bool) (err error) {
+					full, err = o.Fixups(tk.k.specs(mods)...)
 					return err
 				})
 				if err != nil {

@@ -393,20 +393,20 @@ func (o *Object) Relocate(k *Kernel) (*Result, error) {
 		return nil, err
 	}
 	var marks *markSet
-	err = k.lookup(o.lookupNames, func() error {
-		targets := k.specs()
+	err = k.lookup(o.lookupNames, func(mods bool) error {
+		targets := k.specs(mods)
 		for i, p := range o.programs {
 			results[i] = o.relocate(p, targets)
 			pr := results[i].report()
 			var err error
-			if pr.Targets, err = resolveTargets(k, p.targets, feats.kfuncTags); err != nil {
+			if pr.Targets, err = resolveTargets(k, p.targets, feats.kfuncTags, mods); err != nil {
 				return fmt.Errorf("program %s: targets: %w", p.spec.Name, err)
 			}
 			pr.Needs = resolveNeeds(feats, p.needs)
 			results[i].judge(&pr)
 			res.Report.Programs = append(res.Report.Programs, pr)
 		}
-		marks, err = minimizeBTF(k, st, o.programs)
+		marks, err = minimizeBTF(k, st, o.programs, mods)
 		return err
 	})
 	if err != nil {

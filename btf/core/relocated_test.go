@@ -112,7 +112,7 @@ func TestRelocatedSharedSubprogram(t *testing.T) {
 	}
 	res := relocate(t, o, f.host)
 	var fixups map[string][]Fixup
-	if err := f.host.lookup(o.lookupNames, func() (err error) { fixups, err = o.Fixups(f.host.VMLinux); return err }); err != nil {
+	if err := f.host.lookup(o.lookupNames, func(bool) (err error) { fixups, err = o.Fixups(f.host.VMLinux); return err }); err != nil {
 		t.Fatal(err)
 	}
 	// Relocating the relocated object again finds nothing to do, and its

@@ -246,8 +246,8 @@ func TestTargets(t *testing.T) {
 			}
 		}
 		var got []Target
-		err := f.host.lookup(names, func() (err error) {
-			got, err = resolveTargets(f.host, reqs, false)
+		err := f.host.lookup(names, func(mods bool) (err error) {
+			got, err = resolveTargets(f.host, reqs, false, mods)
 			return err
 		})
 		if err != nil {

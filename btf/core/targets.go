@@ -163,7 +163,7 @@ func programTargets(ps *ebpf.ProgramSpec, kfuncs []string) []targetReq {
 // inside Kernel.lookup. When the kernel tags its kfuncs (kfuncTags), a
 // kfunc is present only as a FUNC with the "bpf_kfunc" decl tag: a kernel
 // function that isn't registered as a kfunc can't be called.
-func resolveTargets(k *Kernel, reqs []targetReq, kfuncTags bool) ([]Target, error) {
+func resolveTargets(k *Kernel, reqs []targetReq, kfuncTags, mods bool) ([]Target, error) {
 	var out []Target
 	for _, req := range reqs {
 		status := req.absent
@@ -175,7 +175,7 @@ func resolveTargets(k *Kernel, reqs []targetReq, kfuncTags bool) ([]Target, erro
 					return ok && slices.Contains(fn.Tags, kfuncDeclTag)
 				}
 			}
-			ok, err := k.hasType(l.name, match)
+			ok, err := k.hasType(l.name, match, mods)
 			if err != nil {
 				return nil, err
 			}

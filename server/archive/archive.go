@@ -270,17 +270,21 @@ func (a *Archive) Parsed(ctx context.Context, k store.Kernel) (*core.Kernel, err
 		if err != nil {
 			return nil, fmt.Errorf("BTF of %s: %w", k.KID, err)
 		}
-		var mods map[string][]byte
+		// Module BTF (about a thousand gzipped modules per kernel) is only
+		// read, unpacked and parsed when a relocation needs a type vmlinux
+		// lacks, as libbpf does: most builds never need it.
+		var mods func() (map[string][]byte, error)
 		if k.ModulesBlob != "" {
-			packed, err := a.readBlob(ctx, k.ModulesBlob, -1)
-			if err != nil {
-				return nil, fmt.Errorf("module BTF of %s: %w", k.KID, err)
-			}
-			if mods, err = unpackModules(packed); err != nil {
-				return nil, err
+			bg := context.WithoutCancel(ctx)
+			mods = func() (map[string][]byte, error) {
+				packed, err := a.readBlob(bg, k.ModulesBlob, -1)
+				if err != nil {
+					return nil, fmt.Errorf("module BTF of %s: %w", k.KID, err)
+				}
+				return unpackModules(packed)
 			}
 		}
-		pk, err := core.LoadKernel(k.KID, vmlinux, mods)
+		pk, err := core.LoadKernelLazy(k.KID, vmlinux, mods)
 		if err != nil {
 			return nil, err
 		}
