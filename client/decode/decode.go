@@ -98,7 +98,7 @@ type Decoder struct {
 	size int
 	root *node
 	hist bool
-	flat []op // the JSON plan, unrolled
+	flat plan // the JSON plan, unrolled
 }
 
 // New compiles a Decoder for typ. Qualifiers and typedefs are looked
@@ -119,7 +119,7 @@ func New(typ btf.Type) (*Decoder, error) {
 	if err != nil {
 		return nil, fmt.Errorf("decode %s: %w", TypeName(typ), err)
 	}
-	d := &Decoder{typ: typ, name: TypeName(typ), size: size, root: root, flat: flatten(root)}
+	d := &Decoder{typ: typ, name: TypeName(typ), size: size, root: root, flat: newPlan(root)}
 	d.hist = root.kind == kindHist
 	if root.kind == kindStruct {
 		for _, f := range root.fields {

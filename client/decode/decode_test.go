@@ -285,3 +285,37 @@ func BenchmarkAppendJSON(b *testing.B) {
 		buf, _ = d.AppendJSON(buf[:0], rec)
 	}
 }
+
+// obsEventType is the record of client/observe's BenchmarkEvents:
+//
+//	struct event { __u32 seq; __u32 cpu; __u64 ts; char comm[16]; __s32 ret; __u32 flags; };
+func obsEventType() *btf.Struct {
+	return &btf.Struct{Name: "event", Size: 40, Members: []btf.Member{
+		member("seq", u32, 0), member("cpu", u32, 4), member("ts", u64, 8),
+		member("comm", arr(char, 16), 16), member("ret", s32, 32), member("flags", u32, 36),
+	}}
+}
+
+func obsEventBytes(seq uint32, ts uint64, comm string, ret int32) []byte {
+	b := make([]byte, 40)
+	binary.NativeEndian.PutUint32(b[0:], seq)
+	binary.NativeEndian.PutUint32(b[4:], 1)
+	binary.NativeEndian.PutUint64(b[8:], ts)
+	copy(b[16:32], comm)
+	binary.NativeEndian.PutUint32(b[32:], uint32(ret))
+	return b
+}
+
+func BenchmarkAppendJSONEvent(b *testing.B) {
+	d, err := New(obsEventType())
+	if err != nil {
+		b.Fatal(err)
+	}
+	rec := obsEventBytes(123456, 8123456789012, "bench", -1)
+	buf := make([]byte, 0, 4096)
+	b.SetBytes(int64(len(rec)))
+	b.ReportAllocs()
+	for b.Loop() {
+		buf, _ = d.AppendJSON(buf[:0], rec)
+	}
+}

@@ -62,3 +62,38 @@ func appendInt(dst []byte, v int64) []byte {
 	}
 	return appendUint(dst, uint64(v))
 }
+
+// putUint writes v in decimal at out[w:], which has room for it, and
+// returns the index after it.
+func putUint(out []byte, w int, v uint64) int {
+	if v < 10 {
+		out[w] = byte('0' + v)
+		return w + 1
+	}
+	end := w + decimalDigits(v)
+	o := out[w:end]
+	i := len(o)
+	for v >= 100 {
+		q := v / 100
+		r := (v - q*100) * 2
+		i -= 2
+		o[i], o[i+1] = smallDigits[r], smallDigits[r+1]
+		v = q
+	}
+	if v >= 10 {
+		o[i-2], o[i-1] = smallDigits[v*2], smallDigits[v*2+1]
+	} else {
+		o[i-1] = byte('0' + v)
+	}
+	return end
+}
+
+// putInt writes v in decimal at out[w:], which has room for it, and
+// returns the index after it.
+func putInt(out []byte, w int, v int64) int {
+	if v < 0 {
+		out[w] = '-'
+		return putUint(out, w+1, uint64(-v))
+	}
+	return putUint(out, w, uint64(v))
+}

@@ -1,6 +1,9 @@
 package decode
 
-import "encoding/binary"
+import (
+	"encoding/binary"
+	"slices"
+)
 
 // maxUnrolled bounds how many leaf values of an array the flat JSON plan
 // unrolls; larger arrays (and histograms) run through the node tree.
@@ -30,7 +33,60 @@ type op struct {
 	off  int
 	size int
 	lit  []byte
-	n    *node
+	// lw holds lit's first 16 bytes as two little-endian words, stored
+	// whole by the bounded encoder (which then advances by len(lit)).
+	lw [2]uint64
+	n  *node
+}
+
+// plan is a flat JSON plan: ops, and the most bytes they can append (-1
+// when an opNode makes it unbounded).
+type plan struct {
+	ops []op
+	max int
+}
+
+// slack is how many bytes past its result the bounded encoder may
+// overwrite (a literal's two words).
+const slack = 16
+
+// newPlan compiles n into a plan.
+func newPlan(n *node) plan {
+	p := plan{ops: flatten(n)}
+	for i := range p.ops {
+		o := &p.ops[i]
+		var w [16]byte
+		copy(w[:], o.lit)
+		o.lw = [2]uint64{binary.LittleEndian.Uint64(w[:8]), binary.LittleEndian.Uint64(w[8:])}
+		if p.max < 0 {
+			continue
+		}
+		p.max += len(o.lit)
+		switch o.kind {
+		case opU8:
+			p.max += 3
+		case opU16:
+			p.max += 5
+		case opU32:
+			p.max += 10
+		case opU64:
+			p.max += 20
+		case opS8:
+			p.max += 4
+		case opS16:
+			p.max += 6
+		case opS32:
+			p.max += 11
+		case opS64:
+			p.max += 20
+		case opString:
+			p.max += 2 + 6*o.size // every byte escaped as \u00XX or \ufffd
+		case opEnd:
+		default:
+			p.max = -1
+		}
+	}
+	return p
 }
 
 // flatten compiles n, at base, into ops: structs and small arrays are
@@ -101,6 +157,54 @@ func leaves(n *node) int {
 		return n.n * leaves(n.elem)
 	}
 	return 1
+}
+
+// append runs p over b.
+func (p *plan) append(dst, b []byte) []byte {
+	if p.max < 0 {
+		return appendFlat(dst, p.ops, b)
+	}
+	return p.appendBounded(dst, b)
+}
+
+// appendBounded runs p, which has no opNode, over b: it grows dst once to
+// p.max (plus slack) and then writes by index, without append's checks.
+func (p *plan) appendBounded(dst, b []byte) []byte {
+	l := len(dst)
+	dst = slices.Grow(dst, p.max+slack)
+	out := dst[l : l+p.max+slack]
+	w := 0
+	for i := range p.ops {
+		o := &p.ops[i]
+		if n := len(o.lit); n <= 16 {
+			binary.LittleEndian.PutUint64(out[w:], o.lw[0])
+			binary.LittleEndian.PutUint64(out[w+8:], o.lw[1])
+			w += n
+		} else {
+			w += copy(out[w:], o.lit)
+		}
+		switch o.kind {
+		case opU8:
+			w = putUint(out, w, uint64(b[o.off]))
+		case opU16:
+			w = putUint(out, w, uint64(binary.NativeEndian.Uint16(b[o.off:])))
+		case opU32:
+			w = putUint(out, w, uint64(binary.NativeEndian.Uint32(b[o.off:])))
+		case opU64:
+			w = putUint(out, w, binary.NativeEndian.Uint64(b[o.off:]))
+		case opS8:
+			w = putInt(out, w, int64(int8(b[o.off])))
+		case opS16:
+			w = putInt(out, w, int64(int16(binary.NativeEndian.Uint16(b[o.off:]))))
+		case opS32:
+			w = putInt(out, w, int64(int32(binary.NativeEndian.Uint32(b[o.off:]))))
+		case opS64:
+			w = putInt(out, w, int64(binary.NativeEndian.Uint64(b[o.off:])))
+		case opString:
+			w = putString(out, w, b[o.off:o.off+o.size])
+		}
+	}
+	return dst[:l+w]
 }
 
 // appendFlat runs ops over b.

@@ -13,7 +13,7 @@ func (d *Decoder) AppendJSON(dst, b []byte) ([]byte, error) {
 	if err := d.check(b); err != nil {
 		return dst, err
 	}
-	return appendFlat(dst, d.flat, b), nil
+	return d.flat.append(dst, b), nil
 }
 
 // appendJSON appends n's value at base.
@@ -153,10 +153,68 @@ func appendJSONString(dst []byte, s string) []byte {
 
 const hexDigits = "0123456789abcdef"
 
+// strClass classifies a byte of a C string for putString: 0 is copied as
+// is, strEnd ends the string, strEscape needs appendJSONBody.
+var strClass = func() (t [256]uint8) {
+	for c := range t {
+		switch {
+		case c == 0:
+			t[c] = strEnd
+		case c < 0x20 || c == '"' || c == '\\' || c >= utf8.RuneSelf:
+			t[c] = strEscape
+		}
+	}
+	return t
+}()
+
+const (
+	strEnd = 1 + iota
+	strEscape
+)
+
+// putString writes the C string s (up to its first NUL) as a JSON string
+// at out[w:], which has room for 2+6*len(s) bytes, and returns the index
+// after it. Plain ASCII is copied in the same pass that looks for the NUL
+// and for bytes to escape.
+func putString(out []byte, w int, s []byte) int {
+	o := out[w+1 : w+1+len(s)]
+	out[w] = '"'
+	for j, c := range s {
+		switch strClass[c] {
+		case 0:
+			o[j] = c
+			continue
+		case strEnd:
+			w += 1 + j
+			out[w] = '"'
+			return w + 1
+		}
+		// Something to escape: the rest goes through appendJSONBody,
+		// appending within out's capacity.
+		rest := s[j:]
+		for k, c := range rest {
+			if c == 0 {
+				rest = rest[:k]
+				break
+			}
+		}
+		res := appendJSONBody(out[:w+1+j], rest)
+		res = append(res, '"')
+		return len(res)
+	}
+	w += 1 + len(s)
+	out[w] = '"'
+	return w + 1
+}
+
 // appendJSONBytes appends s as a JSON string: control characters and
 // invalid UTF-8 are escaped (invalid bytes become U+FFFD).
 func appendJSONBytes(dst, s []byte) []byte {
-	dst = append(dst, '"')
+	return append(appendJSONBody(append(dst, '"'), s), '"')
+}
+
+// appendJSONBody appends s escaped for a JSON string, without the quotes.
+func appendJSONBody(dst, s []byte) []byte {
 	start := 0
 	for i := 0; i < len(s); {
 		c := s[i]
@@ -192,6 +250,5 @@ func appendJSONBytes(dst, s []byte) []byte {
 		}
 		i += size
 	}
-	dst = append(dst, s[start:]...)
-	return append(dst, '"')
+	return append(dst, s[start:]...)
 }
