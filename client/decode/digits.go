@@ -1,6 +1,9 @@
 package decode
 
-import "math/bits"
+import (
+	"encoding/binary"
+	"math/bits"
+)
 
 // Integer formatting straight into the output, without strconv's scratch
 // buffer and copy: the JSON plan formats a few integers per record.
@@ -63,27 +66,45 @@ func appendInt(dst []byte, v int64) []byte {
 	return appendUint(dst, uint64(v))
 }
 
+// digitPairs[n] is n's two decimal digits (n < 100) as a little-endian
+// word, stored whole.
+var digitPairs = func() (t [100]uint16) {
+	for n := range t {
+		t[n] = uint16('0'+n/10) | uint16('0'+n%10)<<8
+	}
+	return t
+}()
+
 // putUint writes v in decimal at out[w:], which has room for it, and
-// returns the index after it.
+// returns the index after it. Eight digits at a time in 32-bit arithmetic,
+// two by two as word stores.
 func putUint(out []byte, w int, v uint64) int {
 	if v < 10 {
 		out[w] = byte('0' + v)
 		return w + 1
 	}
 	end := w + decimalDigits(v)
-	o := out[w:end]
-	i := len(o)
-	for v >= 100 {
-		q := v / 100
-		r := (v - q*100) * 2
-		i -= 2
-		o[i], o[i+1] = smallDigits[r], smallDigits[r+1]
+	i := end
+	for v >= 1e8 {
+		q := v / 1e8
+		r := uint32(v - q*1e8)
+		hi, lo := r/1e4, r%1e4
+		i -= 8
+		binary.LittleEndian.PutUint64(out[i:], uint64(digitPairs[hi/100])|uint64(digitPairs[hi%100])<<16|
+			uint64(digitPairs[lo/100])<<32|uint64(digitPairs[lo%100])<<48)
 		v = q
 	}
-	if v >= 10 {
-		o[i-2], o[i-1] = smallDigits[v*2], smallDigits[v*2+1]
+	u := uint32(v)
+	for u >= 100 {
+		q := u / 100
+		i -= 2
+		binary.LittleEndian.PutUint16(out[i:], digitPairs[u-q*100])
+		u = q
+	}
+	if u >= 10 {
+		binary.LittleEndian.PutUint16(out[i-2:], digitPairs[u])
 	} else {
-		o[i-1] = byte('0' + v)
+		out[i-1] = byte('0' + u)
 	}
 	return end
 }

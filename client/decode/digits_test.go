@@ -19,10 +19,18 @@ func TestAppendUint(t *testing.T) {
 		if got, want := string(appendUint([]byte("x"), v)), "x"+strconv.FormatUint(v, 10); got != want {
 			t.Fatalf("appendUint(%d) = %s", v, got)
 		}
+		out := []byte("x#####################y")
+		if end := putUint(out, 1, v); string(out[:end]) != "x"+strconv.FormatUint(v, 10) || out[len(out)-1] != 'y' {
+			t.Fatalf("putUint(%d) = %s", v, out[:end])
+		}
 	}
 	for _, v := range []int64{0, -1, 1, math.MinInt64, math.MaxInt64, -100, -99} {
 		if got, want := string(appendInt(nil, v)), strconv.FormatInt(v, 10); got != want {
 			t.Fatalf("appendInt(%d) = %s", v, got)
+		}
+		out := make([]byte, 20)
+		if end := putInt(out, 0, v); string(out[:end]) != strconv.FormatInt(v, 10) {
+			t.Fatalf("putInt(%d) = %s", v, out[:end])
 		}
 	}
 }
