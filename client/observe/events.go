@@ -141,6 +141,7 @@ func (s *perfSource) close() error { return s.r.Close() }
 type Events struct {
 	ctx     context.Context
 	sources []source
+	ring    *ringSource // the only source, when it is a ring buffer
 	stop    func() bool
 	lost    uint64
 	count   uint64
@@ -210,6 +211,9 @@ func (s *Set) Events(ctx context.Context, names ...string) (_ *Events, err error
 		}
 	}
 	e.stop = context.AfterFunc(ctx, func() { e.closeSources() })
+	if rs, ok := e.sources[0].(*ringSource); ok && len(e.sources) == 1 {
+		e.ring = rs
+	}
 	if len(e.sources) > 1 {
 		e.ch = make(chan item, 1024)
 		for _, src := range e.sources {
@@ -254,6 +258,16 @@ func (e *Events) pump(src source) {
 // It returns ctx's error once ctx is done, and os.ErrClosed after Close.
 // The Event is valid until the next call.
 func (e *Events) Next() (*Event, error) {
+	if rs := e.ring; rs != nil {
+		// One ring buffer, the common case: read in place, no lost
+		// samples to count.
+		if err := rs.r.ReadInto(&rs.rec); err != nil {
+			return nil, e.readErr(err)
+		}
+		e.cur = Event{Map: rs.m, CPU: -1, Raw: rs.rec.RawSample}
+		e.count++
+		return &e.cur, nil
+	}
 	if e.ch == nil {
 		if err := e.sources[0].read(&e.cur); err != nil {
 			return nil, e.readErr(err)
