@@ -27,9 +27,19 @@ const DefaultServer = "http://127.0.0.1:8080"
 type Client struct {
 	base  *url.URL
 	token string
-	http  *http.Client
+	// http sends small calls, bounded by CallTimeout in total; stream
+	// sends uploads, bounded by their progress (see upload).
+	http, stream *http.Client
 	// UserAgent is sent with every request.
 	UserAgent string
+	// IdleTimeout bounds an upload (a request body of 1 MiB or more, or of
+	// unknown size): it fails with *StalledError when no byte was sent or
+	// received for that long, however long the whole transfer takes.
+	// Zero means DefaultIdleTimeout.
+	IdleTimeout time.Duration
+	// AnswerTimeout bounds the server's work on an upload: the time from
+	// its last byte to the answer. Zero means DefaultAnswerTimeout.
+	AnswerTimeout time.Duration
 }
 
 // New returns a client for the server at serverURL (DefaultServer when
@@ -42,7 +52,13 @@ func New(serverURL, token string) (*Client, error) {
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, fmt.Errorf("server URL %q: want http://HOST:PORT or https://HOST", serverURL)
 	}
-	return &Client{base: u, token: token, http: &http.Client{Timeout: 5 * time.Minute}, UserAgent: "bpfarm-client"}, nil
+	return &Client{
+		base:      u,
+		token:     token,
+		http:      &http.Client{Timeout: DefaultCallTimeout},
+		stream:    &http.Client{},
+		UserAgent: "bpfarm-client",
+	}, nil
 }
 
 // Server returns the server's base URL.
@@ -56,7 +72,10 @@ func (c *Client) url(path string, q url.Values) string {
 }
 
 // Do sends a request to path (e.g. "/api/v1/programs") and returns the
-// response for 2xx and 304 answers; other answers become *APIError.
+// response for 2xx and 304 answers; other answers become *APIError. A call
+// is bounded by DefaultCallTimeout in total; an upload (body of 1 MiB or
+// more, or of unknown size) by its progress instead (IdleTimeout,
+// AnswerTimeout).
 func (c *Client) Do(ctx context.Context, method, path string, q url.Values, body io.Reader, contentType string, hdr http.Header) (*http.Response, error) {
 	req, err := http.NewRequestWithContext(ctx, method, c.url(path, q), body)
 	if err != nil {
@@ -72,7 +91,12 @@ func (c *Client) Do(ctx context.Context, method, path string, q url.Values, body
 		req.Header.Set("Authorization", "Bearer "+c.token)
 	}
 	req.Header.Set("User-Agent", c.UserAgent)
-	resp, err := c.http.Do(req)
+	var resp *http.Response
+	if isUpload(body) {
+		resp, err = c.upload(ctx, req)
+	} else {
+		resp, err = c.http.Do(req)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%s %s: %w", method, c.base.Host, unavailable(unwrapURLError(err)))
 	}

@@ -1,0 +1,106 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+)
+
+// slowBody yields n chunks, pausing between them.
+type slowBody struct {
+	n     int
+	pause time.Duration
+}
+
+func (b *slowBody) Read(p []byte) (int, error) {
+	if b.n == 0 {
+		return 0, io.EOF
+	}
+	b.n--
+	time.Sleep(b.pause)
+	return copy(p, strings.Repeat("x", 1024)), nil
+}
+
+func TestUploadBoundedByProgress(t *testing.T) {
+	stall := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/stall-reading":
+			// Read a little, then stop reading the upload.
+			io.ReadFull(r.Body, make([]byte, 1024))
+			select {
+			case <-stall:
+			case <-r.Context().Done():
+			}
+		case "/stall-answering":
+			io.Copy(io.Discard, r.Body)
+			select {
+			case <-stall:
+			case <-r.Context().Done():
+			}
+		default:
+			io.Copy(io.Discard, r.Body)
+			w.Header().Set("Content-Type", "application/json")
+			io.WriteString(w, `{}`)
+		}
+	}))
+	defer srv.Close()
+	// Deferred after srv.Close, so runs before it: Close waits for the
+	// stalled handlers.
+	defer close(stall)
+	c, err := New(srv.URL, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const idle = time.Second
+	c.IdleTimeout, c.AnswerTimeout = idle, idle
+
+	t.Run("slow but steady upload outlives the idle limit", func(t *testing.T) {
+		// 20 chunks, each well within the idle limit: the whole upload
+		// takes several times the limit and must succeed.
+		body := &slowBody{n: 20, pause: idle / 10}
+		resp, err := c.Do(context.Background(), http.MethodPost, "/ok", nil, body, "application/octet-stream", nil)
+		if err != nil {
+			t.Fatalf("steady upload failed: %v", err)
+		}
+		resp.Body.Close()
+	})
+	for _, tc := range []struct{ path, phase string }{
+		{"/stall-reading", "sending"},
+		{"/stall-answering", "waiting for the answer"},
+	} {
+		t.Run(tc.path, func(t *testing.T) {
+			// A 4 MiB upload: more than the socket buffers hold, so a
+			// server that stops reading stalls the sender.
+			body := io.LimitReader(zeroReader{}, 4<<20)
+			if tc.path == "/stall-answering" {
+				body = &slowBody{n: 2}
+			}
+			_, err := c.Do(context.Background(), http.MethodPost, tc.path, nil, body, "application/octet-stream", nil)
+			var se *StalledError
+			if !errors.As(err, &se) {
+				t.Fatalf("got %v, want a StalledError", err)
+			}
+			if se.Phase != tc.phase || !IsTransient(err) {
+				t.Errorf("got %v (phase %q, transient %v), want phase %q, transient", err, se.Phase, IsTransient(err), tc.phase)
+			}
+		})
+	}
+	t.Run("small calls keep the total deadline client", func(t *testing.T) {
+		if isUpload(strings.NewReader("{}")) || !isUpload(&slowBody{}) || isUpload(nil) {
+			t.Error("isUpload: small in-memory bodies are calls, streams are uploads")
+		}
+		if c.http.Timeout != DefaultCallTimeout || c.stream.Timeout != 0 {
+			t.Errorf("timeouts: calls %s, uploads %s", c.http.Timeout, c.stream.Timeout)
+		}
+	})
+}
+
+type zeroReader struct{}
+
+func (zeroReader) Read(p []byte) (int, error) { clear(p); return len(p), nil }
