@@ -8,17 +8,21 @@ WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
-# The server uses cgo (SQLite); the agent must be static.
+# The server uses cgo (SQLite); the agent and the verifier runners (the /init
+# of the qemu VMs that verify artifacts, one per target arch) must be static.
 RUN CGO_ENABLED=1 go build -trimpath -o /out/bpfarm ./cmd/bpfarm \
- && CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o /out/bpfarm-agent ./cmd/bpfarm-agent
+ && CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o /out/bpfarm-agent ./cmd/bpfarm-agent \
+ && CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o /out/bpfarm-verifier ./cmd/bpfarm-verifier \
+ && CGO_ENABLED=0 GOARCH=arm64 go build -trimpath -ldflags='-s -w' -o /out/bpfarm-verifier-arm64 ./cmd/bpfarm-verifier
 
 FROM debian:bookworm-slim AS server
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       clang-19 llvm-19 libbpf-dev bpftool bubblewrap linux-libc-dev linux-libc-dev-arm64-cross \
-      util-linux ca-certificates \
+      util-linux ca-certificates qemu-system-x86 qemu-system-arm \
  && rm -rf /var/lib/apt/lists/*
-COPY --from=build /out/bpfarm /usr/local/bin/bpfarm
+# The server finds the runners next to its own executable.
+COPY --from=build /out/bpfarm /out/bpfarm-verifier /out/bpfarm-verifier-arm64 /usr/local/bin/
 # bubblewrap needs user namespaces: run with --security-opt seccomp=unconfined
 # (or a seccomp profile allowing unshare/clone with namespace flags).
 VOLUME /var/lib/bpfarm

@@ -73,7 +73,8 @@ func TestReferenceNewestARM64(t *testing.T) {
 		return def
 	}
 	push := func(f *farm) result {
-		return f.cli("push", src, "--arch", "arm64", "--wait")
+		// aarch64 is an alias of arm64: the build is for arm64.
+		return f.cli("push", src, "--arch", "aarch64", "--wait")
 	}
 
 	t.Run("old first", func(t *testing.T) {

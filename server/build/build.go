@@ -31,6 +31,7 @@ import (
 	"github.com/bpfarm/bpfarm/bpfsrc"
 	"github.com/bpfarm/bpfarm/bpfsrc/compile"
 	"github.com/bpfarm/bpfarm/bpfsrc/inspect"
+	"github.com/bpfarm/bpfarm/btf/kernel"
 	"github.com/bpfarm/bpfarm/internal/notify"
 	"github.com/bpfarm/bpfarm/server/archive"
 	"github.com/bpfarm/bpfarm/server/blob"
@@ -371,13 +372,17 @@ func (s *Service) Push(ctx context.Context, req PushRequest) (api.PushResult, er
 	if len(req.Arches) == 0 {
 		req.Arches = []string{"x86_64"}
 	}
-	slices.Sort(req.Arches)
-	req.Arches = slices.Compact(req.Arches)
+	// Arch aliases (aarch64, amd64) name the canonical arch.
+	arches := make([]string, 0, len(req.Arches))
 	for _, a := range req.Arches {
-		if !slices.Contains(api.Arches, a) {
+		c, err := kernel.NormalizeArch(a)
+		if err != nil || !slices.Contains(api.Arches, c) {
 			return res, &InputError{fmt.Errorf("arch %q: want one of %s", a, strings.Join(api.Arches, ", "))}
 		}
+		arches = append(arches, c)
 	}
+	slices.Sort(arches)
+	req.Arches = slices.Compact(arches)
 	inputs, err := s.buildInputs(ctx, req)
 	if err != nil {
 		return res, err
