@@ -59,11 +59,13 @@ var codecs = []*codec{
 		name:  "xz",
 		magic: xzMagic,
 		open: func(r io.Reader) (io.ReadCloser, error) {
-			zr, err := xz.ReaderConfig{SingleStream: true}.NewReader(r)
-			if err != nil {
-				return nil, err
-			}
-			return io.NopCloser(zr), nil
+			return openXZ(r, MaxImageSize, func(r io.Reader) (io.ReadCloser, error) {
+				zr, err := xz.ReaderConfig{SingleStream: true}.NewReader(r)
+				if err != nil {
+					return nil, err
+				}
+				return io.NopCloser(zr), nil
+			})
 		},
 	},
 	{
