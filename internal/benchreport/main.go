@@ -164,7 +164,7 @@ var comparisons = []comparison{
 		"cmd/bpfarm:BenchmarkFleet:fanout-ms", "", "info", 0, ""},
 	{"Fleet scale", "fan-out: server CPU time of the push's builds (paid once, whatever the number of kernels; clang runs in child processes)",
 		"cmd/bpfarm:BenchmarkFleet:fanout-cpu-builds-ns", "", "info", 0, ""},
-	{"Fleet scale", "fan-out: server CPU time per additional kernel (BTF read, module BTF unpacked, parse, relocation, minimized BTF, signed manifest, storage)",
+	{"Fleet scale", "fan-out: server CPU time per additional kernel (BTF read and parsed, module BTF only when vmlinux lacks a type (as libbpf), relocation, minimized BTF, signed manifest, storage)",
 		"cmd/bpfarm:BenchmarkFleet:fanout-cpu-ns/kernel", "", "info", 0, ""},
 	{"Fleet scale", "fan-out CPU time per kernel vs compiling per kernel with clang-19 (single-threaded: its wall time is its CPU time)",
 		"cmd/bpfarm:BenchmarkFleet:fanout-cpu-ns/kernel", "btf/core:BenchmarkClangPerKernel", "speedup>=", 1, ""},
