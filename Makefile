@@ -84,6 +84,9 @@ run: deps-run build
 # from the corpus checked in under testdata/fuzz (seeded from real objects;
 # anything the fuzzer finds lands there too and is checked in).
 FUZZTIME ?= 8s
+# The seeds are whole objects (tens of KiB): minimizing each new input for
+# the default 60 s would take the whole budget, so minimize briefly.
+FUZZMIN  ?= 1s
 FUZZ      := ./btf/core:FuzzRelocate ./btf/core:FuzzMinimizedBTF ./bpfsrc/inspect:FuzzInspect \
              ./bpfsrc/elfstrip:FuzzStripDebug
 
@@ -94,7 +97,7 @@ test: deps build
 fuzz:
 	@for t in $(FUZZ); do \
 	  pkg=$${t%%:*}; name=$${t##*:}; echo "fuzz $$name ($$pkg, $(FUZZTIME))"; \
-	  BPFARM_TEST_STRICT=1 $(GO) test -run='^$$' -fuzz="^$$name\$$" -fuzztime=$(FUZZTIME) $$pkg || exit 1; \
+	  BPFARM_TEST_STRICT=1 $(GO) test -run='^$$' -fuzz="^$$name\$$" -fuzztime=$(FUZZTIME) -fuzzminimizetime=$(FUZZMIN) $$pkg || exit 1; \
 	done
 
 test-short:
