@@ -16,34 +16,49 @@ import (
 // artifact, with what makes it not ok (an unsupported program's missing
 // kernel features, poisoned fields, a failure).
 func printCoverage(w io.Writer, revision string, as []api.Artifact) {
-	var mine []api.Artifact
-	for _, a := range as {
-		if a.Revision == revision {
-			mine = append(mine, a)
+	printRevisionTable(w, "kernels:", "KERNEL\tSTATUS\tDETAIL", revision, as,
+		func(a api.Artifact) (string, string) { return a.Revision, a.Kernel },
+		func(tw io.Writer, a api.Artifact) {
+			status := a.Status
+			if a.State != "done" {
+				status = a.State
+			}
+			detail := a.Error
+			if a.Report != nil {
+				detail = strings.TrimSuffix(reportDetail(*a.Report), "; ")
+			}
+			fmt.Fprintf(tw, "  %s\t%s\t%s\n", a.Kernel, orDash(status), orDash(detail))
+		})
+}
+
+// printRevisionTable prints, under title, one indented table of the items
+// of revision sorted by kernel (key gives an item's revision and kernel),
+// each item written by row; nothing when revision has no items. The table
+// goes to w in one write: w may indent each write.
+func printRevisionTable[T any](w io.Writer, title, header, revision string, items []T, key func(T) (rev, kernel string), row func(tw io.Writer, item T)) {
+	var mine []T
+	for _, it := range items {
+		if r, _ := key(it); r == revision {
+			mine = append(mine, it)
 		}
 	}
 	if len(mine) == 0 {
 		return
 	}
-	sort.Slice(mine, func(i, j int) bool { return mine[i].Kernel < mine[j].Kernel })
-	// The table goes to w in one write: w may indent each write.
+	sort.SliceStable(mine, func(i, j int) bool {
+		_, a := key(mine[i])
+		_, b := key(mine[j])
+		return a < b
+	})
 	var buf bytes.Buffer
-	defer func() { w.Write(buf.Bytes()) }()
-	fmt.Fprintln(&buf, "kernels:")
+	fmt.Fprintln(&buf, title)
 	tw := tabwriter.NewWriter(&buf, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "  KERNEL\tSTATUS\tDETAIL")
-	for _, a := range mine {
-		status := a.Status
-		if a.State != "done" {
-			status = a.State
-		}
-		detail := a.Error
-		if a.Report != nil {
-			detail = strings.TrimSuffix(reportDetail(*a.Report), "; ")
-		}
-		fmt.Fprintf(tw, "  %s\t%s\t%s\n", a.Kernel, orDash(status), orDash(detail))
+	fmt.Fprintln(tw, "  "+header)
+	for _, it := range mine {
+		row(tw, it)
 	}
 	tw.Flush()
+	w.Write(buf.Bytes())
 }
 
 // reportDetail names, program by program, what keeps a report from ok.

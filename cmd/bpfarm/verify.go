@@ -3,12 +3,9 @@ package main
 // Verification on real kernels in `bpfarm programs show`.
 
 import (
-	"bytes"
 	"fmt"
 	"io"
-	"sort"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/bpfarm/bpfarm/api"
@@ -17,44 +14,29 @@ import (
 // printVerifications prints a revision's verifications: one line per
 // kernel and program, with the verdict over both load modes.
 func printVerifications(w io.Writer, revision string, vs []api.Verification) {
-	var mine []api.Verification
-	for _, v := range vs {
-		if v.Revision == revision {
-			mine = append(mine, v)
-		}
-	}
-	if len(mine) == 0 {
-		return
-	}
-	sort.Slice(mine, func(i, j int) bool { return mine[i].Kernel < mine[j].Kernel })
-	// The table goes to w in one write: w may indent each write.
-	var buf bytes.Buffer
-	defer func() { w.Write(buf.Bytes()) }()
-	fmt.Fprintln(&buf, "verified on real kernels:")
-	tw := tabwriter.NewWriter(&buf, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "  KERNEL\tPROGRAM\tVERDICT\tINSNS\tLOAD\tBOOT\tDETAIL")
-	for _, v := range mine {
-		boot := "-"
-		if v.BootMS > 0 {
-			boot = (time.Duration(v.BootMS) * time.Millisecond).Round(10*time.Millisecond).String() + " " + v.Accel
-		}
-		if v.State != "done" || len(v.Programs) == 0 {
-			verdict := v.Result
-			if v.State != "done" {
-				verdict = v.State
+	printRevisionTable(w, "verified on real kernels:", "KERNEL\tPROGRAM\tVERDICT\tINSNS\tLOAD\tBOOT\tDETAIL", revision, vs,
+		func(v api.Verification) (string, string) { return v.Revision, v.Kernel },
+		func(tw io.Writer, v api.Verification) {
+			boot := "-"
+			if v.BootMS > 0 {
+				boot = (time.Duration(v.BootMS) * time.Millisecond).Round(10*time.Millisecond).String() + " " + v.Accel
 			}
-			fmt.Fprintf(tw, "  %s\t-\t%s\t-\t-\t%s\t%s\n", v.Kernel, verdict, boot, firstLine(v.Reason))
-			continue
-		}
-		for _, p := range combine(v.Programs) {
-			verdict, detail := "accepted", ""
-			if !p.accepted {
-				verdict, detail = "rejected", p.err
+			if v.State != "done" || len(v.Programs) == 0 {
+				verdict := v.Result
+				if v.State != "done" {
+					verdict = v.State
+				}
+				fmt.Fprintf(tw, "  %s\t-\t%s\t-\t-\t%s\t%s\n", v.Kernel, verdict, boot, firstLine(v.Reason))
+				return
 			}
-			fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%.1fms\t%s\t%s\n", v.Kernel, p.name, verdict, p.insns, p.loadMS, boot, detail)
-		}
-	}
-	tw.Flush()
+			for _, p := range combine(v.Programs) {
+				verdict, detail := "accepted", ""
+				if !p.accepted {
+					verdict, detail = "rejected", p.err
+				}
+				fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%.1fms\t%s\t%s\n", v.Kernel, p.name, verdict, p.insns, p.loadMS, boot, detail)
+			}
+		})
 }
 
 type programVerdict struct {
