@@ -43,7 +43,7 @@ type artifactData struct {
 	ManifestError  string
 	// Verification is the artifact's verification on its booted kernel,
 	// when the server verifies.
-	Verification *verifyRow
+	Verification *api.Verification
 }
 
 var fileLabels = map[string]string{
@@ -103,12 +103,14 @@ func (u *UI) artifactPage(w http.ResponseWriter, r *http.Request) {
 	if u.cfg.Key != nil {
 		d.KeyID = u.cfg.Key.Describe().KeyID
 	}
-	v, err := u.artifactVerification(r.Context(), a.ID)
+	vs, err := u.cfg.DB.Verifications(r.Context(), store.VerificationFilter{ArtifactIDs: []int64{a.ID}})
 	if err != nil {
 		u.fail(w, r, err)
 		return
 	}
-	d.Verification = v
+	if len(vs) > 0 {
+		d.Verification = &vs[0]
+	}
 	m, raw, err := u.readManifest(r, a)
 	if err != nil {
 		// The page still shows what the database knows.

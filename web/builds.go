@@ -58,13 +58,13 @@ func (u *UI) buildPage(w http.ResponseWriter, r *http.Request) {
 			d.Warnings++
 		}
 	}
-	if d.Counts, err = u.buildArtifactCounts(ctx, id); err != nil {
+	if d.Counts, err = u.cfg.DB.BuildTally(ctx, id); err != nil {
 		u.fail(w, r, err)
 		return
 	}
 	if b.Kernel != "" {
 		d.Kernels = 1
-	} else if per, err := u.kernelsPerArch(ctx); err == nil {
+	} else if per, err := u.cfg.DB.KernelsPerArch(ctx); err == nil {
 		d.Kernels = per[b.Arch]
 	}
 	if b.Log != nil {
@@ -129,13 +129,13 @@ func (u *UI) buildEvents(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			return "", false, err
 		}
-		c, err := u.buildArtifactCounts(r.Context(), id)
+		c, err := u.cfg.DB.BuildTally(r.Context(), id)
 		if err != nil {
 			return "", false, err
 		}
 		kernels := 1
 		if b.Kernel == "" {
-			per, err := u.kernelsPerArch(r.Context())
+			per, err := u.cfg.DB.KernelsPerArch(r.Context())
 			if err != nil {
 				return "", false, err
 			}

@@ -69,8 +69,8 @@ func (u *UI) kernelsPage(w http.ResponseWriter, r *http.Request) {
 		}
 		g.Kernels++
 		g.BTF += k.BTFSize
-		g.merge(k.Tally)
-		d.merge(k.Tally)
+		g.Merge(k.Tally)
+		d.Merge(k.Tally)
 		if d.Query == "" || strings.Contains(k.KID, d.Query) || strings.Contains(k.Source, d.Query) {
 			d.Kernels = append(d.Kernels, k)
 		}
@@ -96,12 +96,12 @@ func (u *UI) kernelPage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	d := kernelData{Kernel: k}
-	if d.Programs, err = u.kernelPrograms(ctx, k.ID); err != nil {
+	if d.Programs, err = u.cfg.DB.KernelArtifacts(ctx, k.ID); err != nil {
 		u.fail(w, r, err)
 		return
 	}
 	for _, p := range d.Programs {
-		d.add(p.State, p.Status, 1)
+		d.Add(p.State, p.Status, 1)
 	}
 	if d.Hosts, err = u.cfg.DB.HostsWithKernel(ctx, k.KID); err != nil {
 		u.fail(w, r, err)

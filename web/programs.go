@@ -20,7 +20,7 @@ type programsData struct {
 
 func (u *UI) programsPage(w http.ResponseWriter, r *http.Request) {
 	q := strings.TrimSpace(r.URL.Query().Get("q"))
-	ps, err := u.programOverview(r.Context(), q)
+	ps, err := u.cfg.DB.ProgramOverview(r.Context(), q)
 	if err != nil {
 		u.fail(w, r, err)
 		return
@@ -122,7 +122,7 @@ func (u *UI) programPage(w http.ResponseWriter, r *http.Request) {
 	if len(p.Revisions) > 1 {
 		d.From = p.Revisions[1].Digest
 	}
-	rid, err := u.revisionID(ctx, name, d.Selected.Digest)
+	rid, err := u.cfg.DB.RevisionID(ctx, name, d.Selected.Digest)
 	if err != nil {
 		u.fail(w, r, err)
 		return
@@ -137,7 +137,7 @@ func (u *UI) programPage(w http.ResponseWriter, r *http.Request) {
 	}
 	pg := page{Title: name, Active: "programs", Data: d}
 	if u.cfg.Builds != nil {
-		if n, err := u.revisionPending(ctx, rid); err == nil && n > 0 {
+		if n, err := u.cfg.DB.RevisionPending(ctx, rid, queueingGrace); err == nil && n > 0 {
 			pg.Live, pg.Events = "reload", "/programs/"+pathEscape(name)+"/events?rev="+d.Selected.Digest
 		}
 	}
@@ -190,7 +190,7 @@ func (u *UI) buildMatrix(r *http.Request, rev *api.Revision, rid int64, onlyProb
 	for i, c := range m.Columns {
 		col[c] = i
 	}
-	ks, err := u.kernelsOfArches(ctx, arches)
+	ks, err := u.cfg.DB.KernelsOfArches(ctx, arches)
 	if err != nil {
 		return nil, err
 	}
@@ -219,7 +219,7 @@ func (u *UI) buildMatrix(r *http.Request, rev *api.Revision, rid int64, onlyProb
 			for i := range row.Cells {
 				row.Cells[i].Status = "none"
 			}
-			verdicts := a.Verify.verdicts()
+			verdicts := verdicts(a.Verification)
 			for _, p := range a.Report.Programs {
 				cell := &row.Cells[col[p.Name]]
 				cell.Status, cell.Error, cell.Relocations, cell.Poisoned = p.Status, p.Error, p.Relocations, p.Poisoned
@@ -237,7 +237,7 @@ func (u *UI) buildMatrix(r *http.Request, rev *api.Revision, rid int64, onlyProb
 					cell.Verified = v
 				}
 			}
-			c.add(a.State, a.Status, 1)
+			c.Add(a.State, a.Status, 1)
 		default:
 			row.ArtifactID, row.State, row.Error = a.ID, a.State, a.Error
 			st := a.State
@@ -247,14 +247,14 @@ func (u *UI) buildMatrix(r *http.Request, rev *api.Revision, rid int64, onlyProb
 			for i := range row.Cells {
 				row.Cells[i].Status, row.Cells[i].Error = st, a.Error
 			}
-			c.add(a.State, a.Status, 1)
+			c.Add(a.State, a.Status, 1)
 		}
-		m.merge(c)
+		m.Merge(c)
 		if g == nil || g.Distro != k.Distro || g.Version != k.Version || g.Arch != k.Arch {
 			m.Groups = append(m.Groups, matrixGroup{Distro: k.Distro, Version: k.Version, Arch: k.Arch})
 			g = &m.Groups[len(m.Groups)-1]
 		}
-		g.merge(c)
+		g.Merge(c)
 		if onlyProblems && !row.problem() {
 			continue
 		}
@@ -319,13 +319,13 @@ func isDigit(c byte) bool { return '0' <= c && c <= '9' }
 // are unfinished, and "final" once they are all done: the page reloads.
 func (u *UI) programEvents(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
-	rid, err := u.revisionID(r.Context(), name, r.URL.Query().Get("rev"))
+	rid, err := u.cfg.DB.RevisionID(r.Context(), name, r.URL.Query().Get("rev"))
 	if err != nil {
 		u.fail(w, r, err)
 		return
 	}
 	u.stream(w, r, func() (string, bool, error) {
-		n, err := u.revisionPending(r.Context(), rid)
+		n, err := u.cfg.DB.RevisionPending(r.Context(), rid, queueingGrace)
 		return fmt.Sprintf(`{"pending":%d}`, n), n == 0, err
 	})
 }

@@ -70,9 +70,6 @@ type UI struct {
 	mux    *http.ServeMux
 	pages  map[string]*template.Template
 	static map[string]staticFile
-	// verifications is set when the database has the real-kernel
-	// verification table: the matrix and artifact pages show verdicts.
-	verifications bool
 }
 
 type staticFile struct {
@@ -92,8 +89,7 @@ func New(cfg Config) *UI {
 	if cfg.MaxSessionAge <= 0 {
 		cfg.MaxSessionAge = 7 * 24 * time.Hour
 	}
-	u := &UI{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), static: loadStatic(),
-		verifications: cfg.DB != nil && hasVerifications(context.Background(), cfg.DB.SQL())}
+	u := &UI{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), static: loadStatic()}
 	u.pages = parsePages(u.funcs())
 	u.routes()
 	return u

@@ -95,8 +95,10 @@ func (d *DB) Close() error { return d.db.Close() }
 // Ping checks that the database answers.
 func (d *DB) Ping(ctx context.Context) error { return d.db.PingContext(ctx) }
 
-// SQL exposes the underlying handle for packages that add their own
-// tables through migrations.
+// SQL exposes the underlying handle to tests that seed or damage fixtures
+// in bulk. Everything else asks the store's methods: no code outside
+// package store but tests may call it (TestOnlyStoreSpeaksSQL in package
+// server checks).
 func (d *DB) SQL() *sql.DB { return d.db }
 
 // tx runs fn in a transaction (BEGIN IMMEDIATE, see the DSN).
