@@ -22,7 +22,6 @@ import (
 	"github.com/bpfarm/bpfarm/bpfsrc/compile"
 	"github.com/bpfarm/bpfarm/btf/source"
 	"github.com/bpfarm/bpfarm/server/archive"
-	"github.com/bpfarm/bpfarm/server/auth"
 	"github.com/bpfarm/bpfarm/server/blob"
 	"github.com/bpfarm/bpfarm/server/build"
 	"github.com/bpfarm/bpfarm/server/gc"
@@ -39,9 +38,24 @@ import (
 // Config configures a server. The zero value of every field but Data has
 // a sensible default.
 type Config struct {
-	Addr          string // listen address, default 127.0.0.1:8080
-	Data          string // data directory
-	Workers       int    // concurrent builds; default: number of cores
+	Addr string // listen address, default 127.0.0.1:8080
+	Data string // data directory
+	// Database is the metadata database's URL: sqlite:PATH (the default,
+	// sqlite:DATA/bpfarm.db) or postgres://... (a replica set's).
+	Database string
+	// Role is what this process does: RoleAll (default), RoleAPI or
+	// RoleWorker.
+	Role string
+	// SecretKeyFile names the key file that seals the shared secrets (the
+	// signing key, the first admin token) in the database; required with
+	// PostgreSQL, default DATA/secret.key (created) with SQLite.
+	SecretKeyFile string
+	// BlobDir is the local blob directory when S3 is not configured
+	// (default DATA/blobs); BlobDirShared declares that every replica of a
+	// replica set mounts the same one.
+	BlobDir       string
+	BlobDirShared bool
+	Workers       int // concurrent builds; default: number of cores
 	S3            blob.S3Config
 	AnonymousRead bool
 	// CompileTimeout bounds one compile's wall time (default 60s).
@@ -142,6 +156,15 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.MaxObjectSize <= 0 {
 		cfg.MaxObjectSize = build.DefaultMaxObjectSize
 	}
+	if cfg.Role, err = checkRole(cfg.Role); err != nil {
+		return nil, err
+	}
+	if cfg.BlobDir == "" {
+		cfg.BlobDir = filepath.Join(cfg.Data, "blobs")
+	}
+	if err := checkBlobDir(cfg.Database, cfg.S3.Endpoint != "", cfg.BlobDirShared, cfg.BlobDir); err != nil {
+		return nil, err
+	}
 	log := cfg.Logger
 	if err := os.MkdirAll(cfg.Data, 0o750); err != nil {
 		return nil, fmt.Errorf("data directory: %w", err)
@@ -161,11 +184,11 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 		}
 		log.Info("blob store: S3", "endpoint", cfg.S3.Endpoint, "bucket", cfg.S3.Bucket)
 	} else {
-		if backend, err = blob.NewLocal(filepath.Join(cfg.Data, "blobs")); err != nil {
+		if backend, err = blob.NewLocal(cfg.BlobDir); err != nil {
 			s.DB.Close()
 			return nil, err
 		}
-		log.Info("blob store: local directory", "dir", filepath.Join(cfg.Data, "blobs"))
+		log.Info("blob store: local directory", "dir", cfg.BlobDir, "shared", cfg.BlobDirShared)
 	}
 	name := "local"
 	if cfg.S3.Endpoint != "" {
@@ -173,15 +196,7 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	s.Blobs = blob.WithMetrics(blob.Verifying(backend), s.Registry, name)
 
-	keyCreated := false
-	if s.Key, keyCreated, err = signing.LoadOrCreate(filepath.Join(cfg.Data, "signing.key")); err != nil {
-		s.DB.Close()
-		return nil, err
-	}
-	if keyCreated {
-		log.Info("created signing key", "key_id", signing.KeyID(s.Key.Public()))
-	}
-	if err := s.bootstrapAdmin(ctx); err != nil {
+	if err := s.openSecrets(ctx); err != nil {
 		s.DB.Close()
 		return nil, err
 	}
@@ -193,7 +208,9 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	jobs := filepath.Join(cfg.Data, "jobs")
-	os.RemoveAll(jobs) // leftovers of a crash
+	if runsJobs(cfg.Role) {
+		os.RemoveAll(jobs) // leftovers of a crash (an api process runs no jobs)
+	}
 	if err := os.MkdirAll(jobs, 0o700); err != nil {
 		s.DB.Close()
 		return nil, fmt.Errorf("job directory: %w", err)
@@ -241,7 +258,8 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 		Logger: log, AnonymousRead: cfg.AnonymousRead, TempDir: tmp})
 	s.API = httpapi.New(httpapi.Config{DB: s.DB, Blobs: s.Blobs, Builds: s.Builds, Archive: s.Archive, Key: s.Key,
 		Logger: log, Registry: s.Registry, AnonymousRead: cfg.AnonymousRead, UI: ui, TempDir: tmp,
-		AgentBTFUpload: cfg.AgentBTFUpload, Verify: s.Verify, Quotas: s.Quotas, GC: s.GC.Run})
+		AgentBTFUpload: cfg.AgentBTFUpload, Verify: s.Verify, Quotas: s.Quotas, GC: s.GC.Run,
+		HealthOnly: !servesAPI(cfg.Role)})
 	return s, nil
 }
 
@@ -305,28 +323,6 @@ func (s *Server) importHostKernel(ctx context.Context) {
 	fmt.Fprintf(s.cfg.Out, "imported this host's kernel %s into the archive (--no-host-kernel turns this off)\n", imp.Kernel.KID)
 }
 
-// bootstrapAdmin creates the admin token on first start, writes it to
-// DATA/admin.token (0600) and prints it once.
-func (s *Server) bootstrapAdmin(ctx context.Context) error {
-	has, err := s.DB.HasTokens(ctx)
-	if err != nil || has {
-		return err
-	}
-	secret, err := auth.NewSecret()
-	if err != nil {
-		return err
-	}
-	path := filepath.Join(s.cfg.Data, "admin.token")
-	if err := os.WriteFile(path, []byte(secret+"\n"), 0o600); err != nil {
-		return fmt.Errorf("write admin token: %w", err)
-	}
-	if _, err := s.DB.CreateToken(ctx, "admin", api.RoleAdmin, auth.Hash(secret)); err != nil {
-		return err
-	}
-	fmt.Fprintf(s.cfg.Out, "admin token (shown once, saved to %s): %s\n", path, secret)
-	return nil
-}
-
 // Run serves until ctx is done, then shuts down gracefully.
 func (s *Server) Run(ctx context.Context) error {
 	defer s.DB.Close()
@@ -349,21 +345,27 @@ func (s *Server) Run(ctx context.Context) error {
 	srv.RegisterOnShutdown(s.API.StopLongPolls) // agents' desired-state long polls
 	workCtx, stopWork := context.WithCancel(context.WithoutCancel(ctx))
 	workersDone := make(chan error, 1)
-	go func() { workersDone <- s.Builds.Run(workCtx) }()
 	verifyDone := make(chan error, 1)
-	go func() { verifyDone <- s.Verify.Run(workCtx) }()
 	gcDone := make(chan struct{})
-	go func() {
-		defer close(gcDone)
-		switch iv := s.cfg.GCInterval; {
-		case iv == 0:
-			s.GC.Every(workCtx, 6*time.Hour)
-		case iv > 0:
-			s.GC.Every(workCtx, iv)
-		}
-	}()
+	if runsJobs(s.cfg.Role) {
+		go func() { workersDone <- s.Builds.Run(workCtx) }()
+		go func() { verifyDone <- s.Verify.Run(workCtx) }()
+		go func() {
+			defer close(gcDone)
+			switch iv := s.cfg.GCInterval; {
+			case iv == 0:
+				s.GC.Every(workCtx, 6*time.Hour)
+			case iv > 0:
+				s.GC.Every(workCtx, iv)
+			}
+		}()
+	} else {
+		workersDone <- nil
+		verifyDone <- nil
+		close(gcDone)
+	}
 
-	fmt.Fprintf(s.cfg.Out, "bpfarm serving on http://%s (data %s)\n", ln.Addr(), s.cfg.Data)
+	fmt.Fprintf(s.cfg.Out, "bpfarm serving on http://%s (role %s, data %s)\n", ln.Addr(), s.cfg.Role, s.cfg.Data)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
 	var err error

@@ -43,7 +43,7 @@ func newTestEnv(tb testing.TB, mod func(*Config)) *testEnv {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	key, _, err := signing.LoadOrCreate(filepath.Join(dir, "signing.key"))
+	key, err := signing.Generate()
 	if err != nil {
 		tb.Fatal(err)
 	}

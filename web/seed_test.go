@@ -356,11 +356,10 @@ func Seed(tb testing.TB, db *store.DB, blobs blob.Store, key *signing.Key, opt S
 			manifest.FileMinBTF:    {Name: a.Program + ".min.btf", SHA256: minD, Size: int64(len(minb))},
 			manifest.FileRelocated: {Name: a.Program + ".relocated.bpf.o", SHA256: relD, Size: int64(len(rel))},
 		}, Status: a.Status, Report: *a.Report}
-	if err := m.Sign(key.Private()); err != nil {
+	manD, err := key.SignAndStore(ctx, blobs, m)
+	if err != nil {
 		tb.Fatal(err)
 	}
-	mb, _ := json.MarshalIndent(m, "", "  ")
-	manD := put(mb)
 	if _, err := db.SQL().ExecContext(ctx, `UPDATE artifacts SET minbtf_blob = ?, minbtf_size = ?, relocated_blob = ?,
 		relocated_size = ?, manifest_blob = ? WHERE id = ?`, minD, len(minb), relD, len(rel), manD, out.ArtifactID); err != nil {
 		tb.Fatal(err)

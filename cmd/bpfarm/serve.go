@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"log/slog"
 	"os"
 	"runtime"
@@ -8,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/bpfarm/bpfarm/internal/cli"
 	"github.com/bpfarm/bpfarm/server"
 	"github.com/bpfarm/bpfarm/server/build"
 	"github.com/bpfarm/bpfarm/server/quota"
@@ -46,6 +48,9 @@ BPFARM_S3_ENDPOINT.`,
 			}
 			cfg.HostKernel = !noHostKernel
 			s, err := server.Open(cmd.Context(), cfg)
+			if errors.Is(err, server.ErrConfig) {
+				return cli.Usage(err)
+			}
 			if err != nil {
 				return err
 			}
@@ -55,6 +60,13 @@ BPFARM_S3_ENDPOINT.`,
 	f := cmd.Flags()
 	f.StringVar(&cfg.Addr, "addr", "127.0.0.1:8080", "listen address")
 	f.StringVar(&cfg.Data, "data", "./data", "data directory (database, blobs, keys, farm headers)")
+	f.StringVar(&cfg.Role, "role", server.RoleAll,
+		"what this process does: all; api (HTTP API and UI, no jobs); worker (builds, relocations, verifications, gc; serves only /healthz, /readyz and /metrics)")
+	f.StringVar(&cfg.SecretKeyFile, "secret-key-file", "",
+		"file whose key (32+ bytes, base64 or raw) seals the signing key and first admin token in the database; the same on every replica; required with PostgreSQL (default with SQLite: DATA/secret.key, created)")
+	f.StringVar(&cfg.BlobDir, "blob-dir", "", "local blob directory when S3 is not configured (default DATA/blobs)")
+	f.BoolVar(&cfg.BlobDirShared, "blob-dir-shared", false,
+		"declare --blob-dir shared by every replica (one network file system); a PostgreSQL replica set refuses a local directory otherwise")
 	f.IntVar(&cfg.Workers, "workers", runtime.NumCPU(), "concurrent builds")
 	f.StringVar(&cfg.S3.Endpoint, "s3-endpoint", "", "S3 endpoint HOST:PORT (enables S3 blob storage)")
 	f.StringVar(&cfg.S3.Bucket, "s3-bucket", "", "S3 bucket")

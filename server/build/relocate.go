@@ -2,7 +2,6 @@ package build
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -157,18 +156,11 @@ func (r *relocator) artifact(ctx context.Context, job *store.ArtifactJob) (store
 		Status: out.Status,
 		Report: report,
 	}
-	if err := m.Sign(r.s.key.Private()); err != nil {
-		return out, err
-	}
-	mb, err := json.MarshalIndent(m, "", "  ")
+	md, err := r.s.key.SignAndStore(ctx, r.s.blobs, m)
 	if err != nil {
 		return out, err
 	}
-	md, err := blob.PutBytes(ctx, r.s.blobs, append(mb, '\n'))
-	if err != nil {
-		return out, fmt.Errorf("store manifest: %w", err)
-	}
-	out.ManifestBlob = md.String()
+	out.ManifestBlob = md
 	return out, nil
 }
 

@@ -19,6 +19,7 @@ import (
 
 	"github.com/bpfarm/bpfarm/api"
 	"github.com/bpfarm/bpfarm/server/blob"
+	"github.com/bpfarm/bpfarm/server/lease"
 	"github.com/bpfarm/bpfarm/server/quota"
 	"github.com/bpfarm/bpfarm/server/store"
 )
@@ -58,9 +59,25 @@ func (c *Collector) hook(step string) error {
 }
 
 // Run collects garbage, or with dryRun only counts what it would delete.
+// A collection runs in one process at a time among those sharing the
+// database: while another holds the lease "gc", Run fails with
+// lease.ErrHeld (dry runs, which delete nothing, need no lease).
 func (c *Collector) Run(ctx context.Context, dryRun bool) (api.GCReport, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if dryRun {
+		return c.run(ctx, true)
+	}
+	var rep api.GCReport
+	err := lease.Do(ctx, c.DB, "gc", lease.DefaultTTL, func(ctx context.Context) error {
+		var err error
+		rep, err = c.run(ctx, false)
+		return err
+	})
+	return rep, err
+}
+
+func (c *Collector) run(ctx context.Context, dryRun bool) (api.GCReport, error) {
 	rep := api.GCReport{DryRun: dryRun}
 	log := c.Log
 	if log == nil {
@@ -140,23 +157,21 @@ func (c *Collector) Run(ctx context.Context, dryRun bool) (api.GCReport, error) 
 	return rep, nil
 }
 
-// Every runs a collection every interval until ctx is done, logging
+// Every runs a collection about once per interval across every process
+// sharing the database (see lease.Every), until ctx is done, logging
 // failures.
 func (c *Collector) Every(ctx context.Context, interval time.Duration) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		if _, err := c.Run(ctx, false); err != nil && !errors.Is(err, context.Canceled) {
-			log := c.Log
-			if log == nil {
-				log = slog.Default()
-			}
+	log := c.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	lease.Every(ctx, c.DB, log, "gc", interval, func(ctx context.Context) {
+		_, err := c.Run(ctx, false)
+		switch {
+		case errors.Is(err, lease.ErrHeld):
+			log.Info("periodic gc skipped: a collection runs in another process")
+		case err != nil && !errors.Is(err, context.Canceled):
 			log.Error("periodic gc", "err", err)
 		}
-	}
+	})
 }

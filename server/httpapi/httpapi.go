@@ -59,6 +59,9 @@ type Config struct {
 	// Quotas reports and enforces per-token limits (nil: the defaults,
 	// not enforced).
 	Quotas *quota.Service
+	// HealthOnly serves only /healthz, /readyz and /metrics (a worker
+	// process, `bpfarm serve --role worker`).
+	HealthOnly bool
 	// GC runs a garbage collection (POST /gc); nil answers 503.
 	GC func(ctx context.Context, dryRun bool) (api.GCReport, error)
 }
@@ -110,6 +113,15 @@ func (s *Server) routes() chi.Router {
 	r.Get("/readyz", s.readyz)
 	if s.cfg.Registry != nil {
 		r.Method(http.MethodGet, "/metrics", promhttp.HandlerFor(s.cfg.Registry, promhttp.HandlerOpts{}))
+	}
+	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
+		s.error(w, r, http.StatusNotFound, fmt.Errorf("no route for %s %s", r.Method, r.URL.Path))
+	})
+	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
+		s.error(w, r, http.StatusMethodNotAllowed, fmt.Errorf("method %s not allowed on %s", r.Method, r.URL.Path))
+	})
+	if s.cfg.HealthOnly {
+		return r
 	}
 	r.Route("/api/v1", func(r chi.Router) {
 		r.Get("/openapi.json", s.openapi)
@@ -169,12 +181,6 @@ func (s *Server) routes() chi.Router {
 		r.With(s.require(api.RoleAdmin)).Put("/tokens/{name}/quota", s.putQuota)
 		r.With(s.require(api.RoleReader)).Get("/quota", s.ownQuota)
 		r.With(s.require(api.RoleAdmin)).Post("/gc", s.gc)
-	})
-	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
-		s.error(w, r, http.StatusNotFound, fmt.Errorf("no route for %s %s", r.Method, r.URL.Path))
-	})
-	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
-		s.error(w, r, http.StatusMethodNotAllowed, fmt.Errorf("method %s not allowed on %s", r.Method, r.URL.Path))
 	})
 	if s.cfg.UI != nil {
 		r.Mount("/", s.cfg.UI)

@@ -3,6 +3,7 @@ package httpapi
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/bpfarm/bpfarm/api"
 	"github.com/bpfarm/bpfarm/server/auth"
+	"github.com/bpfarm/bpfarm/server/lease"
 	"github.com/bpfarm/bpfarm/server/store"
 )
 
@@ -173,6 +175,10 @@ func (s *Server) gc(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rep, err := s.cfg.GC(r.Context(), dry)
+	if errors.Is(err, lease.ErrHeld) {
+		s.error(w, r, http.StatusConflict, errors.New("garbage collection is running in another server process; try again when it is done"))
+		return
+	}
 	if err != nil {
 		s.fail(w, r, err)
 		return

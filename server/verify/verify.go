@@ -15,7 +15,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -376,18 +375,7 @@ func (s *Service) resign(ctx context.Context, digest string, verdicts map[string
 	for name, v := range verdicts {
 		m.Verified[name] = manifest.Verification{Accepted: v.Accepted, Instructions: v.Instructions, Error: v.Error}
 	}
-	if err := m.Sign(s.cfg.Key.Private()); err != nil {
-		return "", err
-	}
-	b, err := json.MarshalIndent(m, "", "  ")
-	if err != nil {
-		return "", err
-	}
-	nd, err := blob.PutBytes(ctx, s.cfg.Blobs, append(b, '\n'))
-	if err != nil {
-		return "", err
-	}
-	return nd.String(), nil
+	return s.cfg.Key.SignAndStore(ctx, s.cfg.Blobs, m)
 }
 
 // image returns the path of the kernel image blob digest, written once

@@ -1,0 +1,257 @@
+package server
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/pem"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/bpfarm/bpfarm/api"
+	"github.com/bpfarm/bpfarm/client"
+	"github.com/bpfarm/bpfarm/internal/testenv"
+	"github.com/bpfarm/bpfarm/server/auth"
+	"github.com/bpfarm/bpfarm/server/store"
+)
+
+// runServer opens and runs a real server with cfg (on a loopback port),
+// waits until it is ready and returns its base URL and a stop function
+// (also run at cleanup) that returns Run's error.
+func runServer(tb testing.TB, cfg Config) (string, func() error) {
+	tb.Helper()
+	if _, err := os.Stat("/usr/bin/clang-19"); err != nil {
+		testenv.Require(tb, "clang-19", "the server compiles with clang-19 (make deps installs it)")
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	cfg.Listener = ln
+	if cfg.Out == nil {
+		cfg.Out = io.Discard
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if cfg.Workers == 0 {
+		cfg.Workers = 1
+	}
+	cfg.Verify.VMs = -1
+	ctx, cancel := context.WithCancel(context.Background())
+	s, err := Open(ctx, cfg)
+	if err != nil {
+		cancel()
+		ln.Close()
+		tb.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	var stopped bool
+	var runErr error
+	stop := func() error {
+		if !stopped {
+			stopped = true
+			cancel()
+			runErr = <-done
+		}
+		return runErr
+	}
+	tb.Cleanup(func() {
+		if err := stop(); err != nil {
+			tb.Errorf("server: %v", err)
+		}
+	})
+	url := "http://" + ln.Addr().String()
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		resp, err := http.Get(url + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return url, stop
+			}
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("server not ready: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func adminClient(tb testing.TB, url, data string) *client.Client {
+	tb.Helper()
+	tok, err := os.ReadFile(filepath.Join(data, "admin.token"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	c, err := client.New(url, strings.TrimSpace(string(tok)))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return c
+}
+
+func get(tb testing.TB, url string) (int, string) {
+	tb.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// TestRoles: an api process queues builds and runs none; a worker process
+// on the same data serves only health and metrics, and runs them.
+func TestRoles(t *testing.T) {
+	data := t.TempDir()
+	ctx := context.Background()
+
+	apiURL, stopAPI := runServer(t, Config{Data: data, Role: RoleAPI})
+	c := adminClient(t, apiURL, data)
+	res := pushExample(t, c, "execsnoop")
+	if len(res.Builds) != 1 || res.Builds[0].State != api.StateQueued {
+		t.Fatalf("push on the api process: %+v", res)
+	}
+	// Held for 2 s: an api process starts no build.
+	b, err := c.Build(ctx, res.Builds[0].ID, 2*time.Second)
+	if err != nil || b.State != api.StateQueued {
+		t.Fatalf("build on an api process: %+v %v", b, err)
+	}
+	if err := stopAPI(); err != nil {
+		t.Fatal(err)
+	}
+
+	workerURL, _ := runServer(t, Config{Data: data, Role: RoleWorker})
+	for _, p := range []string{"/healthz", "/readyz", "/metrics"} {
+		if code, _ := get(t, workerURL+p); code != http.StatusOK {
+			t.Errorf("worker %s: %d", p, code)
+		}
+	}
+	for _, p := range []string{"/api/v1/programs", "/api/v1/signing-key", "/"} {
+		if code, body := get(t, workerURL+p); code != http.StatusNotFound || !strings.Contains(body, `"error"`) {
+			t.Errorf("worker %s: %d %s", p, code, body)
+		}
+	}
+	// The worker builds what the api process queued. Read it through an
+	// api process again (the worker answers no API).
+	apiURL, _ = runServer(t, Config{Data: data, Role: RoleAPI})
+	c = adminClient(t, apiURL, data)
+	b, err = c.WaitBuild(ctx, res.Builds[0].ID, nil)
+	if err != nil || b.State != api.StateSucceeded {
+		t.Fatalf("build run by the worker: %+v %v", b, err)
+	}
+}
+
+func TestRoleInvalid(t *testing.T) {
+	_, err := Open(context.Background(), Config{Data: t.TempDir(), Role: "scheduler", Out: io.Discard})
+	if !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), `--role "scheduler"`) {
+		t.Fatalf("Open with role scheduler: %v", err)
+	}
+}
+
+// Every replica of a set reads the signing key and admin token the first
+// one stored; a replica with another secret key file is refused.
+func TestSharedSecrets(t *testing.T) {
+	ctx := context.Background()
+	data := t.TempDir()
+	keyFile := filepath.Join(t.TempDir(), "secret.key")
+	if err := os.WriteFile(keyFile, []byte("MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	url, stop := runServer(t, Config{Data: data, SecretKeyFile: keyFile, Role: RoleAPI})
+	c := adminClient(t, url, data)
+	k1, err := c.SigningKey(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	// The key is no file in the data directory: it is in the database.
+	for _, f := range []string{"signing.key", "secret.key"} {
+		if _, err := os.Stat(filepath.Join(data, f)); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s in the data directory: %v", f, err)
+		}
+	}
+	// Another replica without the admin token file gets it from the database.
+	if err := os.Remove(filepath.Join(data, "admin.token")); err != nil {
+		t.Fatal(err)
+	}
+	url, stop = runServer(t, Config{Data: data, SecretKeyFile: keyFile, Role: RoleAPI})
+	c = adminClient(t, url, data)
+	if w, err := c.Whoami(ctx); err != nil || w.Role != api.RoleAdmin {
+		t.Fatalf("admin token read back from the database: %+v %v", w, err)
+	}
+	k2, err := c.SigningKey(ctx)
+	if err != nil || k2.PublicKey != k1.PublicKey {
+		t.Fatalf("second replica's key %+v, first %+v (%v)", k2, k1, err)
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	other := filepath.Join(t.TempDir(), "other.key")
+	if err := os.WriteFile(other, []byte(strings.Repeat("x", 40)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Open(ctx, Config{Data: data, SecretKeyFile: other, Out: io.Discard,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err == nil || !strings.Contains(err.Error(), "same --secret-key-file") {
+		t.Fatalf("replica with another secret key: %v", err)
+	}
+}
+
+// An existing data directory — what an older bpfarm left: signing.key and
+// admin.token files, the admin token in the database, no secrets there —
+// keeps its key (agents go on verifying old manifests) and its token.
+func TestLegacyDataDirectory(t *testing.T) {
+	ctx := context.Background()
+	data := t.TempDir()
+	pub, priv, err := ed25519.GenerateKey(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, _ := x509.MarshalPKCS8PrivateKey(priv)
+	if err := os.WriteFile(filepath.Join(data, "signing.key"), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	db, err := store.Open(ctx, filepath.Join(data, "bpfarm.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret, _ := auth.NewSecret()
+	if _, err := db.CreateToken(ctx, "admin", api.RoleAdmin, auth.Hash(secret)); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	if err := os.WriteFile(filepath.Join(data, "admin.token"), []byte(secret+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	url, _ := runServer(t, Config{Data: data, Role: RoleAPI})
+	c := adminClient(t, url, data)
+	k, err := c.SigningKey(ctx)
+	if err != nil || k.PublicKey != base64.StdEncoding.EncodeToString(pub) {
+		t.Fatalf("carried-over key %+v (%v)", k, err)
+	}
+	if now, _ := os.ReadFile(filepath.Join(data, "admin.token")); string(now) != secret+"\n" {
+		t.Fatalf("admin token file changed: %q", now)
+	}
+	if w, err := c.Whoami(ctx); err != nil || w.Role != api.RoleAdmin {
+		t.Fatalf("old admin token: %+v %v", w, err)
+	}
+	ts, err := c.Tokens(ctx)
+	if err != nil || len(ts) != 1 {
+		t.Fatalf("tokens: %+v %v", ts, err)
+	}
+}
