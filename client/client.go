@@ -25,8 +25,8 @@ const DefaultServer = "http://127.0.0.1:8080"
 
 // Client is a bpfarm API client. The zero value is not usable: use New.
 type Client struct {
-	base  *url.URL
-	token string
+	servers *servers
+	token   string
 	// http sends small calls, bounded by CallTimeout in total; stream
 	// sends uploads, bounded by their progress (see upload).
 	http, stream *http.Client
@@ -43,17 +43,17 @@ type Client struct {
 }
 
 // New returns a client for the server at serverURL (DefaultServer when
-// empty), authenticating with token (none when empty).
+// empty), authenticating with token (none when empty). serverURL may list
+// several servers, comma separated — replicas of one farm: the client
+// sticks to the one that answers, and fails over to the next when it
+// cannot be reached or answers 5xx (see Do).
 func New(serverURL, token string) (*Client, error) {
-	if serverURL == "" {
-		serverURL = DefaultServer
-	}
-	u, err := url.Parse(strings.TrimRight(serverURL, "/"))
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("server URL %q: want http://HOST:PORT or https://HOST", serverURL)
+	s, err := parseServers(serverURL)
+	if err != nil {
+		return nil, err
 	}
 	return &Client{
-		base:      u,
+		servers:   s,
 		token:     token,
 		http:      &http.Client{Timeout: DefaultCallTimeout},
 		stream:    &http.Client{},
@@ -61,11 +61,20 @@ func New(serverURL, token string) (*Client, error) {
 	}, nil
 }
 
-// Server returns the server's base URL.
-func (c *Client) Server() string { return c.base.String() }
+// Server returns the base URL of the server in use.
+func (c *Client) Server() string { return c.servers.current().base.String() }
 
-func (c *Client) url(path string, q url.Values) string {
-	u := *c.base
+// Servers returns every server's base URL, in the order given.
+func (c *Client) Servers() []string {
+	out := make([]string, len(c.servers.list))
+	for i, r := range c.servers.list {
+		out[i] = r.base.String()
+	}
+	return out
+}
+
+func (r *replica) url(path string, q url.Values) string {
+	u := *r.base
 	u.Path = strings.TrimRight(u.Path, "/") + path
 	u.RawQuery = q.Encode()
 	return u.String()
@@ -76,8 +85,51 @@ func (c *Client) url(path string, q url.Values) string {
 // is bounded by DefaultCallTimeout in total; an upload (body of 1 MiB or
 // more, or of unknown size) by its progress instead (IdleTimeout,
 // AnswerTimeout).
+//
+// With several servers, a call that gets no answer, or a 5xx, is sent to
+// the next server (one whose body can be sent again: nil, a buffer, a
+// seekable reader, or one the failed attempt did not read), each server at
+// most once; a server that failed is kept behind the others for a backoff
+// (FailoverBackoffMin doubling up to FailoverBackoffMax). The error of a
+// call no server answered lists every attempt's and matches each of them.
 func (c *Client) Do(ctx context.Context, method, path string, q url.Values, body io.Reader, contentType string, hdr http.Header) (*http.Response, error) {
-	req, err := http.NewRequestWithContext(ctx, method, c.url(path, q), body)
+	upload := isUpload(body)
+	rw, body := newRewindable(body)
+	var (
+		errs  []error
+		hosts []string
+	)
+	for i, r := range c.servers.order() {
+		if i > 0 {
+			var ok bool
+			if body, ok = rw.rewind(); !ok {
+				break
+			}
+		}
+		resp, err := c.do(ctx, r, method, path, q, body, upload, contentType, hdr)
+		if err == nil {
+			c.servers.ok(r)
+			return resp, nil
+		}
+		if ctx.Err() != nil || !shouldFailover(err) {
+			if !shouldFailover(err) {
+				c.servers.ok(r) // it answered
+			}
+			return nil, err
+		}
+		c.servers.failed(r)
+		errs = append(errs, err)
+		hosts = append(hosts, r.base.Host)
+	}
+	if len(errs) == 1 {
+		return nil, errs[0]
+	}
+	return nil, &failoverError{errs: errs, hosts: hosts}
+}
+
+// do sends one request to server r.
+func (c *Client) do(ctx context.Context, r *replica, method, path string, q url.Values, body io.Reader, upload bool, contentType string, hdr http.Header) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, method, r.url(path, q), body)
 	if err != nil {
 		return nil, err
 	}
@@ -92,13 +144,13 @@ func (c *Client) Do(ctx context.Context, method, path string, q url.Values, body
 	}
 	req.Header.Set("User-Agent", c.UserAgent)
 	var resp *http.Response
-	if isUpload(body) {
+	if upload {
 		resp, err = c.upload(ctx, req)
 	} else {
 		resp, err = c.http.Do(req)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("%s %s: %w", method, c.base.Host, unavailable(unwrapURLError(err)))
+		return nil, fmt.Errorf("%s %s: %w", method, r.base.Host, unavailable(unwrapURLError(err)))
 	}
 	if resp.StatusCode/100 == 2 || resp.StatusCode == http.StatusNotModified {
 		return resp, nil

@@ -255,3 +255,30 @@ func TestLegacyDataDirectory(t *testing.T) {
 		t.Fatalf("tokens: %+v %v", ts, err)
 	}
 }
+
+// TestClientFailover: a client given two real servers of one farm goes on
+// through the second when the first stops.
+func TestClientFailover(t *testing.T) {
+	ctx := context.Background()
+	data := t.TempDir()
+	urlB, _ := runServer(t, Config{Data: data, Role: RoleAll})
+	urlA, stopA := runServer(t, Config{Data: data, Role: RoleAPI})
+	c := adminClient(t, urlA+","+urlB, data)
+	res := pushExample(t, c, "execsnoop")
+	if c.Server() != urlA {
+		t.Fatalf("push answered by %s, want %s (the first)", c.Server(), urlA)
+	}
+	if err := stopA(); err != nil {
+		t.Fatal(err)
+	}
+	b, err := c.WaitBuild(ctx, res.Builds[0].ID, nil)
+	if err != nil || b.State != api.StateSucceeded {
+		t.Fatalf("build through the second server: %+v %v", b, err)
+	}
+	if c.Server() != urlB {
+		t.Fatalf("in use: %s, want %s", c.Server(), urlB)
+	}
+	if w, err := c.Whoami(ctx); err != nil || w.Role != api.RoleAdmin {
+		t.Fatalf("whoami: %+v %v", w, err)
+	}
+}

@@ -27,7 +27,7 @@ const (
 // Config configures the agent daemon. It is read from a YAML file (JSON,
 // a subset of YAML, works as well):
 //
-//	server: https://bpfarm.example.com
+//	server: https://bpfarm.example.com    # or servers: [https://a.example, https://b.example]
 //	token_file: /etc/bpfarm-agent/token   # or token: ...; the host's token (bpfarm hosts enroll NAME)
 //	public_key: /etc/bpfarm-agent/signing-key.pem
 //	name: web-1                           # default: the host name
@@ -37,8 +37,13 @@ const (
 //	upload_btf: true
 //	poll: {wait: 30s, heartbeat: 1m, backoff_min: 1s, backoff_max: 1m}
 type Config struct {
-	// Server is the bpfarm server's URL.
+	// Server is the bpfarm server's URL (several, comma separated, are
+	// replicas of one farm, as Servers).
 	Server string `yaml:"server"`
+	// Servers lists the URLs of a farm's replicas instead: the agent
+	// sticks to one that answers and fails over to the next when it
+	// cannot be reached or answers 5xx.
+	Servers []string `yaml:"servers"`
 	// Token is the host's token (bpfarm hosts enroll NAME); TokenFile names a
 	// file holding it instead.
 	Token     string `yaml:"token"`
@@ -121,6 +126,12 @@ func ParseConfig(b []byte) (Config, error) {
 
 // withDefaults fills in the defaults and checks the config.
 func (c Config) withDefaults() (Config, error) {
+	if c.Server != "" && len(c.Servers) > 0 {
+		return c, errors.New("agent config: server and servers both given: list every URL under servers")
+	}
+	if len(c.Servers) > 0 {
+		c.Server, c.Servers = strings.Join(c.Servers, ","), nil
+	}
 	if c.Server == "" {
 		return c, errors.New("agent config: no server URL")
 	}

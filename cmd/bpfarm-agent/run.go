@@ -36,7 +36,7 @@ exits and the programs stay loaded, attached and pinned.
 
 The config file is YAML (or JSON):
 
-  server: https://bpfarm.example.com
+  server: https://bpfarm.example.com     # or servers: [https://a.example, https://b.example] (replicas: fail over)
   token_file: /etc/bpfarm-agent/token     # the host's token: bpfarm hosts enroll NAME
   public_key: /etc/bpfarm-agent/signing-key.pem
   name: web-1                             # default: the host name
@@ -73,7 +73,7 @@ apply when the file gives none.`,
 			}
 			// The global flags (or BPFARM_SERVER, BPFARM_TOKEN) fill in what
 			// the file leaves out.
-			if f := cmd.Flags().Lookup("server"); f != nil && cfg.Server == "" {
+			if f := cmd.Flags().Lookup("server"); f != nil && cfg.Server == "" && len(cfg.Servers) == 0 {
 				cfg.Server = f.Value.String()
 			}
 			if f := cmd.Flags().Lookup("token"); f != nil && cfg.Token == "" && cfg.TokenFile == "" {

@@ -79,7 +79,7 @@ func newRoot() *cobra.Command {
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return cli.Usage(err) })
 	pf := root.PersistentFlags()
-	pf.StringVar(&g.server, "server", client.DefaultServer, "server URL (env BPFARM_SERVER)")
+	pf.StringVar(&g.server, "server", client.DefaultServer, "server URL; several, comma separated, are replicas failed over between (env BPFARM_SERVER)")
 	pf.StringVar(&g.token, "token", "", "API token (env BPFARM_TOKEN)")
 	pf.StringVar(&g.tokenFile, "token-file", "", "file holding the API token (env BPFARM_TOKEN_FILE); default: ./data/admin.token when present and no token is given")
 	pf.BoolVar(&g.json, "json", false, "machine-readable JSON output")
