@@ -216,6 +216,9 @@ func compile(typ btf.Type, depth int) (*node, error) {
 				return nil, err
 			}
 			f.off = int(vs.Offset)
+			if f.off+f.size > n.size {
+				return nil, fmt.Errorf("variable %s: %d bytes at offset %d, outside the %d bytes of its section", v.Name, f.size, f.off, n.size)
+			}
 			f.name = v.Name
 			f.jsonKey = appendKey(nil, v.Name)
 			n.fields = append(n.fields, f)
@@ -247,6 +250,9 @@ func compileMembers(members []btf.Member, size, depth int) (*node, error) {
 			f.bitOff = int(m.Offset % 8)
 			f.bits = int(m.BitfieldSize)
 			f.size = (f.bitOff + f.bits + 7) / 8
+		}
+		if f.off+f.size > size {
+			return nil, fmt.Errorf("member %s: %d bytes at offset %d, outside the %d bytes of its type", m.Name, f.size, f.off, size)
 		}
 		name := m.Name
 		if name == "" {

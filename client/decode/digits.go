@@ -1,9 +1,6 @@
 package decode
 
-import (
-	"encoding/binary"
-	"math/bits"
-)
+import "math/bits"
 
 // Integer formatting straight into the output, without strconv's scratch
 // buffer and copy: the JSON plan formats a few integers per record.
@@ -66,55 +63,21 @@ func appendInt(dst []byte, v int64) []byte {
 	return appendUint(dst, uint64(v))
 }
 
-// digitPairs[n] is n's two decimal digits (n < 100) as a little-endian
-// word, stored whole.
-var digitPairs = func() (t [100]uint16) {
-	for n := range t {
-		t[n] = uint16('0'+n/10) | uint16('0'+n%10)<<8
-	}
-	return t
-}()
-
-// putUint writes v in decimal at out[w:], which has room for it, and
-// returns the index after it. Eight digits at a time in 32-bit arithmetic,
-// two by two as word stores.
-func putUint(out []byte, w int, v uint64) int {
-	if v < 10 {
-		out[w] = byte('0' + v)
-		return w + 1
-	}
-	end := w + decimalDigits(v)
-	i := end
-	for v >= 1e8 {
-		q := v / 1e8
-		r := uint32(v - q*1e8)
-		hi, lo := r/1e4, r%1e4
-		i -= 8
-		binary.LittleEndian.PutUint64(out[i:], uint64(digitPairs[hi/100])|uint64(digitPairs[hi%100])<<16|
-			uint64(digitPairs[lo/100])<<32|uint64(digitPairs[lo%100])<<48)
-		v = q
-	}
-	u := uint32(v)
-	for u >= 100 {
-		q := u / 100
-		i -= 2
-		binary.LittleEndian.PutUint16(out[i:], digitPairs[u-q*100])
-		u = q
-	}
-	if u >= 10 {
-		binary.LittleEndian.PutUint16(out[i-2:], digitPairs[u])
-	} else {
-		out[i-1] = byte('0' + u)
-	}
-	return end
+// digits8 returns v (< 1e8) as eight decimal digits, leading zeros
+// included, one a byte (values 0 to 9), the most significant in the
+// lowest byte: all eight at once in a 64-bit word (SWAR), with
+// multiplications by reciprocals instead of divisions.
+func digits8(v uint32) uint64 {
+	// Two lanes of 32 bits: the high four digits and the low four.
+	x := uint64(v/10000) | uint64(v%10000)<<32
+	// Each lane by 100 (x*10486>>20 is x/100 for x < 43700): four lanes
+	// of 16 bits, two digits each.
+	hi := (x * 10486 >> 20) & (0x7f<<32 | 0x7f)
+	x = (x-100*hi)<<16 | hi
+	// Each 16-bit lane by 10 (x*103>>10 is x/10 for x < 179).
+	hi = (x * 103 >> 10) & (0xf<<48 | 0xf<<32 | 0xf<<16 | 0xf)
+	return (x-10*hi)<<8 | hi
 }
 
-// putInt writes v in decimal at out[w:], which has room for it, and
-// returns the index after it.
-func putInt(out []byte, w int, v int64) int {
-	if v < 0 {
-		out[w] = '-'
-		return putUint(out, w+1, uint64(-v))
-	}
-	return putUint(out, w, uint64(v))
-}
+// ascii8 is '0' in each byte.
+const ascii8 = 0x3030303030303030

@@ -1,6 +1,7 @@
 package decode
 
 import (
+	"encoding/binary"
 	"math"
 	"math/rand/v2"
 	"strconv"
@@ -19,18 +20,29 @@ func TestAppendUint(t *testing.T) {
 		if got, want := string(appendUint([]byte("x"), v)), "x"+strconv.FormatUint(v, 10); got != want {
 			t.Fatalf("appendUint(%d) = %s", v, got)
 		}
-		out := []byte("x#####################y")
-		if end := putUint(out, 1, v); string(out[:end]) != "x"+strconv.FormatUint(v, 10) || out[len(out)-1] != 'y' {
-			t.Fatalf("putUint(%d) = %s", v, out[:end])
-		}
 	}
 	for _, v := range []int64{0, -1, 1, math.MinInt64, math.MaxInt64, -100, -99} {
 		if got, want := string(appendInt(nil, v)), strconv.FormatInt(v, 10); got != want {
 			t.Fatalf("appendInt(%d) = %s", v, got)
 		}
-		out := make([]byte, 20)
-		if end := putInt(out, 0, v); string(out[:end]) != strconv.FormatInt(v, 10) {
-			t.Fatalf("putInt(%d) = %s", v, out[:end])
+	}
+}
+
+// TestDigits8 checks the eight-digit SWAR conversion against strconv at
+// every decimal length's bounds and at random.
+func TestDigits8(t *testing.T) {
+	vals := []uint32{0, 99999999}
+	for p := uint32(1); p < 1e8; p *= 10 {
+		vals = append(vals, p-1, p, p+1, 2*p, 9*p, 10*p-1)
+	}
+	for range 100000 {
+		vals = append(vals, rand.Uint32N(1e8))
+	}
+	for _, v := range vals {
+		var b [8]byte
+		binary.LittleEndian.PutUint64(b[:], digits8(v)+ascii8)
+		if want := strconv.FormatUint(uint64(v)+1e8, 10)[1:]; string(b[:]) != want {
+			t.Fatalf("digits8(%d) = %q, want %q", v, b, want)
 		}
 	}
 }

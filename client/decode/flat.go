@@ -1,9 +1,6 @@
 package decode
 
-import (
-	"encoding/binary"
-	"slices"
-)
+import "encoding/binary"
 
 // maxUnrolled bounds how many leaf values of an array the flat JSON plan
 // unrolls; larger arrays (and histograms) run through the node tree.
@@ -22,6 +19,9 @@ const (
 	opS32
 	opS64
 	opString
+	opBool
+	opEnum
+	opFloat
 	opNode // anything else: n.appendJSON(dst, b, base)
 	opEnd  // only the literal
 )
@@ -33,60 +33,127 @@ type op struct {
 	off  int
 	size int
 	lit  []byte
-	// lw holds lit's first 16 bytes as two little-endian words, stored
-	// whole by the bounded encoder (which then advances by len(lit)).
-	lw [2]uint64
-	n  *node
+	n    *node
 }
 
-// plan is a flat JSON plan: ops, and the most bytes they can append (-1
-// when an opNode makes it unbounded).
+// bop is one step of a bounded plan: up to 16 bytes of literal, stored
+// whole (the encoder then advances by nlit), then a value. A longer
+// literal is split over steps of kind opEnd.
+type bop struct {
+	lit  [16]byte
+	off  uint32
+	size uint32
+	nlit uint8
+	kind opKind
+	n    *node // opBool, opEnum, opFloat, opNode
+}
+
+// plan is a flat JSON plan. A plan whose output has a bound (max ≥ 0:
+// no histogram, no large array) runs as bops, writing by index into a
+// buffer grown once; any other as ops, appending.
 type plan struct {
-	ops []op
-	max int
+	ops  []op
+	bops []bop
+	tail bop // the bops' closing literal
+	max  int
 }
 
 // slack is how many bytes past its result the bounded encoder may
-// overwrite (a literal's two words).
+// overwrite: a literal's two words, or a number's last eight digits.
 const slack = 16
 
 // newPlan compiles n into a plan.
 func newPlan(n *node) plan {
 	p := plan{ops: flatten(n)}
-	for i := range p.ops {
-		o := &p.ops[i]
-		var w [16]byte
-		copy(w[:], o.lit)
-		o.lw = [2]uint64{binary.LittleEndian.Uint64(w[:8]), binary.LittleEndian.Uint64(w[8:])}
-		if p.max < 0 {
-			continue
-		}
-		p.max += len(o.lit)
-		switch o.kind {
-		case opU8:
-			p.max += 3
-		case opU16:
-			p.max += 5
-		case opU32:
-			p.max += 10
-		case opU64:
-			p.max += 20
-		case opS8:
-			p.max += 4
-		case opS16:
-			p.max += 6
-		case opS32:
-			p.max += 11
-		case opS64:
-			p.max += 20
-		case opString:
-			p.max += 2 + 6*o.size // every byte escaped as \u00XX or \ufffd
-		case opEnd:
-		default:
+	for _, o := range p.ops {
+		m := maxJSON(o)
+		if m < 0 {
 			p.max = -1
+			p.bops = nil
+			return p
 		}
+		if o.kind < opBool && o.off+o.size > n.size {
+			// The bounded encoder reads without bounds checks: it
+			// takes only plans that stay inside the record (compile
+			// refuses members that do not, so this does not happen).
+			p.max = -1
+			p.bops = nil
+			return p
+		}
+		p.max += len(o.lit) + m
+		lit := o.lit
+		for len(lit) > 16 {
+			p.bops = append(p.bops, newBop(lit[:16], op{kind: opEnd}))
+			lit = lit[16:]
+		}
+		p.bops = append(p.bops, newBop(lit, o))
 	}
+	// The last step is the closing literal: stored after the loop.
+	p.tail = p.bops[len(p.bops)-1]
+	p.bops = p.bops[:len(p.bops)-1]
 	return p
+}
+
+// newBop is the bounded step of o, after lit (at most 16 bytes).
+func newBop(lit []byte, o op) bop {
+	b := bop{
+		off:  uint32(o.off),
+		size: uint32(o.size),
+		nlit: uint8(len(lit)),
+		kind: o.kind,
+		n:    o.n,
+	}
+	copy(b.lit[:], lit)
+	return b
+}
+
+// maxJSON returns the most bytes o's value can append, or -1 when it has
+// no small bound (histograms, large arrays).
+func maxJSON(o op) int {
+	switch o.kind {
+	case opU8:
+		return 3
+	case opU16:
+		return 5
+	case opU32:
+		return 10
+	case opU64, opS64:
+		return 20
+	case opS8:
+		return 4
+	case opS16:
+		return 6
+	case opS32:
+		return 11
+	case opString:
+		return 2 + 6*o.size // every byte escaped as \u00XX or \ufffd
+	case opEnd:
+		return 0
+	}
+	return nodeMaxJSON(o.n)
+}
+
+// nodeMaxJSON returns the most bytes n.appendJSON can append, or -1.
+func nodeMaxJSON(n *node) int {
+	switch n.kind {
+	case kindUint, kindInt:
+		return 20 // a bitfield or an odd size: 64 bits at most
+	case kindBool:
+		return 5
+	case kindFloat:
+		return 24 // -2.2250738585072014e-308
+	case kindEnum:
+		m := 20
+		for _, name := range n.enum {
+			m = max(m, len(appendJSONString(nil, name)))
+		}
+		return m
+	case kindString:
+		return 2 + 6*n.size
+	case kindBytes:
+		return 4 + 2*n.size
+	}
+	return -1
 }
 
 // flatten compiles n, at base, into ops: structs and small arrays are
@@ -128,13 +195,19 @@ func flatten(n *node) []op {
 				o.kind = [...]opKind{1: opS8, 2: opS16, 4: opS32, 8: opS64}[min(n.size, 8)]
 			case kindString:
 				o.kind = opString
+			case kindBool:
+				o.kind = opBool
+			case kindEnum:
+				o.kind = opEnum
+			case kindFloat:
+				o.kind = opFloat
 			}
 			if (n.kind == kindUint || n.kind == kindInt) && n.size != 1 && n.size != 2 && n.size != 4 && n.size != 8 {
 				o.kind = opNode
 			}
 		}
-		if o.kind == opNode {
-			o.off = base // node.appendJSON adds n.off
+		if o.kind >= opBool {
+			o.off = base // the node's methods add n.off
 		}
 		ops = append(ops, o)
 		lit = nil
@@ -157,54 +230,6 @@ func leaves(n *node) int {
 		return n.n * leaves(n.elem)
 	}
 	return 1
-}
-
-// append runs p over b.
-func (p *plan) append(dst, b []byte) []byte {
-	if p.max < 0 {
-		return appendFlat(dst, p.ops, b)
-	}
-	return p.appendBounded(dst, b)
-}
-
-// appendBounded runs p, which has no opNode, over b: it grows dst once to
-// p.max (plus slack) and then writes by index, without append's checks.
-func (p *plan) appendBounded(dst, b []byte) []byte {
-	l := len(dst)
-	dst = slices.Grow(dst, p.max+slack)
-	out := dst[l : l+p.max+slack]
-	w := 0
-	for i := range p.ops {
-		o := &p.ops[i]
-		if n := len(o.lit); n <= 16 {
-			binary.LittleEndian.PutUint64(out[w:], o.lw[0])
-			binary.LittleEndian.PutUint64(out[w+8:], o.lw[1])
-			w += n
-		} else {
-			w += copy(out[w:], o.lit)
-		}
-		switch o.kind {
-		case opU8:
-			w = putUint(out, w, uint64(b[o.off]))
-		case opU16:
-			w = putUint(out, w, uint64(binary.NativeEndian.Uint16(b[o.off:])))
-		case opU32:
-			w = putUint(out, w, uint64(binary.NativeEndian.Uint32(b[o.off:])))
-		case opU64:
-			w = putUint(out, w, binary.NativeEndian.Uint64(b[o.off:]))
-		case opS8:
-			w = putInt(out, w, int64(int8(b[o.off])))
-		case opS16:
-			w = putInt(out, w, int64(int16(binary.NativeEndian.Uint16(b[o.off:]))))
-		case opS32:
-			w = putInt(out, w, int64(int32(binary.NativeEndian.Uint32(b[o.off:]))))
-		case opS64:
-			w = putInt(out, w, int64(binary.NativeEndian.Uint64(b[o.off:])))
-		case opString:
-			w = putString(out, w, b[o.off:o.off+o.size])
-		}
-	}
-	return dst[:l+w]
 }
 
 // appendFlat runs ops over b.
@@ -238,7 +263,8 @@ func appendFlat(dst []byte, ops []op, b []byte) []byte {
 				}
 			}
 			dst = appendJSONBytes(dst, s)
-		case opNode:
+		case opEnd:
+		default:
 			dst = o.n.appendJSON(dst, b, o.off)
 		}
 	}

@@ -10,10 +10,13 @@ import (
 // AppendJSON appends the JSON encoding of b, which must have exactly d's
 // size, to dst. It encodes what Decode returns, without building it.
 func (d *Decoder) AppendJSON(dst, b []byte) ([]byte, error) {
-	if err := d.check(b); err != nil {
-		return dst, err
+	if len(b) != d.size {
+		return dst, d.check(b)
 	}
-	return d.flat.append(dst, b), nil
+	if d.flat.max >= 0 {
+		return d.flat.appendBounded(dst, b), nil
+	}
+	return appendFlat(dst, d.flat.ops, b), nil
 }
 
 // appendJSON appends n's value at base.
@@ -153,8 +156,8 @@ func appendJSONString(dst []byte, s string) []byte {
 
 const hexDigits = "0123456789abcdef"
 
-// strClass classifies a byte of a C string for putString: 0 is copied as
-// is, strEnd ends the string, strEscape needs appendJSONBody.
+// strClass classifies a byte of a C string for the bounded encoder: 0 is
+// copied as is, strEnd ends the string, strEscape needs appendJSONBody.
 var strClass = func() (t [256]uint8) {
 	for c := range t {
 		switch {
@@ -172,39 +175,24 @@ const (
 	strEscape
 )
 
-// putString writes the C string s (up to its first NUL) as a JSON string
-// at out[w:], which has room for 2+6*len(s) bytes, and returns the index
-// after it. Plain ASCII is copied in the same pass that looks for the NUL
-// and for bytes to escape.
-func putString(out []byte, w int, s []byte) int {
-	o := out[w+1 : w+1+len(s)]
-	out[w] = '"'
-	for j, c := range s {
-		switch strClass[c] {
-		case 0:
-			o[j] = c
-			continue
-		case strEnd:
-			w += 1 + j
-			out[w] = '"'
-			return w + 1
-		}
-		// Something to escape: the rest goes through appendJSONBody,
-		// appending within out's capacity.
-		rest := s[j:]
-		for k, c := range rest {
-			if c == 0 {
-				rest = rest[:k]
-				break
-			}
-		}
-		res := appendJSONBody(out[:w+1+j], rest)
-		res = append(res, '"')
-		return len(res)
-	}
-	w += 1 + len(s)
-	out[w] = '"'
-	return w + 1
+// Words of eight bytes, for scanning C strings a word at a time.
+const (
+	ones8 = 0x0101010101010101
+	high8 = 0x8080808080808080
+)
+
+// special returns, for eight bytes of a C string as a little-endian word,
+// a mask whose lowest set bit is the high bit of the first byte that the
+// bounded encoder cannot copy as is: NUL, a control character, '"', '\\' or a
+// byte of non-ASCII (0 when there is none). Bits above the lowest may be
+// set spuriously (borrows), never below it.
+func special(x uint64) uint64 {
+	ctl := (x - 0x20*ones8) &^ x // a byte < 0x20
+	q := x ^ '"'*ones8
+	q = (q - ones8) &^ q // a byte == '"'
+	bs := x ^ '\\'*ones8
+	bs = (bs - ones8) &^ bs // a byte == '\\'
+	return (ctl | q | bs | x) & high8
 }
 
 // appendJSONBytes appends s as a JSON string: control characters and

@@ -65,6 +65,9 @@ func (e *Event) Value() (any, error) {
 
 // AppendJSON appends the record decoded as JSON.
 func (e *Event) AppendJSON(dst []byte) ([]byte, error) {
+	if d := e.Map.Record; d != nil && len(e.Raw) == d.Size() {
+		return d.AppendJSON(dst, e.Raw) // the common case, without padding
+	}
 	b, err := e.raw()
 	if err != nil {
 		return dst, err

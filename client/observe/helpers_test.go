@@ -73,9 +73,44 @@ type fixture struct {
 	prog *ebpf.Program
 }
 
+// perfFixtureSrc is an XDP program that, each time it runs, writes one
+// struct event (numbered from 0) into a perf event array.
+const perfFixtureSrc = `#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include <bpfarm.h>
+char LICENSE[] SEC("license") = "GPL";
+
+struct event { __u32 seq; __u32 cpu; __u64 ts; char comm[16]; __s32 ret; __u32 flags; };
+
+struct { __uint(type, BPF_MAP_TYPE_PERF_EVENT_ARRAY); __uint(key_size, 4); __uint(value_size, 4); } pevents SEC(".maps");
+BPFARM_RECORD(pevents, struct event);
+
+__u32 seq;
+
+SEC("xdp")
+int produce(struct xdp_md *ctx)
+{
+	struct event e = {};
+
+	e.seq = seq++;
+	e.cpu = bpf_get_smp_processor_id();
+	e.ts = bpf_ktime_get_ns();
+	__builtin_memcpy(e.comm, "perf", 5);
+	bpf_perf_event_output(ctx, &pevents, BPF_F_CURRENT_CPU, &e, sizeof(e));
+	return XDP_PASS;
+}
+`
+
 // newFixture compiles the fixture with the real clang and loads it with
 // the loader, as the agent does.
 func newFixture(tb testing.TB) *fixture {
+	tb.Helper()
+	return newFixtureOf(tb, "observe-fixture", fixtureSrc)
+}
+
+// newFixtureOf compiles src (an XDP program named produce) with the real
+// clang and loads it as the set name.
+func newFixtureOf(tb testing.TB, name, src string) *fixture {
 	tb.Helper()
 	if os.Geteuid() != 0 {
 		testenv.Require(tb, "root", "loading BPF programs needs root")
@@ -86,22 +121,22 @@ func newFixture(tb testing.TB) *fixture {
 	}
 	dir := tb.TempDir()
 	farm, _ := filepath.Abs("../../bpfsrc/compile/farm")
-	src := filepath.Join(dir, "fixture.bpf.c")
-	if err := os.WriteFile(src, []byte(fixtureSrc), 0o644); err != nil {
+	srcFile := filepath.Join(dir, "fixture.bpf.c")
+	if err := os.WriteFile(srcFile, []byte(src), 0o644); err != nil {
 		tb.Fatal(err)
 	}
 	var stderr bytes.Buffer
-	cmd := exec.Command(clang, "-O2", "-g", "-target", "bpf", "-I", farm, "-I", "/usr/include/x86_64-linux-gnu", "-c", src, "-o", src+".o")
+	cmd := exec.Command(clang, "-O2", "-g", "-target", "bpf", "-I", farm, "-I", "/usr/include/x86_64-linux-gnu", "-c", srcFile, "-o", srcFile+".o")
 	cmd.Stderr = &stderr
 	if err := cmd.Run(); err != nil {
 		tb.Fatalf("clang: %v\n%s", err, stderr.String())
 	}
-	obj, err := os.ReadFile(src + ".o")
+	obj, err := os.ReadFile(srcFile + ".o")
 	if err != nil {
 		tb.Fatal(err)
 	}
 	f := &fixture{
-		name: "observe-fixture",
+		name: name,
 		opt: loader.Options{
 			PinDir:   filepath.Join("/sys/fs/bpf", fmt.Sprintf("bpfarm-observe-%d-%s", os.Getpid(), filepath.Base(dir))),
 			StateDir: filepath.Join(dir, "state"),

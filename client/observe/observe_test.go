@@ -6,8 +6,11 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"runtime"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/bpfarm/bpfarm/client/decode"
 	"github.com/bpfarm/bpfarm/client/loader"
@@ -176,4 +179,113 @@ func TestEventsContext(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("Next did not return after cancel")
 	}
+}
+
+// TestEventsLostSamples overflows a perf event array: a burst of records
+// on one CPU, written while nobody reads, fills the reader's buffer and
+// the kernel drops the rest. Once the reader has made room, the next
+// record written brings the kernel's count of lost samples: Next returns
+// it as a notice (Lost, no Raw), Lost adds it up, and the records around
+// it decode in order.
+func TestEventsLostSamples(t *testing.T) {
+	f := newFixtureOf(t, "observe-perf-fixture", perfFixtureSrc)
+	set, err := observe.Open(f.name, f.opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	evs, err := set.Events(ctx, "pevents")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer evs.Close()
+
+	// All on one CPU: one perf buffer, the one the lost count is kept in.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	var cpus, one unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &cpus); err != nil {
+		t.Fatal(err)
+	}
+	for c := 0; c < 1024; c++ {
+		if cpus.IsSet(c) {
+			one.Set(c)
+			break
+		}
+	}
+	if err := unix.SchedSetaffinity(0, &one); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.SchedSetaffinity(0, &cpus)
+
+	// A record takes 56 bytes of the buffer (header, size, 40 bytes of
+	// data, padding): a quarter of this burst fits in PerfBufferSize.
+	const burst = 4 * observe.PerfBufferSize / 56
+	f.run(t, burst)
+
+	var records, lost, lostNotices uint64
+	next := func() *observe.Event {
+		t.Helper()
+		ev, err := evs.Next()
+		if err != nil {
+			t.Fatalf("after %d records and %d lost: %v", records, lost, err)
+		}
+		if ev.Lost > 0 {
+			if len(ev.Raw) != 0 || ev.CPU < 0 {
+				t.Fatalf("lost notice %+v", ev)
+			}
+			lost += ev.Lost
+			lostNotices++
+			return ev
+		}
+		records++
+		v, err := ev.Value()
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := v.(decode.Struct)
+		if comm, _ := st.Get("comm"); comm != "perf" {
+			t.Fatalf("record %d: %v", records, st)
+		}
+		js, err := ev.AppendJSON(nil)
+		if err != nil || !json.Valid(js) {
+			t.Fatalf("record %d: JSON %s %v", records, js, err)
+		}
+		return ev
+	}
+	seqOf := func(ev *observe.Event) uint64 {
+		v, _ := ev.Value()
+		seq, _ := v.(decode.Struct).Get("seq")
+		return seq.(uint64)
+	}
+
+	// Make room: the first records of the burst, in order.
+	for i := range uint64(1000) {
+		if ev := next(); ev.Lost > 0 || seqOf(ev) != i {
+			t.Fatalf("record %d of the burst: lost %d, seq %v", i, ev.Lost, ev.Raw)
+		}
+	}
+	// One more record: the kernel writes the lost count before it.
+	f.run(t, 1)
+	for {
+		ev := next()
+		if ev.Lost > 0 {
+			continue
+		}
+		seq := seqOf(ev)
+		if seq == burst {
+			break
+		}
+		if lost > 0 || seq != records-1 {
+			t.Fatalf("record %d: seq %d (lost so far %d)", records, seq, lost)
+		}
+	}
+	if lost == 0 || lostNotices == 0 || records+lost != burst+1 {
+		t.Fatalf("%d records and %d lost (%d notices), want %d in all with some lost", records, lost, lostNotices, burst+1)
+	}
+	if evs.Lost() != lost || evs.Count() != records {
+		t.Errorf("Lost %d, Count %d; want %d, %d", evs.Lost(), evs.Count(), lost, records)
+	}
+	t.Logf("%d records, %d lost", records, lost)
 }
