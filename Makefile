@@ -14,7 +14,7 @@ BIN       := bin
 APT_RUN   := clang-19 llvm-19 libbpf-dev bpftool bubblewrap linux-libc-dev linux-libc-dev-arm64-cross util-linux
 # Packages only the tests need (qemu-system-arm provides qemu-system-aarch64,
 # which boots the real Debian arm64 kernels the tests download).
-APT_TEST  := $(APT_RUN) qemu-system-x86 qemu-system-arm cpio chromium systemtap-sdt-dev gcc
+APT_TEST  := $(APT_RUN) qemu-system-x86 qemu-system-arm cpio chromium systemtap-sdt-dev gcc postgresql
 ADDR      ?= 127.0.0.1:8080
 DATA      ?= ./data
 

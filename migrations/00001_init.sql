@@ -75,7 +75,7 @@ CREATE TABLE builds (
     finished_at  TIMESTAMP,
     kernel_id    INTEGER REFERENCES kernels(id) ON DELETE CASCADE
 );
-CREATE UNIQUE INDEX builds_identity ON builds(revision_id, arch, flags, COALESCE(kernel_id, 0));
+CREATE UNIQUE INDEX builds_identity ON builds(revision_id, arch, flags, (COALESCE(kernel_id, 0)));
 CREATE INDEX builds_state ON builds(state, id);
 CREATE INDEX builds_cache_key ON builds(cache_key);
 

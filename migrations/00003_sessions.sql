@@ -16,6 +16,8 @@ CREATE INDEX sessions_token ON sessions(token_id);
 CREATE INDEX sessions_expires ON sessions(expires_at);
 
 -- Revoking a token ends its sessions (lookups also check revoked_at).
+-- Triggers are written differently in each dialect.
+-- +dialect sqlite
 -- +goose StatementBegin
 CREATE TRIGGER sessions_revoke AFTER UPDATE OF revoked_at ON tokens
 WHEN NEW.revoked_at IS NOT NULL
@@ -23,6 +25,18 @@ BEGIN
     DELETE FROM sessions WHERE token_id = NEW.id;
 END;
 -- +goose StatementEnd
+-- +dialect postgres
+-- +goose StatementBegin
+CREATE FUNCTION sessions_revoke() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    DELETE FROM sessions WHERE token_id = NEW.id;
+    RETURN NULL;
+END
+$$;
+-- +goose StatementEnd
+CREATE TRIGGER sessions_revoke AFTER UPDATE OF revoked_at ON tokens
+    FOR EACH ROW WHEN (NEW.revoked_at IS NOT NULL) EXECUTE FUNCTION sessions_revoke();
+-- +dialect end
 
 -- The UI's overview queries: a program's latest revision, and artifact
 -- counts by build or kernel without reading the artifact rows themselves.
@@ -34,5 +48,10 @@ CREATE INDEX artifacts_kernel_summary ON artifacts(kernel_id, state, status, bui
 DROP INDEX artifacts_kernel_summary;
 DROP INDEX artifacts_build_summary;
 DROP INDEX revisions_program_latest;
+-- +dialect sqlite
 DROP TRIGGER sessions_revoke;
+-- +dialect postgres
+DROP TRIGGER sessions_revoke ON tokens;
+DROP FUNCTION sessions_revoke();
+-- +dialect end
 DROP TABLE sessions;

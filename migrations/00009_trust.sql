@@ -29,9 +29,11 @@ DROP TABLE tokens;
 ALTER TABLE tokens_new RENAME TO tokens;
 CREATE UNIQUE INDEX tokens_live_host ON tokens(host) WHERE host != '' AND revoked_at IS NULL;
 
-INSERT OR IGNORE INTO sessions SELECT * FROM sessions_keep;
+INSERT INTO sessions SELECT * FROM sessions_keep WHERE 1 = 1 ON CONFLICT DO NOTHING;
 DROP TABLE sessions_keep;
 
+-- The trigger went with the old table (see 00003_sessions.sql).
+-- +dialect sqlite
 -- +goose StatementBegin
 CREATE TRIGGER sessions_revoke AFTER UPDATE OF revoked_at ON tokens
 WHEN NEW.revoked_at IS NOT NULL
@@ -39,6 +41,10 @@ BEGIN
     DELETE FROM sessions WHERE token_id = NEW.id;
 END;
 -- +goose StatementEnd
+-- +dialect postgres
+CREATE TRIGGER sessions_revoke AFTER UPDATE OF revoked_at ON tokens
+    FOR EACH ROW WHEN (NEW.revoked_at IS NOT NULL) EXECUTE FUNCTION sessions_revoke();
+-- +dialect end
 
 -- A kernel whose BTF a host uploaded is unverified until an admin approves
 -- it or the same BTF arrives from a trusted import; source_host names the

@@ -6,11 +6,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"strings"
 	"sync"
 	"testing"
 
+	"github.com/bpfarm/bpfarm/internal/testenv"
 	"github.com/bpfarm/bpfarm/server/store"
+	"github.com/bpfarm/bpfarm/server/store/storetest"
 )
 
 // TestLoop: every queued job runs exactly once across workers, a worker
@@ -121,4 +124,66 @@ func TestLoopPanic(t *testing.T) {
 	if !strings.Contains(logs.String(), "assignment to entry in nil map") || !strings.Contains(logs.String(), "queue_test.go") {
 		t.Fatalf("the log lacks the panic and its stack:\n%s", logs.String())
 	}
+}
+
+// TestLoopOnStore: workers looping over the store's build queue run every
+// queued build exactly once, on SQLite and on PostgreSQL (where claims
+// race for rows).
+func TestLoopOnStore(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, db *store.DB) {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		if _, err := db.AddRevision(ctx, store.RevisionInput{Program: "p", Digest: "r1", Entry: "p.bpf.c", BundleBlob: "b",
+			Size: 1, Files: 1}); err != nil {
+			t.Fatal(err)
+		}
+		const total = 30
+		for i := range total {
+			if _, _, err := db.EnsureBuild(ctx, store.BuildInput{Program: "p", Revision: "r1", Arch: "x86_64",
+				Flags: []string{fmt.Sprint("-DN=", i)}, CacheKey: fmt.Sprint("k", i)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var (
+			mu   sync.Mutex
+			ran  = map[int64]int{}
+			done = make(chan struct{})
+		)
+		run := func(ctx context.Context, j *store.Job) {
+			if err := db.Finish(ctx, j.ID, store.Outcome{State: "succeeded", ObjectBlob: "o"}); err != nil {
+				t.Error(err)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			ran[j.ID]++
+			if len(ran) == total {
+				close(done)
+			}
+		}
+		w := NewWaker()
+		log := slog.New(slog.NewTextHandler(io.Discard, nil))
+		var wg sync.WaitGroup
+		for range 4 {
+			wg.Add(1)
+			go func() { defer wg.Done(); Loop(ctx, log, "build", w, db.Claim, run, nil) }()
+		}
+		w.Kick()
+		<-done
+		cancel()
+		wg.Wait()
+		for id, n := range ran {
+			if n != 1 {
+				t.Errorf("build %d ran %d times", id, n)
+			}
+		}
+		if q, r, err := db.QueueDepth(context.Background()); err != nil || q != 0 || r != 0 {
+			t.Errorf("queue after the loop: %d queued, %d running, %v", q, r, err)
+		}
+	})
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	testenv.StopPostgres()
+	os.Exit(code)
 }

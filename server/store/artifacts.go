@@ -62,10 +62,10 @@ func (d *DB) ClaimArtifact(ctx context.Context, preferBTF string) (*ArtifactJob,
 		j                 ArtifactJob
 		buildID, kernelID int64
 	)
-	err := d.tx(ctx, func(tx *sql.Tx) error {
+	err := d.tx(ctx, func(tx *sqlTx) error {
 		return tx.QueryRowContext(ctx, `UPDATE artifacts SET state = 'running', attempts = attempts + 1
 			WHERE id = (SELECT a.id FROM artifacts a JOIN kernels k ON k.id = a.kernel_id WHERE a.state = 'queued'
-				ORDER BY (k.btf_blob = ?) DESC, a.id LIMIT 1)
+				ORDER BY (k.btf_blob = ?) DESC, a.id LIMIT 1`+d.skipLocked("a")+`) AND state = 'queued'
 			RETURNING id, build_id, kernel_id, attempts`, preferBTF).Scan(&j.ID, &buildID, &kernelID, &j.Attempts)
 	})
 	if err != nil {
@@ -223,7 +223,7 @@ func (d *DB) Artifact(ctx context.Context, id int64) (api.Artifact, error) {
 // ArtifactCounts counts done artifacts per kernel id.
 func (d *DB) ArtifactCounts(ctx context.Context) (map[string]int, error) {
 	rows, err := d.db.QueryContext(ctx, `SELECT k.kid, COUNT(a.id) FROM kernels k
-		LEFT JOIN artifacts a ON a.kernel_id = k.id AND a.state = 'done' GROUP BY k.id`)
+		LEFT JOIN artifacts a ON a.kernel_id = k.id AND a.state = 'done' GROUP BY k.id, k.kid`)
 	if err != nil {
 		return nil, fmt.Errorf("count artifacts: %w", err)
 	}

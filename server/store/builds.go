@@ -28,16 +28,16 @@ type RevisionInput struct {
 // AddRevision records a revision of a program, creating the program on
 // first push. It reports whether the revision is new.
 func (d *DB) AddRevision(ctx context.Context, in RevisionInput) (created bool, err error) {
-	err = d.tx(ctx, func(tx *sql.Tx) error {
+	err = d.tx(ctx, func(tx *sqlTx) error {
 		t := now()
 		var pid int64
 		err := tx.QueryRowContext(ctx, `SELECT id FROM programs WHERE name = ?`, in.Program).Scan(&pid)
 		if errors.Is(err, sql.ErrNoRows) {
-			res, err := tx.ExecContext(ctx, `INSERT INTO programs (name, created_at, updated_at) VALUES (?, ?, ?)`, in.Program, t, t)
+			err = tx.QueryRowContext(ctx, `INSERT INTO programs (name, created_at, updated_at) VALUES (?, ?, ?) RETURNING id`,
+				in.Program, t, t).Scan(&pid)
 			if err != nil {
 				return err
 			}
-			pid, _ = res.LastInsertId()
 		} else if err != nil {
 			return err
 		}
@@ -86,7 +86,7 @@ type BuildInput struct {
 func (d *DB) EnsureBuild(ctx context.Context, in BuildInput) (b api.Build, queued bool, err error) {
 	flags, _ := json.Marshal(nonNil(in.Flags))
 	var id int64
-	err = d.tx(ctx, func(tx *sql.Tx) error {
+	err = d.tx(ctx, func(tx *sqlTx) error {
 		var rid int64
 		err := tx.QueryRowContext(ctx, `SELECT r.id FROM revisions r JOIN programs p ON p.id = r.program_id
 			WHERE p.name = ? AND r.digest = ?`, in.Program, in.Revision).Scan(&rid)
@@ -113,29 +113,22 @@ func (d *DB) EnsureBuild(ctx context.Context, in BuildInput) (b api.Build, queue
 		}
 		t := now()
 		// A finished build with the same inputs is a cache hit.
-		res, err := tx.ExecContext(ctx, `INSERT INTO builds (revision_id, arch, flags, cache_key, state, error, error_kind,
+		err = tx.QueryRowContext(ctx, `INSERT INTO builds (revision_id, arch, flags, cache_key, state, error, error_kind,
 				diagnostics, inspection, object_blob, object_size, log_blob, compiler, used_pch, cached_from,
 				created_at, started_at, finished_at, kernel_id, header_set)
 			SELECT ?, ?, ?, cache_key, state, error, error_kind, diagnostics, inspection, object_blob, object_size,
 				log_blob, compiler, used_pch, id, ?, ?, ?, NULLIF(?, 0), ?
 			FROM builds WHERE cache_key = ? AND (state = 'succeeded' OR (state = 'failed' AND error_kind = 'user'))
-			ORDER BY id DESC LIMIT 1`,
-			rid, in.Arch, string(flags), t, t, t, in.KernelID, in.HeaderSet, in.CacheKey)
-		if err != nil {
+			ORDER BY id DESC LIMIT 1
+			RETURNING id`,
+			rid, in.Arch, string(flags), t, t, t, in.KernelID, in.HeaderSet, in.CacheKey).Scan(&id)
+		if err == nil || !errors.Is(err, sql.ErrNoRows) {
 			return err
 		}
-		if n, _ := res.RowsAffected(); n == 1 {
-			id, _ = res.LastInsertId()
-			return nil
-		}
-		res, err = tx.ExecContext(ctx, `INSERT INTO builds (revision_id, arch, flags, cache_key, state, created_at, kernel_id, header_set)
-			VALUES (?, ?, ?, ?, 'queued', ?, NULLIF(?, 0), ?)`, rid, in.Arch, string(flags), in.CacheKey, t, in.KernelID, in.HeaderSet)
-		if err != nil {
-			return err
-		}
-		id, _ = res.LastInsertId()
 		queued = true
-		return nil
+		return tx.QueryRowContext(ctx, `INSERT INTO builds (revision_id, arch, flags, cache_key, state, created_at, kernel_id, header_set)
+			VALUES (?, ?, ?, ?, 'queued', ?, NULLIF(?, 0), ?) RETURNING id`,
+			rid, in.Arch, string(flags), in.CacheKey, t, in.KernelID, in.HeaderSet).Scan(&id)
 	})
 	if err != nil {
 		return b, false, fmt.Errorf("ensure build of %s@%s for %s: %w", in.Program, short(in.Revision), in.Arch, err)
@@ -165,9 +158,10 @@ type Job struct {
 func (d *DB) Claim(ctx context.Context) (*Job, error) {
 	var j Job
 	var flags string
-	err := d.tx(ctx, func(tx *sql.Tx) error {
+	err := d.tx(ctx, func(tx *sqlTx) error {
 		err := tx.QueryRowContext(ctx, `UPDATE builds SET state = 'running', started_at = ?, attempts = attempts + 1
-			WHERE id = (SELECT id FROM builds WHERE state = 'queued' ORDER BY id LIMIT 1)
+			WHERE id = (SELECT id FROM builds WHERE state = 'queued' ORDER BY id LIMIT 1`+d.skipLocked()+`)
+				AND state = 'queued'
 			RETURNING id, revision_id, arch, flags, cache_key, attempts, COALESCE(kernel_id, 0), header_set`, now()).
 			Scan(&j.ID, new(int64), &j.Arch, &flags, &j.CacheKey, &j.Attempts, &j.KernelID, &j.HeaderSet)
 		if err != nil {
@@ -229,7 +223,7 @@ func (d *DB) Finish(ctx context.Context, id int64, o Outcome) error {
 // queued again, except those that already used maxAttempts (a build that
 // keeps killing the server), which fail.
 func (d *DB) Recover(ctx context.Context, maxAttempts int) (requeued, failed int64, err error) {
-	err = d.tx(ctx, func(tx *sql.Tx) error {
+	err = d.tx(ctx, func(tx *sqlTx) error {
 		res, err := tx.ExecContext(ctx, `UPDATE builds SET state = 'failed', error_kind = 'internal',
 			error = ?, finished_at = ? WHERE state = 'running' AND attempts >= ?`,
 			fmt.Sprintf("build interrupted %d times (the server stopped while running it); giving up", maxAttempts), now(), maxAttempts)
@@ -253,7 +247,8 @@ func (d *DB) Recover(ctx context.Context, maxAttempts int) (requeued, failed int
 // QueueDepth counts queued and running builds.
 func (d *DB) QueueDepth(ctx context.Context) (queued, running int, err error) {
 	err = d.db.QueryRowContext(ctx, `SELECT
-		COALESCE(SUM(state = 'queued'), 0), COALESCE(SUM(state = 'running'), 0) FROM builds WHERE state IN ('queued', 'running')`).
+		COUNT(CASE WHEN state = 'queued' THEN 1 END), COUNT(CASE WHEN state = 'running' THEN 1 END)
+		FROM builds WHERE state IN ('queued', 'running')`).
 		Scan(&queued, &running)
 	return queued, running, err
 }

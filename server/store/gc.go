@@ -2,9 +2,11 @@ package store
 
 import (
 	"context"
-	"database/sql"
+	"encoding/json"
 	"fmt"
 	"strings"
+
+	"github.com/bpfarm/bpfarm/api"
 )
 
 // blobRefQuery returns a query selecting every blob digest any row names:
@@ -12,13 +14,19 @@ import (
 // convention for columns naming a blob), plus verifications.kernel_image.
 // Discovering the columns from the schema keeps garbage collection safe
 // when a migration adds a table naming blobs.
-func blobRefQuery(ctx context.Context, q interface {
-	QueryContext(context.Context, string, ...any) (*sql.Rows, error)
-}) (string, error) {
-	rows, err := q.QueryContext(ctx, `SELECT m.name, p.name FROM sqlite_master m JOIN pragma_table_info(m.name) p
-		WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite_%' AND (p.name = 'blob' OR p.name LIKE '%\_blob' ESCAPE '\'
-			OR (m.name = 'verifications' AND p.name = 'kernel_image'))
-		ORDER BY m.name, p.name`)
+func (d *DB) blobRefQuery(ctx context.Context) (string, error) {
+	const isBlob = `(%[1]s = 'blob' OR %[1]s LIKE '%%\_blob' ESCAPE '\' OR (%[2]s = 'verifications' AND %[1]s = 'kernel_image'))`
+	q := `SELECT m.name, p.name FROM sqlite_master m JOIN pragma_table_info(m.name) p
+		WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite_%' AND ` + fmt.Sprintf(isBlob, "p.name", "m.name") + `
+		ORDER BY m.name, p.name`
+	if d.postgres {
+		q = `SELECT c.table_name, c.column_name FROM information_schema.columns c
+			JOIN information_schema.tables t ON t.table_schema = c.table_schema AND t.table_name = c.table_name
+			WHERE c.table_schema = current_schema() AND t.table_type = 'BASE TABLE'
+				AND ` + fmt.Sprintf(isBlob, "c.column_name", "c.table_name") + `
+			ORDER BY c.table_name, c.column_name`
+	}
+	rows, err := d.db.QueryContext(ctx, q)
 	if err != nil {
 		return "", fmt.Errorf("blob columns: %w", err)
 	}
@@ -42,7 +50,7 @@ func blobRefQuery(ctx context.Context, q interface {
 
 // BlobRefSet returns every blob digest the database names.
 func (d *DB) BlobRefSet(ctx context.Context) (map[string]bool, error) {
-	q, err := blobRefQuery(ctx, d.db)
+	q, err := d.blobRefQuery(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -64,12 +72,12 @@ func (d *DB) BlobRefSet(ctx context.Context) (map[string]bool, error) {
 
 // BlobReferenced reports whether any row names blob digest now.
 func (d *DB) BlobReferenced(ctx context.Context, digest string) (bool, error) {
-	q, err := blobRefQuery(ctx, d.db)
+	q, err := d.blobRefQuery(ctx)
 	if err != nil {
 		return false, err
 	}
 	var n int
-	if err := d.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM (`+q+`) WHERE d = ?`, digest).Scan(&n); err != nil {
+	if err := d.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM (`+q+`) refs WHERE d = ?`, digest).Scan(&n); err != nil {
 		return false, fmt.Errorf("blob %s referenced: %w", short(digest), err)
 	}
 	return n > 0, nil
@@ -100,7 +108,7 @@ type RevisionGCResult struct {
 // are left to the caller (delete them only after this committed).
 func (d *DB) CollectRevisions(ctx context.Context, g RevisionGC) (RevisionGCResult, error) {
 	var res RevisionGCResult
-	err := d.tx(ctx, func(tx *sql.Tx) error {
+	err := d.tx(ctx, func(tx *sqlTx) error {
 		rows, err := tx.QueryContext(ctx, `SELECT id, digest, pushed_by, ROW_NUMBER() OVER (
 				PARTITION BY program_id, pushed_by ORDER BY created_at DESC, id DESC)
 			FROM revisions`)
@@ -169,35 +177,44 @@ func (d *DB) CollectRevisions(ctx context.Context, g RevisionGC) (RevisionGCResu
 // keeps them.
 func (d *DB) InUseRevisions(ctx context.Context) (map[string]bool, error) {
 	out := map[string]bool{}
-	rows, err := d.db.QueryContext(ctx, `SELECT revision FROM assignments WHERE revision != ''
-		UNION SELECT json_extract(j.value, '$.revision') FROM hosts, json_each(hosts.state) j
-			WHERE json_extract(j.value, '$.revision') IS NOT NULL
-		UNION SELECT json_extract(j.value, '$.desired') FROM hosts, json_each(hosts.state) j
-			WHERE json_extract(j.value, '$.desired') IS NOT NULL`)
+	pinned, err := queryList(ctx, d.db, "revisions in use", `SELECT revision FROM assignments WHERE revision != ''`, nil,
+		func(r rowScanner) (string, error) {
+			var s string
+			return s, r.Scan(&s)
+		})
 	if err != nil {
-		return nil, fmt.Errorf("revisions in use: %w", err)
+		return nil, err
 	}
-	for rows.Next() {
-		var s string
-		if err := rows.Scan(&s); err != nil {
-			rows.Close()
-			return nil, fmt.Errorf("revisions in use: %w", err)
-		}
+	for _, s := range pinned {
 		out[s] = true
 	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("revisions in use: %w", err)
-	}
-	hosts, err := queryList(ctx, d.db, "list hosts", `SELECT name FROM hosts`, nil, func(r rowScanner) (string, error) {
-		var s string
-		return s, r.Scan(&s)
-	})
+	// What hosts report running or wanting: their reports (hosts.state, a
+	// JSON []api.HostProgram) are decoded here, not in SQL.
+	type hostState struct{ name, state string }
+	hosts, err := queryList(ctx, d.db, "list hosts", `SELECT name, state FROM hosts ORDER BY name`, nil,
+		func(r rowScanner) (hostState, error) {
+			var h hostState
+			return h, r.Scan(&h.name, &h.state)
+		})
 	if err != nil {
 		return nil, err
 	}
 	for _, h := range hosts {
-		ds, err := d.DesiredState(ctx, h)
+		var report []api.HostProgram
+		if err := json.Unmarshal([]byte(h.state), &report); err != nil {
+			return nil, fmt.Errorf("revisions in use: host %s state: %w", h.name, err)
+		}
+		for _, p := range report {
+			if p.Revision != "" {
+				out[p.Revision] = true
+			}
+			if p.Desired != "" {
+				out[p.Desired] = true
+			}
+		}
+	}
+	for _, h := range hosts {
+		ds, err := d.DesiredState(ctx, h.name)
 		if err != nil {
 			return nil, err
 		}

@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 
@@ -20,7 +19,7 @@ type HeaderFile struct {
 // name with the same digest changes nothing (created is false); with
 // another digest it is refused with ErrConflict.
 func (d *DB) PutHeaderSet(ctx context.Context, hs api.HeaderSet, files []HeaderFile) (out api.HeaderSet, created bool, err error) {
-	err = d.tx(ctx, func(tx *sql.Tx) error {
+	err = d.tx(ctx, func(tx *sqlTx) error {
 		old, err := scanHeaderSet(tx.QueryRowContext(ctx, `SELECT `+headerSetColumns+` FROM header_sets WHERE name = ?`, hs.Name))
 		switch {
 		case err == nil && old.Digest == hs.Digest:
@@ -33,12 +32,12 @@ func (d *DB) PutHeaderSet(ctx context.Context, hs api.HeaderSet, files []HeaderF
 			return err
 		}
 		t := now()
-		res, err := tx.ExecContext(ctx, `INSERT INTO header_sets (name, digest, version, files, size, imported_by, created_at)
-			VALUES (?, ?, ?, ?, ?, ?, ?)`, hs.Name, hs.Digest, hs.Version, len(files), hs.Size, hs.ImportedBy, t)
+		var id int64
+		err = tx.QueryRowContext(ctx, `INSERT INTO header_sets (name, digest, version, files, size, imported_by, created_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id`, hs.Name, hs.Digest, hs.Version, len(files), hs.Size, hs.ImportedBy, t).Scan(&id)
 		if err != nil {
 			return err
 		}
-		id, _ := res.LastInsertId()
 		for _, f := range files {
 			if _, err := tx.ExecContext(ctx, `INSERT INTO header_set_files (set_id, name, blob, size) VALUES (?, ?, ?, ?)`,
 				id, f.Name, f.Blob, f.Size); err != nil {

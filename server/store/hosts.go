@@ -68,7 +68,7 @@ func (d *DB) RegisterHost(ctx context.Context, reg api.HostRegistration, by stri
 	if err != nil {
 		return out, fmt.Errorf("register host %s: %w", reg.Name, err)
 	}
-	err = d.tx(ctx, func(tx *sql.Tx) error {
+	err = d.tx(ctx, func(tx *sqlTx) error {
 		old, err := scanHost(tx.QueryRowContext(ctx, `SELECT `+hostColumns+` FROM hosts WHERE name = ?`, reg.Name))
 		t := now()
 		switch {
@@ -206,13 +206,13 @@ func (d *DB) AddAssignment(ctx context.Context, req api.AssignmentRequest, by st
 	if err != nil {
 		return api.Assignment{}, fmt.Errorf("assign %s: %w", req.Program, err)
 	}
-	res, err := d.db.ExecContext(ctx, `INSERT INTO assignments (program_id, selector, revision, options, exports,
-		created_by, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)`, programID, string(selector), revision, string(options),
-		string(exports), by, now())
+	var id int64
+	err = d.db.QueryRowContext(ctx, `INSERT INTO assignments (program_id, selector, revision, options, exports,
+		created_by, created_at) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id`, programID, string(selector), revision,
+		string(options), string(exports), by, now()).Scan(&id)
 	if err != nil {
 		return api.Assignment{}, fmt.Errorf("assign %s: %w", req.Program, err)
 	}
-	id, _ := res.LastInsertId()
 	return d.Assignment(ctx, id)
 }
 

@@ -59,50 +59,51 @@ func buildAndRelocate(t *testing.T, db *DB, prog, rev string, leaveQueued bool) 
 }
 
 func TestRegisterHost(t *testing.T) {
-	ctx := context.Background()
-	db := openTest(t)
-	reg := api.HostRegistration{Name: "web-1", HostID: "m1", Kernel: "debian/12/x86_64/6.1.0-1-amd64",
-		Labels: map[string]string{"role": "web"}, HasBTF: true, AgentVersion: "v1"}
-	r, err := db.RegisterHost(ctx, reg, "agent")
-	if err != nil || !r.Created || !r.Changed || r.Host.Name != "web-1" || r.Host.Labels["role"] != "web" || !r.Host.HasBTF {
-		t.Fatalf("first registration: %+v %v", r, err)
-	}
-	first := r.Host.FirstSeen
-	// The same again: idempotent, nothing the desired state depends on changed.
-	r, err = db.RegisterHost(ctx, reg, "agent")
-	if err != nil || r.Created || r.Changed || r.Host.ID != 1 || !r.Host.FirstSeen.Equal(first) {
-		t.Fatalf("second registration: %+v %v", r, err)
-	}
-	// New labels and another machine under the same name.
-	reg.Labels = map[string]string{"role": "db"}
-	reg.HostID = "m2"
-	r, err = db.RegisterHost(ctx, reg, "agent")
-	if err != nil || r.Created || !r.Changed || r.PreviousHostID != "m1" || r.Host.Labels["role"] != "db" {
-		t.Fatalf("relabel: %+v %v", r, err)
-	}
-	report := []api.HostProgram{{Program: "p", Revision: "r1", State: api.HostProgramLoaded}}
-	if err := db.ReportHost(ctx, "web-1", report); err != nil {
-		t.Fatal(err)
-	}
-	if err := db.ReportHost(ctx, "nope", report); !errors.Is(err, ErrNotFound) {
-		t.Fatalf("report of an unknown host: %v", err)
-	}
-	h, err := db.Host(ctx, "web-1")
-	if err != nil || len(h.Programs) != 1 || h.Programs[0].State != api.HostProgramLoaded || h.ReportedAt == nil {
-		t.Fatalf("host: %+v %v", h, err)
-	}
-	if h.ArchiveKernel != "" {
-		t.Fatalf("archive kernel of an unknown kernel: %q", h.ArchiveKernel)
-	}
-	// Same release under another distro entry: matched like resolve does.
-	putKernel(t, db, "ubuntu/22.04/x86_64/6.1.0-1-amd64")
-	hs, err := db.Hosts(ctx)
-	if err != nil || len(hs) != 1 || hs[0].ArchiveKernel != "ubuntu/22.04/x86_64/6.1.0-1-amd64" {
-		t.Fatalf("hosts: %+v %v", hs, err)
-	}
-	if _, err := db.Host(ctx, "nope"); !errors.Is(err, ErrNotFound) {
-		t.Fatalf("unknown host: %v", err)
-	}
+	each(t, func(t *testing.T, db *DB) {
+		ctx := context.Background()
+		reg := api.HostRegistration{Name: "web-1", HostID: "m1", Kernel: "debian/12/x86_64/6.1.0-1-amd64",
+			Labels: map[string]string{"role": "web"}, HasBTF: true, AgentVersion: "v1"}
+		r, err := db.RegisterHost(ctx, reg, "agent")
+		if err != nil || !r.Created || !r.Changed || r.Host.Name != "web-1" || r.Host.Labels["role"] != "web" || !r.Host.HasBTF {
+			t.Fatalf("first registration: %+v %v", r, err)
+		}
+		first := r.Host.FirstSeen
+		// The same again: idempotent, nothing the desired state depends on changed.
+		r, err = db.RegisterHost(ctx, reg, "agent")
+		if err != nil || r.Created || r.Changed || r.Host.ID != 1 || !r.Host.FirstSeen.Equal(first) {
+			t.Fatalf("second registration: %+v %v", r, err)
+		}
+		// New labels and another machine under the same name.
+		reg.Labels = map[string]string{"role": "db"}
+		reg.HostID = "m2"
+		r, err = db.RegisterHost(ctx, reg, "agent")
+		if err != nil || r.Created || !r.Changed || r.PreviousHostID != "m1" || r.Host.Labels["role"] != "db" {
+			t.Fatalf("relabel: %+v %v", r, err)
+		}
+		report := []api.HostProgram{{Program: "p", Revision: "r1", State: api.HostProgramLoaded}}
+		if err := db.ReportHost(ctx, "web-1", report); err != nil {
+			t.Fatal(err)
+		}
+		if err := db.ReportHost(ctx, "nope", report); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("report of an unknown host: %v", err)
+		}
+		h, err := db.Host(ctx, "web-1")
+		if err != nil || len(h.Programs) != 1 || h.Programs[0].State != api.HostProgramLoaded || h.ReportedAt == nil {
+			t.Fatalf("host: %+v %v", h, err)
+		}
+		if h.ArchiveKernel != "" {
+			t.Fatalf("archive kernel of an unknown kernel: %q", h.ArchiveKernel)
+		}
+		// Same release under another distro entry: matched like resolve does.
+		putKernel(t, db, "ubuntu/22.04/x86_64/6.1.0-1-amd64")
+		hs, err := db.Hosts(ctx)
+		if err != nil || len(hs) != 1 || hs[0].ArchiveKernel != "ubuntu/22.04/x86_64/6.1.0-1-amd64" {
+			t.Fatalf("hosts: %+v %v", hs, err)
+		}
+		if _, err := db.Host(ctx, "nope"); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("unknown host: %v", err)
+		}
+	})
 }
 
 func TestMatches(t *testing.T) {
@@ -126,185 +127,188 @@ func TestMatches(t *testing.T) {
 }
 
 func TestAssignments(t *testing.T) {
-	ctx := context.Background()
-	db := openTest(t)
-	if _, err := db.AddAssignment(ctx, api.AssignmentRequest{Program: "nope"}, "pub"); !errors.Is(err, ErrNotFound) {
-		t.Fatalf("assign an unknown program: %v", err)
-	}
-	addRev(t, db, "p", "aaaa1111")
-	if _, err := db.AddAssignment(ctx, api.AssignmentRequest{Program: "p", Revision: "bbbb"}, "pub"); !errors.Is(err, ErrNotFound) {
-		t.Fatalf("assign an unknown revision: %v", err)
-	}
-	a, err := db.AddAssignment(ctx, api.AssignmentRequest{Program: "p", Revision: "aaaa", Selector: map[string]string{"role": "web"},
-		Options: api.LoadOptions{Programs: []string{"x"}, Set: map[string]string{"v": "1"}, Attach: api.AttachOptions{Interface: "lo"}}}, "pub")
-	if err != nil || a.Revision != "aaaa1111" || a.Selector["role"] != "web" || a.Options.Attach.Interface != "lo" ||
-		a.Options.Set["v"] != "1" || a.CreatedBy != "pub" {
-		t.Fatalf("assign: %+v %v", a, err)
-	}
-	as, err := db.Assignments(ctx, "p")
-	if err != nil || len(as) != 1 || as[0].ID != a.ID {
-		t.Fatalf("list: %+v %v", as, err)
-	}
-	if err := db.DeleteAssignment(ctx, a.ID); err != nil {
-		t.Fatal(err)
-	}
-	if err := db.DeleteAssignment(ctx, a.ID); !errors.Is(err, ErrNotFound) {
-		t.Fatalf("delete twice: %v", err)
-	}
+	each(t, func(t *testing.T, db *DB) {
+		ctx := context.Background()
+		if _, err := db.AddAssignment(ctx, api.AssignmentRequest{Program: "nope"}, "pub"); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("assign an unknown program: %v", err)
+		}
+		addRev(t, db, "p", "aaaa1111")
+		if _, err := db.AddAssignment(ctx, api.AssignmentRequest{Program: "p", Revision: "bbbb"}, "pub"); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("assign an unknown revision: %v", err)
+		}
+		a, err := db.AddAssignment(ctx, api.AssignmentRequest{Program: "p", Revision: "aaaa", Selector: map[string]string{"role": "web"},
+			Options: api.LoadOptions{Programs: []string{"x"}, Set: map[string]string{"v": "1"}, Attach: api.AttachOptions{Interface: "lo"}}}, "pub")
+		if err != nil || a.Revision != "aaaa1111" || a.Selector["role"] != "web" || a.Options.Attach.Interface != "lo" ||
+			a.Options.Set["v"] != "1" || a.CreatedBy != "pub" {
+			t.Fatalf("assign: %+v %v", a, err)
+		}
+		as, err := db.Assignments(ctx, "p")
+		if err != nil || len(as) != 1 || as[0].ID != a.ID {
+			t.Fatalf("list: %+v %v", as, err)
+		}
+		if err := db.DeleteAssignment(ctx, a.ID); err != nil {
+			t.Fatal(err)
+		}
+		if err := db.DeleteAssignment(ctx, a.ID); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("delete twice: %v", err)
+		}
+	})
 }
 
 func TestDesiredState(t *testing.T) {
-	ctx := context.Background()
-	db := openTest(t)
-	const kid = "debian/12/x86_64/6.1.0-1-amd64"
-	if _, err := db.DesiredState(ctx, "web-1"); !errors.Is(err, ErrNotFound) {
-		t.Fatalf("desired state of an unknown host: %v", err)
-	}
-	reg := api.HostRegistration{Name: "web-1", Kernel: kid, Labels: map[string]string{"role": "web", "zone": "a"}}
-	if _, err := db.RegisterHost(ctx, reg, "agent"); err != nil {
-		t.Fatal(err)
-	}
-	ds, err := db.DesiredState(ctx, "web-1")
-	if err != nil || len(ds.Programs) != 0 || ds.Version == 0 {
-		t.Fatalf("nothing assigned: %+v %v", ds, err)
-	}
-	empty := ds.Version
-
-	// Assigned, but the kernel is not in the archive: pending.
-	addRev(t, db, "p", "rev1")
-	if _, err := db.AddAssignment(ctx, api.AssignmentRequest{Program: "p", Selector: map[string]string{"role": "web"}}, "pub"); err != nil {
-		t.Fatal(err)
-	}
-	ds, err = db.DesiredState(ctx, "web-1")
-	if err != nil || len(ds.Programs) != 1 || ds.Programs[0].Revision != "" || !strings.Contains(ds.Programs[0].Pending, "not in the archive") {
-		t.Fatalf("unknown kernel: %+v %v", ds, err)
-	}
-	if ds.Version == empty {
-		t.Fatal("version did not change with the content")
-	}
-	// The kernel arrives; r1 never built: still pending, with the reason.
-	putKernel(t, db, kid)
-	putKernel(t, db, "debian/12/x86_64/6.1.0-2-amd64")
-	ds, err = db.DesiredState(ctx, "web-1")
-	if err != nil || ds.Programs[0].Revision != "" || !strings.Contains(ds.Programs[0].Pending, "no artifact") || ds.Programs[0].Kernel != kid {
-		t.Fatalf("no artifact: %+v %v", ds, err)
-	}
-	// r2 built and relocated: desired.
-	buildAndRelocate(t, db, "p", "rev2", false)
-	ds, err = db.DesiredState(ctx, "web-1")
-	if err != nil || ds.Programs[0].Revision != "rev2" || ds.Programs[0].Pending != "" || ds.Programs[0].ArtifactID == 0 {
-		t.Fatalf("r2: %+v %v", ds, err)
-	}
-	v2 := ds.Version
-	// Same content, same version.
-	if again, _ := db.DesiredState(ctx, "web-1"); again.Version != v2 {
-		t.Fatalf("version not stable: %d then %d", v2, again.Version)
-	}
-	// r3 pushed but its relocation is not done: rev2 stays desired.
-	buildAndRelocate(t, db, "p", "rev3", true)
-	ds, _ = db.DesiredState(ctx, "web-1")
-	if ds.Programs[0].Revision != "rev2" || ds.Version != v2 {
-		t.Fatalf("r3 queued: %+v", ds)
-	}
-	for {
-		aj, err := db.ClaimArtifact(ctx, "")
-		if errors.Is(err, ErrNotFound) {
-			break
+	each(t, func(t *testing.T, db *DB) {
+		ctx := context.Background()
+		const kid = "debian/12/x86_64/6.1.0-1-amd64"
+		if _, err := db.DesiredState(ctx, "web-1"); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("desired state of an unknown host: %v", err)
 		}
-		if err := db.FinishArtifact(ctx, aj.ID, ArtifactOutcome{Status: "ok", ManifestBlob: "m"}); err != nil {
+		reg := api.HostRegistration{Name: "web-1", Kernel: kid, Labels: map[string]string{"role": "web", "zone": "a"}}
+		if _, err := db.RegisterHost(ctx, reg, "agent"); err != nil {
 			t.Fatal(err)
 		}
-	}
-	ds, _ = db.DesiredState(ctx, "web-1")
-	if ds.Programs[0].Revision != "rev3" || ds.Version == v2 {
-		t.Fatalf("r3 done: %+v", ds)
-	}
-	// A newer assignment of the same program pins r2 and wins.
-	pin, err := db.AddAssignment(ctx, api.AssignmentRequest{Program: "p", Revision: "rev2", Selector: map[string]string{"zone": "a"},
-		Options: api.LoadOptions{Attach: api.AttachOptions{Interface: "eth0"}}}, "pub")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ds, _ = db.DesiredState(ctx, "web-1")
-	if len(ds.Programs) != 1 || ds.Programs[0].Revision != "rev2" || ds.Programs[0].Assignment != pin.ID ||
-		ds.Programs[0].Options.Attach.Interface != "eth0" {
-		t.Fatalf("pinned: %+v", ds)
-	}
-	// A pin to a revision with no artifact: pending.
-	addRev(t, db, "p", "rev4")
-	if err := db.DeleteAssignment(ctx, pin.ID); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := db.AddAssignment(ctx, api.AssignmentRequest{Program: "p", Revision: "rev4"}, "pub"); err != nil {
-		t.Fatal(err)
-	}
-	ds, _ = db.DesiredState(ctx, "web-1")
-	if ds.Programs[0].Revision != "" || !strings.Contains(ds.Programs[0].Pending, "revision rev4") {
-		t.Fatalf("pinned without artifact: %+v", ds)
-	}
-	// Selectors: another program for db hosts only is not desired here;
-	// relabelling the host brings it in.
-	buildAndRelocate(t, db, "q", "qrev1", false)
-	if _, err := db.AddAssignment(ctx, api.AssignmentRequest{Program: "q", Selector: map[string]string{"role": "db"}}, "pub"); err != nil {
-		t.Fatal(err)
-	}
-	ds, _ = db.DesiredState(ctx, "web-1")
-	if len(ds.Programs) != 1 {
-		t.Fatalf("q selected for a web host: %+v", ds)
-	}
-	reg.Labels = map[string]string{"role": "db"}
-	if r, err := db.RegisterHost(ctx, reg, "agent"); err != nil || !r.Changed {
-		t.Fatalf("relabel: %+v %v", r, err)
-	}
-	ds, _ = db.DesiredState(ctx, "web-1")
-	if len(ds.Programs) != 2 || ds.Programs[0].Program != "p" || ds.Programs[1].Program != "q" || ds.Programs[1].Revision != "qrev1" {
-		t.Fatalf("relabelled: %+v", ds)
-	}
+		ds, err := db.DesiredState(ctx, "web-1")
+		if err != nil || len(ds.Programs) != 0 || ds.Version == 0 {
+			t.Fatalf("nothing assigned: %+v %v", ds, err)
+		}
+		empty := ds.Version
+
+		// Assigned, but the kernel is not in the archive: pending.
+		addRev(t, db, "p", "rev1")
+		if _, err := db.AddAssignment(ctx, api.AssignmentRequest{Program: "p", Selector: map[string]string{"role": "web"}}, "pub"); err != nil {
+			t.Fatal(err)
+		}
+		ds, err = db.DesiredState(ctx, "web-1")
+		if err != nil || len(ds.Programs) != 1 || ds.Programs[0].Revision != "" || !strings.Contains(ds.Programs[0].Pending, "not in the archive") {
+			t.Fatalf("unknown kernel: %+v %v", ds, err)
+		}
+		if ds.Version == empty {
+			t.Fatal("version did not change with the content")
+		}
+		// The kernel arrives; r1 never built: still pending, with the reason.
+		putKernel(t, db, kid)
+		putKernel(t, db, "debian/12/x86_64/6.1.0-2-amd64")
+		ds, err = db.DesiredState(ctx, "web-1")
+		if err != nil || ds.Programs[0].Revision != "" || !strings.Contains(ds.Programs[0].Pending, "no artifact") || ds.Programs[0].Kernel != kid {
+			t.Fatalf("no artifact: %+v %v", ds, err)
+		}
+		// r2 built and relocated: desired.
+		buildAndRelocate(t, db, "p", "rev2", false)
+		ds, err = db.DesiredState(ctx, "web-1")
+		if err != nil || ds.Programs[0].Revision != "rev2" || ds.Programs[0].Pending != "" || ds.Programs[0].ArtifactID == 0 {
+			t.Fatalf("r2: %+v %v", ds, err)
+		}
+		v2 := ds.Version
+		// Same content, same version.
+		if again, _ := db.DesiredState(ctx, "web-1"); again.Version != v2 {
+			t.Fatalf("version not stable: %d then %d", v2, again.Version)
+		}
+		// r3 pushed but its relocation is not done: rev2 stays desired.
+		buildAndRelocate(t, db, "p", "rev3", true)
+		ds, _ = db.DesiredState(ctx, "web-1")
+		if ds.Programs[0].Revision != "rev2" || ds.Version != v2 {
+			t.Fatalf("r3 queued: %+v", ds)
+		}
+		for {
+			aj, err := db.ClaimArtifact(ctx, "")
+			if errors.Is(err, ErrNotFound) {
+				break
+			}
+			if err := db.FinishArtifact(ctx, aj.ID, ArtifactOutcome{Status: "ok", ManifestBlob: "m"}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		ds, _ = db.DesiredState(ctx, "web-1")
+		if ds.Programs[0].Revision != "rev3" || ds.Version == v2 {
+			t.Fatalf("r3 done: %+v", ds)
+		}
+		// A newer assignment of the same program pins r2 and wins.
+		pin, err := db.AddAssignment(ctx, api.AssignmentRequest{Program: "p", Revision: "rev2", Selector: map[string]string{"zone": "a"},
+			Options: api.LoadOptions{Attach: api.AttachOptions{Interface: "eth0"}}}, "pub")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ds, _ = db.DesiredState(ctx, "web-1")
+		if len(ds.Programs) != 1 || ds.Programs[0].Revision != "rev2" || ds.Programs[0].Assignment != pin.ID ||
+			ds.Programs[0].Options.Attach.Interface != "eth0" {
+			t.Fatalf("pinned: %+v", ds)
+		}
+		// A pin to a revision with no artifact: pending.
+		addRev(t, db, "p", "rev4")
+		if err := db.DeleteAssignment(ctx, pin.ID); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := db.AddAssignment(ctx, api.AssignmentRequest{Program: "p", Revision: "rev4"}, "pub"); err != nil {
+			t.Fatal(err)
+		}
+		ds, _ = db.DesiredState(ctx, "web-1")
+		if ds.Programs[0].Revision != "" || !strings.Contains(ds.Programs[0].Pending, "revision rev4") {
+			t.Fatalf("pinned without artifact: %+v", ds)
+		}
+		// Selectors: another program for db hosts only is not desired here;
+		// relabelling the host brings it in.
+		buildAndRelocate(t, db, "q", "qrev1", false)
+		if _, err := db.AddAssignment(ctx, api.AssignmentRequest{Program: "q", Selector: map[string]string{"role": "db"}}, "pub"); err != nil {
+			t.Fatal(err)
+		}
+		ds, _ = db.DesiredState(ctx, "web-1")
+		if len(ds.Programs) != 1 {
+			t.Fatalf("q selected for a web host: %+v", ds)
+		}
+		reg.Labels = map[string]string{"role": "db"}
+		if r, err := db.RegisterHost(ctx, reg, "agent"); err != nil || !r.Changed {
+			t.Fatalf("relabel: %+v %v", r, err)
+		}
+		ds, _ = db.DesiredState(ctx, "web-1")
+		if len(ds.Programs) != 2 || ds.Programs[0].Program != "p" || ds.Programs[1].Program != "q" || ds.Programs[1].Revision != "qrev1" {
+			t.Fatalf("relabelled: %+v", ds)
+		}
+	})
 }
 
 func TestAssignmentExports(t *testing.T) {
-	ctx := context.Background()
-	db := openTest(t)
-	const kid = "debian/12/x86_64/6.1.0-1-amd64"
-	putKernel(t, db, kid)
-	buildAndRelocate(t, db, "p", "rev1", false)
-	if _, err := db.RegisterHost(ctx, api.HostRegistration{Name: "web-1", Kernel: kid}, "agent"); err != nil {
-		t.Fatal(err)
-	}
-	plain, err := db.AddAssignment(ctx, api.AssignmentRequest{Program: "p"}, "pub")
-	if err != nil || plain.Exports == nil || len(plain.Exports) != 0 {
-		t.Fatalf("assignment without exports: %+v %v", plain, err)
-	}
-	ds, err := db.DesiredState(ctx, "web-1")
-	if err != nil || len(ds.Programs) != 1 || ds.Programs[0].Exports != nil {
-		t.Fatalf("desired without exports: %+v %v", ds, err)
-	}
-	before := ds.Version
-	want := []api.Export{{Map: "counts"}, {Map: "latency", Kind: api.ExportHistogram}}
-	a, err := db.AddAssignment(ctx, api.AssignmentRequest{Program: "p", Exports: want}, "pub")
-	if err != nil || !slices.Equal(a.Exports, want) {
-		t.Fatalf("assignment with exports: %+v %v", a, err)
-	}
-	if got, err := db.Assignment(ctx, a.ID); err != nil || !slices.Equal(got.Exports, want) {
-		t.Fatalf("stored exports: %+v %v", got, err)
-	}
-	ds, err = db.DesiredState(ctx, "web-1")
-	if err != nil || len(ds.Programs) != 1 || !slices.Equal(ds.Programs[0].Exports, want) {
-		t.Fatalf("desired with exports: %+v %v", ds, err)
-	}
-	if ds.Version == before {
-		t.Fatal("adding exports did not change the desired state's version")
-	}
-	// A host's report keeps each export's status.
-	rep := []api.HostProgram{{Program: "p", State: api.HostProgramLoaded, Exports: []api.ExportStatus{
-		{Map: "counts", Kind: api.ExportCounter, Metrics: []string{"bpfarm_p_counts_total"}, Labels: []string{"key"}},
-		{Map: "latency", Error: "map latency: not in the loaded set"}}}}
-	if err := db.ReportHost(ctx, "web-1", rep); err != nil {
-		t.Fatal(err)
-	}
-	h, err := db.Host(ctx, "web-1")
-	if err != nil || len(h.Programs) != 1 || len(h.Programs[0].Exports) != 2 ||
-		h.Programs[0].Exports[1].Error != rep[0].Exports[1].Error || h.Programs[0].Exports[0].Metrics[0] != "bpfarm_p_counts_total" {
-		t.Fatalf("reported exports: %+v %v", h, err)
-	}
+	each(t, func(t *testing.T, db *DB) {
+		ctx := context.Background()
+		const kid = "debian/12/x86_64/6.1.0-1-amd64"
+		putKernel(t, db, kid)
+		buildAndRelocate(t, db, "p", "rev1", false)
+		if _, err := db.RegisterHost(ctx, api.HostRegistration{Name: "web-1", Kernel: kid}, "agent"); err != nil {
+			t.Fatal(err)
+		}
+		plain, err := db.AddAssignment(ctx, api.AssignmentRequest{Program: "p"}, "pub")
+		if err != nil || plain.Exports == nil || len(plain.Exports) != 0 {
+			t.Fatalf("assignment without exports: %+v %v", plain, err)
+		}
+		ds, err := db.DesiredState(ctx, "web-1")
+		if err != nil || len(ds.Programs) != 1 || ds.Programs[0].Exports != nil {
+			t.Fatalf("desired without exports: %+v %v", ds, err)
+		}
+		before := ds.Version
+		want := []api.Export{{Map: "counts"}, {Map: "latency", Kind: api.ExportHistogram}}
+		a, err := db.AddAssignment(ctx, api.AssignmentRequest{Program: "p", Exports: want}, "pub")
+		if err != nil || !slices.Equal(a.Exports, want) {
+			t.Fatalf("assignment with exports: %+v %v", a, err)
+		}
+		if got, err := db.Assignment(ctx, a.ID); err != nil || !slices.Equal(got.Exports, want) {
+			t.Fatalf("stored exports: %+v %v", got, err)
+		}
+		ds, err = db.DesiredState(ctx, "web-1")
+		if err != nil || len(ds.Programs) != 1 || !slices.Equal(ds.Programs[0].Exports, want) {
+			t.Fatalf("desired with exports: %+v %v", ds, err)
+		}
+		if ds.Version == before {
+			t.Fatal("adding exports did not change the desired state's version")
+		}
+		// A host's report keeps each export's status.
+		rep := []api.HostProgram{{Program: "p", State: api.HostProgramLoaded, Exports: []api.ExportStatus{
+			{Map: "counts", Kind: api.ExportCounter, Metrics: []string{"bpfarm_p_counts_total"}, Labels: []string{"key"}},
+			{Map: "latency", Error: "map latency: not in the loaded set"}}}}
+		if err := db.ReportHost(ctx, "web-1", rep); err != nil {
+			t.Fatal(err)
+		}
+		h, err := db.Host(ctx, "web-1")
+		if err != nil || len(h.Programs) != 1 || len(h.Programs[0].Exports) != 2 ||
+			h.Programs[0].Exports[1].Error != rep[0].Exports[1].Error || h.Programs[0].Exports[0].Metrics[0] != "bpfarm_p_counts_total" {
+			t.Fatalf("reported exports: %+v %v", h, err)
+		}
+	})
 }

@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"time"
@@ -76,7 +75,7 @@ func (d *DB) PutKernel(ctx context.Context, k Kernel, replace bool) (out Kernel,
 	if k.Trust == api.KernelTrusted {
 		k.SourceHost = ""
 	}
-	err = d.tx(ctx, func(tx *sql.Tx) error {
+	err = d.tx(ctx, func(tx *sqlTx) error {
 		old, err := scanKernel(tx.QueryRowContext(ctx, `SELECT `+kernelColumns+` FROM kernels WHERE kid = ?`, k.KID))
 		if k.Trust == api.KernelTrusted {
 			if _, err := tx.ExecContext(ctx, `UPDATE kernels SET trust = 'trusted', source_host = '' WHERE btf_blob = ?
@@ -122,17 +121,13 @@ func (d *DB) PutKernel(ctx context.Context, k Kernel, replace bool) (out Kernel,
 			return err
 		}
 		created = true
-		res, err := tx.ExecContext(ctx, `INSERT INTO kernels (kid, distro, version, arch, release, build, version_code,
+		return tx.QueryRowContext(ctx, `INSERT INTO kernels (kid, distro, version, arch, release, build, version_code,
 			btf_blob, btf_size, modules_blob, modules_count, modules_size, config_blob, image_blob, image_size, source,
-			imported_by, trust, source_host, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			imported_by, trust, source_host, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+			RETURNING id`,
 			k.KID, k.Distro, k.Version, k.Arch, k.Release, k.Build, k.VersionCode, k.BTFBlob, k.BTFSize, k.ModulesBlob,
 			k.ModulesCount, k.ModulesSize, k.ConfigBlob, k.ImageBlob, k.ImageSize, k.Source, k.ImportedBy, k.Trust,
-			k.SourceHost, now())
-		if err != nil {
-			return err
-		}
-		k.ID, _ = res.LastInsertId()
-		return nil
+			k.SourceHost, now()).Scan(&k.ID)
 	})
 	if err != nil {
 		return k, false, fmt.Errorf("store kernel %s: %w", k.KID, err)

@@ -3,7 +3,6 @@ package store_test
 import (
 	"context"
 	"errors"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -11,17 +10,8 @@ import (
 	"github.com/bpfarm/bpfarm/api"
 	"github.com/bpfarm/bpfarm/manifest"
 	"github.com/bpfarm/bpfarm/server/store"
+	"github.com/bpfarm/bpfarm/server/store/storetest"
 )
-
-func openOverviewDB(t *testing.T) *store.DB {
-	t.Helper()
-	db, err := store.Open(context.Background(), filepath.Join(t.TempDir(), "overview.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	return db
-}
 
 // overviewFixture is an archive of two x86_64 kernels (one with an image)
 // and an arm64 one; program execsnoop with two revisions, the newer built
@@ -102,7 +92,7 @@ func (f *overviewFixture) relocateAll(t *testing.T, db *store.DB) {
 	}
 }
 
-func TestOverview(t *testing.T) { testOverview(t, openOverviewDB(t)) }
+func TestOverview(t *testing.T) { storetest.Each(t, testOverview) }
 
 func testOverview(t *testing.T, db *store.DB) {
 	ctx := context.Background()

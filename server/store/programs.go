@@ -144,15 +144,15 @@ type TokenRow struct {
 // taken.
 func (d *DB) CreateToken(ctx context.Context, name, role, hash string) (api.Token, error) {
 	t := now()
-	res, err := d.db.ExecContext(ctx, `INSERT INTO tokens (name, role, hash, created_at) VALUES (?, ?, ?, ?)
-		ON CONFLICT (name) DO NOTHING`, name, role, hash, t)
+	var id int64
+	err := d.db.QueryRowContext(ctx, `INSERT INTO tokens (name, role, hash, created_at) VALUES (?, ?, ?, ?)
+		ON CONFLICT (name) DO NOTHING RETURNING id`, name, role, hash, t).Scan(&id)
+	if errors.Is(err, sql.ErrNoRows) {
+		return api.Token{}, fmt.Errorf("token %q: %w", name, ErrConflict)
+	}
 	if err != nil {
 		return api.Token{}, fmt.Errorf("create token %q: %w", name, err)
 	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		return api.Token{}, fmt.Errorf("token %q: %w", name, ErrConflict)
-	}
-	id, _ := res.LastInsertId()
 	return api.Token{ID: id, Name: name, Role: role, CreatedAt: t}, nil
 }
 

@@ -5,26 +5,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/bpfarm/bpfarm/api"
 	"github.com/bpfarm/bpfarm/server/store"
+	"github.com/bpfarm/bpfarm/server/store/storetest"
 )
 
-// each runs fn on a fresh database (storetest.Each once PostgreSQL lands).
-func each(t *testing.T, fn func(t *testing.T, db *store.DB)) {
-	t.Run("sqlite", func(t *testing.T) {
-		db, err := store.Open(context.Background(), filepath.Join(t.TempDir(), "test.db"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { db.Close() })
-		fn(t, db)
-	})
-}
+// each runs fn on a fresh SQLite and a fresh PostgreSQL database.
+func each(t *testing.T, fn func(t *testing.T, db *store.DB)) { storetest.Each(t, fn) }
 
 // TestInitSecretRace starts many replicas at once: exactly one stores its
 // secret, and every one reads back that one.

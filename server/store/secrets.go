@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"database/sql"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -22,7 +21,7 @@ const (
 // insert wins and every caller reads back the winner. The store keeps
 // sealed as it is given (encrypted by the caller, see server/secret).
 func (d *DB) InitSecret(ctx context.Context, name string, sealed []byte) (stored []byte, created bool, err error) {
-	err = d.tx(ctx, func(tx *sql.Tx) error {
+	err = d.tx(ctx, func(tx *sqlTx) error {
 		created, err = insertSecret(ctx, tx, name, sealed)
 		if err != nil {
 			return err
@@ -44,7 +43,7 @@ func (d *DB) InitSecret(ctx context.Context, name string, sealed []byte) (stored
 // database had tokens before the secret was kept in it (a data directory
 // older than replica sets: its admin token file stays what it was).
 func (d *DB) InitAdmin(ctx context.Context, sealed []byte, name, role, hash string) (stored []byte, created bool, err error) {
-	err = d.tx(ctx, func(tx *sql.Tx) error {
+	err = d.tx(ctx, func(tx *sqlTx) error {
 		stored, err = readSecret(ctx, tx, SecretAdminToken)
 		if err == nil || !errors.Is(err, ErrNotFound) {
 			return err
@@ -74,7 +73,7 @@ func (d *DB) InitAdmin(ctx context.Context, sealed []byte, name, role, hash stri
 	return stored, created, nil
 }
 
-func insertSecret(ctx context.Context, tx *sql.Tx, name string, sealed []byte) (bool, error) {
+func insertSecret(ctx context.Context, tx *sqlTx, name string, sealed []byte) (bool, error) {
 	res, err := tx.ExecContext(ctx, `INSERT INTO secrets (name, value, created_at) VALUES (?, ?, ?)
 		ON CONFLICT (name) DO NOTHING`, name, base64.StdEncoding.EncodeToString(sealed), now())
 	if err != nil {
@@ -84,7 +83,7 @@ func insertSecret(ctx context.Context, tx *sql.Tx, name string, sealed []byte) (
 	return n == 1, err
 }
 
-func readSecret(ctx context.Context, tx *sql.Tx, name string) ([]byte, error) {
+func readSecret(ctx context.Context, tx *sqlTx, name string) ([]byte, error) {
 	var v string
 	if err := tx.QueryRowContext(ctx, `SELECT value FROM secrets WHERE name = ?`, name).Scan(&v); err != nil {
 		return nil, notFound(err)

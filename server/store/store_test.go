@@ -3,16 +3,42 @@ package store
 import (
 	"context"
 	"errors"
+	"io"
+	"log/slog"
+	"os"
 	"path/filepath"
 	"sync"
 	"testing"
 
 	"github.com/bpfarm/bpfarm/api"
+	"github.com/bpfarm/bpfarm/internal/testenv"
 )
 
-func openTest(t *testing.T) *DB {
+func TestMain(m *testing.M) {
+	code := m.Run()
+	testenv.StopPostgres()
+	os.Exit(code)
+}
+
+// each runs fn on a new SQLite and a new PostgreSQL database: it is
+// storetest.Each, for the tests of package store itself (storetest
+// imports store).
+func each(t *testing.T, fn func(t *testing.T, db *DB)) {
 	t.Helper()
-	db, err := Open(context.Background(), filepath.Join(t.TempDir(), "test.db"))
+	for _, backend := range []string{"sqlite", "postgres"} {
+		t.Run(backend, func(t *testing.T) { fn(t, openTest(t, backend)) })
+	}
+}
+
+// openTest opens a new, empty database of backend ("sqlite" or
+// "postgres"), closed when the test ends.
+func openTest(t *testing.T, backend string) *DB {
+	t.Helper()
+	url := "sqlite:" + filepath.Join(t.TempDir(), "test.db")
+	if backend == "postgres" {
+		url = testenv.Postgres(t)
+	}
+	db, err := Open(context.Background(), url, WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -29,140 +55,144 @@ func addRev(t *testing.T, db *DB, prog, digest string) {
 }
 
 func TestQueueLifecycle(t *testing.T) {
-	ctx := context.Background()
-	db := openTest(t)
-	addRev(t, db, "p", "r1")
-	b, queued, err := db.EnsureBuild(ctx, BuildInput{Program: "p", Revision: "r1", Arch: "x86_64", CacheKey: "k1"})
-	if err != nil || !queued || b.State != api.StateQueued {
-		t.Fatalf("first ensure: %+v queued=%v err=%v", b, queued, err)
-	}
-	// The same build again is not queued twice.
-	b2, queued, err := db.EnsureBuild(ctx, BuildInput{Program: "p", Revision: "r1", Arch: "x86_64", CacheKey: "k1"})
-	if err != nil || queued || b2.ID != b.ID {
-		t.Fatalf("second ensure: %+v queued=%v err=%v", b2, queued, err)
-	}
-	job, err := db.Claim(ctx)
-	if err != nil || job.ID != b.ID || job.BundleBlob != "br1" || job.Attempts != 1 {
-		t.Fatalf("claim: %+v %v", job, err)
-	}
-	if _, err := db.Claim(ctx); !errors.Is(err, ErrNotFound) {
-		t.Fatalf("claim on empty queue: %v", err)
-	}
-	// A crash: the running build is queued again, then claimed again.
-	if n, f, err := db.Recover(ctx, 3); err != nil || n != 1 || f != 0 {
-		t.Fatalf("recover: %d %d %v", n, f, err)
-	}
-	job, err = db.Claim(ctx)
-	if err != nil || job.Attempts != 2 {
-		t.Fatalf("claim after recover: %+v %v", job, err)
-	}
-	if err := db.Finish(ctx, job.ID, Outcome{State: api.StateSucceeded, ObjectBlob: "obj", ObjectSize: 3, LogBlob: "log"}); err != nil {
-		t.Fatal(err)
-	}
-	if err := db.Finish(ctx, job.ID, Outcome{State: api.StateFailed}); err == nil {
-		t.Fatal("finishing a finished build succeeded")
-	}
+	each(t, func(t *testing.T, db *DB) {
+		ctx := context.Background()
+		addRev(t, db, "p", "r1")
+		b, queued, err := db.EnsureBuild(ctx, BuildInput{Program: "p", Revision: "r1", Arch: "x86_64", CacheKey: "k1"})
+		if err != nil || !queued || b.State != api.StateQueued {
+			t.Fatalf("first ensure: %+v queued=%v err=%v", b, queued, err)
+		}
+		// The same build again is not queued twice.
+		b2, queued, err := db.EnsureBuild(ctx, BuildInput{Program: "p", Revision: "r1", Arch: "x86_64", CacheKey: "k1"})
+		if err != nil || queued || b2.ID != b.ID {
+			t.Fatalf("second ensure: %+v queued=%v err=%v", b2, queued, err)
+		}
+		job, err := db.Claim(ctx)
+		if err != nil || job.ID != b.ID || job.BundleBlob != "br1" || job.Attempts != 1 {
+			t.Fatalf("claim: %+v %v", job, err)
+		}
+		if _, err := db.Claim(ctx); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("claim on empty queue: %v", err)
+		}
+		// A crash: the running build is queued again, then claimed again.
+		if n, f, err := db.Recover(ctx, 3); err != nil || n != 1 || f != 0 {
+			t.Fatalf("recover: %d %d %v", n, f, err)
+		}
+		job, err = db.Claim(ctx)
+		if err != nil || job.Attempts != 2 {
+			t.Fatalf("claim after recover: %+v %v", job, err)
+		}
+		if err := db.Finish(ctx, job.ID, Outcome{State: api.StateSucceeded, ObjectBlob: "obj", ObjectSize: 3, LogBlob: "log"}); err != nil {
+			t.Fatal(err)
+		}
+		if err := db.Finish(ctx, job.ID, Outcome{State: api.StateFailed}); err == nil {
+			t.Fatal("finishing a finished build succeeded")
+		}
 
-	// Same inputs under another program: a cache hit, not queued.
-	addRev(t, db, "q", "r1")
-	hit, queued, err := db.EnsureBuild(ctx, BuildInput{Program: "q", Revision: "r1", Arch: "x86_64", CacheKey: "k1"})
-	if err != nil || queued || hit.State != api.StateSucceeded || hit.CachedFrom != job.ID || hit.Object.Digest != "obj" {
-		t.Fatalf("cache hit: %+v queued=%v err=%v", hit, queued, err)
-	}
-	// A new compiler (another key) rebuilds the same build row.
-	re, queued, err := db.EnsureBuild(ctx, BuildInput{Program: "p", Revision: "r1", Arch: "x86_64", CacheKey: "k2"})
-	if err != nil || !queued || re.ID != job.ID || re.State != api.StateQueued || re.Object != nil {
-		t.Fatalf("rebuild: %+v queued=%v err=%v", re, queued, err)
-	}
-	refs, err := db.BlobRefs(ctx)
-	if err != nil || len(refs) != 3 { // br1 (twice, deduplicated), obj, log of the cache hit
-		t.Fatalf("blob refs: %v %v", refs, err)
-	}
+		// Same inputs under another program: a cache hit, not queued.
+		addRev(t, db, "q", "r1")
+		hit, queued, err := db.EnsureBuild(ctx, BuildInput{Program: "q", Revision: "r1", Arch: "x86_64", CacheKey: "k1"})
+		if err != nil || queued || hit.State != api.StateSucceeded || hit.CachedFrom != job.ID || hit.Object.Digest != "obj" {
+			t.Fatalf("cache hit: %+v queued=%v err=%v", hit, queued, err)
+		}
+		// A new compiler (another key) rebuilds the same build row.
+		re, queued, err := db.EnsureBuild(ctx, BuildInput{Program: "p", Revision: "r1", Arch: "x86_64", CacheKey: "k2"})
+		if err != nil || !queued || re.ID != job.ID || re.State != api.StateQueued || re.Object != nil {
+			t.Fatalf("rebuild: %+v queued=%v err=%v", re, queued, err)
+		}
+		refs, err := db.BlobRefs(ctx)
+		if err != nil || len(refs) != 3 { // br1 (twice, deduplicated), obj, log of the cache hit
+			t.Fatalf("blob refs: %v %v", refs, err)
+		}
+	})
 }
 
 func TestRecoverGivesUp(t *testing.T) {
-	ctx := context.Background()
-	db := openTest(t)
-	addRev(t, db, "p", "r1")
-	db.EnsureBuild(ctx, BuildInput{Program: "p", Revision: "r1", Arch: "x86_64", CacheKey: "k"})
-	for range 3 {
-		if _, err := db.Claim(ctx); err != nil {
-			t.Fatal(err)
+	each(t, func(t *testing.T, db *DB) {
+		ctx := context.Background()
+		addRev(t, db, "p", "r1")
+		db.EnsureBuild(ctx, BuildInput{Program: "p", Revision: "r1", Arch: "x86_64", CacheKey: "k"})
+		for range 3 {
+			if _, err := db.Claim(ctx); err != nil {
+				t.Fatal(err)
+			}
+			db.Recover(ctx, 3)
 		}
-		db.Recover(ctx, 3)
-	}
-	bs, _ := db.Builds(ctx, BuildFilter{})
-	if bs[0].State != api.StateFailed || bs[0].ErrorKind != "internal" {
-		t.Fatalf("build that crashed the server 3 times: %+v", bs[0])
-	}
-	// An internal failure is retried on the next push.
-	_, queued, _ := db.EnsureBuild(ctx, BuildInput{Program: "p", Revision: "r1", Arch: "x86_64", CacheKey: "k"})
-	if !queued {
-		t.Fatal("internal failure not retried")
-	}
+		bs, _ := db.Builds(ctx, BuildFilter{})
+		if bs[0].State != api.StateFailed || bs[0].ErrorKind != "internal" {
+			t.Fatalf("build that crashed the server 3 times: %+v", bs[0])
+		}
+		// An internal failure is retried on the next push.
+		_, queued, _ := db.EnsureBuild(ctx, BuildInput{Program: "p", Revision: "r1", Arch: "x86_64", CacheKey: "k"})
+		if !queued {
+			t.Fatal("internal failure not retried")
+		}
+	})
 }
 
 // TestConcurrentClaims: every build is claimed exactly once.
 func TestConcurrentClaims(t *testing.T) {
-	ctx := context.Background()
-	db := openTest(t)
-	addRev(t, db, "p", "r1")
-	const n = 40
-	for i := range n {
-		db.EnsureBuild(ctx, BuildInput{Program: "p", Revision: "r1", Arch: "x86_64", Flags: []string{string(rune('A' + i))}, CacheKey: string(rune('A' + i))})
-	}
-	var mu sync.Mutex
-	seen := map[int64]int{}
-	var wg sync.WaitGroup
-	for range 8 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				j, err := db.Claim(ctx)
-				if errors.Is(err, ErrNotFound) {
-					return
-				}
-				if err != nil {
-					t.Error(err)
-					return
-				}
-				mu.Lock()
-				seen[j.ID]++
-				mu.Unlock()
-			}
-		}()
-	}
-	wg.Wait()
-	if len(seen) != n {
-		t.Fatalf("claimed %d builds, want %d", len(seen), n)
-	}
-	for id, c := range seen {
-		if c != 1 {
-			t.Errorf("build %d claimed %d times", id, c)
+	each(t, func(t *testing.T, db *DB) {
+		ctx := context.Background()
+		addRev(t, db, "p", "r1")
+		const n = 40
+		for i := range n {
+			db.EnsureBuild(ctx, BuildInput{Program: "p", Revision: "r1", Arch: "x86_64", Flags: []string{string(rune('A' + i))}, CacheKey: string(rune('A' + i))})
 		}
-	}
+		var mu sync.Mutex
+		seen := map[int64]int{}
+		var wg sync.WaitGroup
+		for range 8 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for {
+					j, err := db.Claim(ctx)
+					if errors.Is(err, ErrNotFound) {
+						return
+					}
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					mu.Lock()
+					seen[j.ID]++
+					mu.Unlock()
+				}
+			}()
+		}
+		wg.Wait()
+		if len(seen) != n {
+			t.Fatalf("claimed %d builds, want %d", len(seen), n)
+		}
+		for id, c := range seen {
+			if c != 1 {
+				t.Errorf("build %d claimed %d times", id, c)
+			}
+		}
+	})
 }
 
 func TestTokens(t *testing.T) {
-	ctx := context.Background()
-	db := openTest(t)
-	if has, _ := db.HasTokens(ctx); has {
-		t.Fatal("fresh db has tokens")
-	}
-	if _, err := db.CreateToken(ctx, "a", api.RoleAdmin, "h1"); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := db.CreateToken(ctx, "a", api.RoleReader, "h2"); !errors.Is(err, ErrConflict) {
-		t.Fatalf("duplicate name: %v", err)
-	}
-	if tok, err := db.TokenByHash(ctx, "h1"); err != nil || tok.Name != "a" {
-		t.Fatalf("by hash: %+v %v", tok, err)
-	}
-	if err := db.RevokeToken(ctx, "a"); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := db.TokenByHash(ctx, "h1"); !errors.Is(err, ErrNotFound) {
-		t.Fatalf("revoked token found: %v", err)
-	}
+	each(t, func(t *testing.T, db *DB) {
+		ctx := context.Background()
+		if has, _ := db.HasTokens(ctx); has {
+			t.Fatal("fresh db has tokens")
+		}
+		if _, err := db.CreateToken(ctx, "a", api.RoleAdmin, "h1"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := db.CreateToken(ctx, "a", api.RoleReader, "h2"); !errors.Is(err, ErrConflict) {
+			t.Fatalf("duplicate name: %v", err)
+		}
+		if tok, err := db.TokenByHash(ctx, "h1"); err != nil || tok.Name != "a" {
+			t.Fatalf("by hash: %+v %v", tok, err)
+		}
+		if err := db.RevokeToken(ctx, "a"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := db.TokenByHash(ctx, "h1"); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("revoked token found: %v", err)
+		}
+	})
 }

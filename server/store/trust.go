@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -23,7 +24,7 @@ func (d *DB) EnrollHost(ctx context.Context, host string, labels map[string]stri
 		tok     = api.Token{Name: tokenName, Role: api.RoleHost, Host: host, CreatedAt: now()}
 		revoked []string
 	)
-	err = d.tx(ctx, func(tx *sql.Tx) error {
+	err = d.tx(ctx, func(tx *sqlTx) error {
 		rows, err := tx.QueryContext(ctx, `UPDATE tokens SET revoked_at = ? WHERE host = ? AND revoked_at IS NULL
 			RETURNING name`, tok.CreatedAt, host)
 		if err != nil {
@@ -41,16 +42,13 @@ func (d *DB) EnrollHost(ctx context.Context, host string, labels map[string]stri
 		if err := rows.Err(); err != nil {
 			return err
 		}
-		res, err := tx.ExecContext(ctx, `INSERT INTO tokens (name, role, hash, host, host_labels, created_at)
-			VALUES (?, 'host', ?, ?, ?, ?) ON CONFLICT (name) DO NOTHING`, tokenName, hash, host, string(lb), tok.CreatedAt)
-		if err != nil {
-			return err
-		}
-		if n, _ := res.RowsAffected(); n == 0 {
+		err = tx.QueryRowContext(ctx, `INSERT INTO tokens (name, role, hash, host, host_labels, created_at)
+			VALUES (?, 'host', ?, ?, ?, ?) ON CONFLICT (name) DO NOTHING RETURNING id`,
+			tokenName, hash, host, string(lb), tok.CreatedAt).Scan(&tok.ID)
+		if errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("token %q: %w", tokenName, ErrConflict)
 		}
-		tok.ID, _ = res.LastInsertId()
-		return nil
+		return err
 	})
 	if err != nil {
 		return api.Token{}, nil, fmt.Errorf("enroll host %s: %w", host, err)
@@ -91,20 +89,21 @@ func (d *DB) QuotaOverrides(ctx context.Context, token string) (api.Quota, error
 // token's current override, a negative one clears it (back to the
 // default).
 func (d *DB) SetQuotaOverrides(ctx context.Context, token string, q api.Quota) error {
-	arg := func(v int64) any {
+	set := "name = name" // a no-op, so that a token that does not exist is told apart
+	var args []any
+	for _, f := range []struct {
+		col string
+		v   int64
+	}{{"max_bytes", q.MaxBytes}, {"max_revisions", q.MaxRevisions}, {"max_builds_per_hour", q.MaxBuildsPerHour}} {
 		switch {
-		case v < 0:
-			return "clear"
-		case v == 0:
-			return nil
+		case f.v < 0:
+			set += ", " + f.col + " = NULL"
+		case f.v > 0:
+			set += ", " + f.col + " = ?"
+			args = append(args, f.v)
 		}
-		return v
 	}
-	res, err := d.db.ExecContext(ctx, `UPDATE tokens SET
-		max_bytes = CASE WHEN ?1 IS NULL THEN max_bytes WHEN ?1 = 'clear' THEN NULL ELSE ?1 END,
-		max_revisions = CASE WHEN ?2 IS NULL THEN max_revisions WHEN ?2 = 'clear' THEN NULL ELSE ?2 END,
-		max_builds_per_hour = CASE WHEN ?3 IS NULL THEN max_builds_per_hour WHEN ?3 = 'clear' THEN NULL ELSE ?3 END
-		WHERE name = ?4`, arg(q.MaxBytes), arg(q.MaxRevisions), arg(q.MaxBuildsPerHour), token)
+	res, err := d.db.ExecContext(ctx, `UPDATE tokens SET `+set+` WHERE name = ?`, append(args, token)...)
 	if err != nil {
 		return fmt.Errorf("set quota of token %q: %w", token, err)
 	}

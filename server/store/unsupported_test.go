@@ -12,62 +12,105 @@ import (
 // 00007, which rebuilds the artifacts table for it, keeps the
 // verifications that reference the artifacts.
 func TestUnsupportedStatus(t *testing.T) {
-	ctx := context.Background()
-	const kid = "debian/12/x86_64/6.1.0-50-cloud-amd64"
-	db, arts := verifyFixture(t, map[string]string{kid: "image-1"})
-	if n, err := db.QueueVerifications(ctx); err != nil || n != 1 {
-		t.Fatalf("queue: %d %v", n, err)
-	}
-
-	// Run the migration's Up section again on the populated database.
-	raw, err := migrations.FS.ReadFile("00007_unsupported.sql")
-	if err != nil {
-		t.Fatal(err)
-	}
-	up, _, _ := strings.Cut(string(raw), "-- +goose Down")
-	tx, err := db.db.BeginTx(ctx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for stmt := range strings.SplitSeq(up, ";\n") {
-		if strings.TrimSpace(stripComments(stmt)) == "" {
-			continue
+	each(t, func(t *testing.T, db *DB) {
+		ctx := context.Background()
+		const kid = "debian/12/x86_64/6.1.0-50-cloud-amd64"
+		arts := verifyFixture(t, db, map[string]string{kid: "image-1"})
+		if n, err := db.QueueVerifications(ctx); err != nil || n != 1 {
+			t.Fatalf("queue: %d %v", n, err)
 		}
-		if _, err := tx.ExecContext(ctx, stmt); err != nil {
-			tx.Rollback()
-			t.Fatalf("%s: %v", stmt, err)
-		}
-	}
-	if err := tx.Commit(); err != nil {
-		t.Fatal(err)
-	}
-	var n int
-	if err := db.db.QueryRowContext(ctx, `SELECT count(*) FROM verifications WHERE artifact_id = ?`, arts[kid]).Scan(&n); err != nil || n != 1 {
-		t.Fatalf("verifications after the rebuild: %d %v", n, err)
-	}
 
-	// Relocate again, unsupported this time.
-	if _, err := db.db.ExecContext(ctx, `UPDATE artifacts SET state = 'running' WHERE id = ?`, arts[kid]); err != nil {
-		t.Fatal(err)
-	}
-	if err := db.FinishArtifact(ctx, arts[kid], ArtifactOutcome{Status: "unsupported", ManifestBlob: "m"}); err != nil {
-		t.Fatal(err)
-	}
-	a, err := db.Artifact(ctx, arts[kid])
-	if err != nil || a.Status != "unsupported" {
-		t.Fatalf("artifact %+v %v", a, err)
-	}
-	if _, err := db.db.ExecContext(ctx, `UPDATE artifacts SET status = 'bogus' WHERE id = ?`, arts[kid]); err == nil {
-		t.Error("the status CHECK constraint is gone")
-	}
+		// Run the migration's Up section again on the populated database.
+		raw, err := migrations.FS.ReadFile("00007_unsupported.sql")
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw, err = translate(raw, db.postgres)
+		if err != nil {
+			t.Fatal(err)
+		}
+		up, _, _ := strings.Cut(string(raw), "-- +goose Down")
+		tx, err := db.db.BeginTx(ctx, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, stmt := range statements(up) {
+			if _, err := tx.tx.ExecContext(ctx, stmt); err != nil {
+				tx.Rollback()
+				t.Fatalf("%s: %v", stmt, err)
+			}
+		}
+		if err := tx.Commit(); err != nil {
+			t.Fatal(err)
+		}
+		var n int
+		if err := db.db.QueryRowContext(ctx, `SELECT count(*) FROM verifications WHERE artifact_id = ?`, arts[kid]).Scan(&n); err != nil || n != 1 {
+			t.Fatalf("verifications after the rebuild: %d %v", n, err)
+		}
+
+		// Relocate again, unsupported this time.
+		if _, err := db.db.ExecContext(ctx, `UPDATE artifacts SET state = 'running' WHERE id = ?`, arts[kid]); err != nil {
+			t.Fatal(err)
+		}
+		if err := db.FinishArtifact(ctx, arts[kid], ArtifactOutcome{Status: "unsupported", ManifestBlob: "m"}); err != nil {
+			t.Fatal(err)
+		}
+		a, err := db.Artifact(ctx, arts[kid])
+		if err != nil || a.Status != "unsupported" {
+			t.Fatalf("artifact %+v %v", a, err)
+		}
+		if _, err := db.db.ExecContext(ctx, `UPDATE artifacts SET status = 'bogus' WHERE id = ?`, arts[kid]); err == nil {
+			t.Error("the status CHECK constraint is gone")
+		}
+		// New rows get new ids (on PostgreSQL, Open resyncs the identity
+		// sequences after migrating, as here).
+		if db.postgres {
+			if err := db.resyncIdentities(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		putKernel(t, db, "debian/12/x86_64/6.12.1-cloud-amd64")
+		if n, err := db.QueueArtifacts(ctx, a.BuildID); err != nil || n != 1 {
+			t.Fatalf("queue for a new kernel: %d %v", n, err)
+		}
+		// The verifications' foreign key names the new table: deleting the
+		// artifact deletes its verification.
+		if _, err := db.db.ExecContext(ctx, `DELETE FROM artifacts WHERE id = ?`, arts[kid]); err != nil {
+			t.Fatal(err)
+		}
+		if err := db.db.QueryRowContext(ctx, `SELECT count(*) FROM verifications`).Scan(&n); err != nil || n != 0 {
+			t.Fatalf("verifications after deleting their artifact: %d %v", n, err)
+		}
+	})
 }
 
-func stripComments(s string) string {
-	var out []string
-	for l := range strings.SplitSeq(s, "\n") {
-		if !strings.HasPrefix(strings.TrimSpace(l), "--") {
-			out = append(out, l)
+// statements splits a goose migration section into statements: each ends
+// with a line ending in ";", or is a StatementBegin ... StatementEnd block.
+func statements(sql string) []string {
+	var (
+		out   []string
+		cur   strings.Builder
+		block bool
+	)
+	for l := range strings.SplitSeq(sql, "\n") {
+		trimmed := strings.TrimSpace(l)
+		switch {
+		case trimmed == "-- +goose StatementBegin":
+			block = true
+			continue
+		case trimmed == "-- +goose StatementEnd":
+			block = false
+			out = append(out, cur.String())
+			cur.Reset()
+			continue
+		case strings.HasPrefix(trimmed, "--") || trimmed == "":
+			continue
+		}
+		cur.WriteString(l + "\n")
+		if !block && strings.HasSuffix(trimmed, ";") {
+			out = append(out, cur.String())
+			cur.Reset()
 		}
 	}
-	return strings.Join(out, "\n")
+	return out
 }

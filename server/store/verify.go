@@ -25,7 +25,7 @@ const (
 // how many were queued.
 func (d *DB) QueueVerifications(ctx context.Context) (int, error) {
 	var total int64
-	err := d.tx(ctx, func(tx *sql.Tx) error {
+	err := d.tx(ctx, func(tx *sqlTx) error {
 		res, err := tx.ExecContext(ctx, `INSERT INTO verifications (artifact_id, kernel_image, state, created_at)
 			SELECT a.id, k.image_blob, 'queued', ? FROM artifacts a JOIN kernels k ON k.id = a.kernel_id
 			WHERE a.state = 'done' AND k.image_blob != '' AND (a.relocated_blob != '' OR a.minbtf_blob != '')
@@ -57,7 +57,7 @@ func (d *DB) QueueVerifications(ctx context.Context) (int, error) {
 // for the first time). It returns ErrNotFound when the artifact is not
 // done or its kernel has no image, and ErrConflict while it runs.
 func (d *DB) RequeueVerification(ctx context.Context, artifactID int64) error {
-	return d.tx(ctx, func(tx *sql.Tx) error {
+	return d.tx(ctx, func(tx *sqlTx) error {
 		var image, state string
 		err := tx.QueryRowContext(ctx, `SELECT k.image_blob, a.state FROM artifacts a JOIN kernels k ON k.id = a.kernel_id
 			WHERE a.id = ?`, artifactID).Scan(&image, &state)
@@ -76,7 +76,7 @@ func (d *DB) RequeueVerification(ctx context.Context, artifactID int64) error {
 		res, err := tx.ExecContext(ctx, `INSERT INTO verifications (artifact_id, kernel_image, state, created_at)
 			VALUES (?, ?, 'queued', ?)
 			ON CONFLICT (artifact_id) DO UPDATE SET state = 'queued', attempts = 0, kernel_image = excluded.kernel_image
-			WHERE state != 'running'`, artifactID, image, now())
+			WHERE verifications.state != 'running'`, artifactID, image, now())
 		if err != nil {
 			return err
 		}
@@ -102,9 +102,10 @@ func (d *DB) ClaimVerification(ctx context.Context) (*VerifyJob, error) {
 		j          VerifyJob
 		artifactID int64
 	)
-	err := d.tx(ctx, func(tx *sql.Tx) error {
+	err := d.tx(ctx, func(tx *sqlTx) error {
 		return tx.QueryRowContext(ctx, `UPDATE verifications SET state = 'running', attempts = attempts + 1, started_at = ?
-			WHERE id = (SELECT id FROM verifications WHERE state = 'queued' ORDER BY id LIMIT 1)
+			WHERE id = (SELECT id FROM verifications WHERE state = 'queued' ORDER BY id LIMIT 1`+d.skipLocked()+`)
+				AND state = 'queued'
 			RETURNING id, artifact_id, attempts`, now()).Scan(&j.ID, &artifactID, &j.Attempts)
 	})
 	if err != nil {
@@ -161,7 +162,7 @@ func (d *DB) FinishVerification(ctx context.Context, id, artifactID int64, o Ver
 	if err != nil {
 		return err
 	}
-	return d.tx(ctx, func(tx *sql.Tx) error {
+	return d.tx(ctx, func(tx *sqlTx) error {
 		res, err := tx.ExecContext(ctx, `UPDATE verifications SET state = ?, result = ?, reason = ?, programs = ?,
 			kernel_image = CASE WHEN ? != '' THEN ? ELSE kernel_image END, release = ?, accel = ?, runner = ?,
 			console_tail = ?, console_blob = ?, boot_ms = ?, duration_ms = ?, finished_at = ?
@@ -189,7 +190,7 @@ func (d *DB) FinishVerification(ctx context.Context, id, artifactID int64, o Ver
 // crash, failing those interrupted maxAttempts times, and queues again the
 // skipped ones (the server may be able to boot them now).
 func (d *DB) RecoverVerifications(ctx context.Context, maxAttempts int) (requeued, failed int64, err error) {
-	err = d.tx(ctx, func(tx *sql.Tx) error {
+	err = d.tx(ctx, func(tx *sqlTx) error {
 		res, err := tx.ExecContext(ctx, `UPDATE verifications SET state = 'error',
 			reason = 'the server stopped while verifying this ' || attempts || ' times', finished_at = ?
 			WHERE state = 'running' AND attempts >= ?`, now(), maxAttempts)

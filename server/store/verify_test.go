@@ -3,22 +3,16 @@ package store
 import (
 	"context"
 	"errors"
-	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/bpfarm/bpfarm/api"
 )
 
-// verifyFixture is a database with one program relocated for kernels.
-func verifyFixture(t *testing.T, kernels map[string]string) (*DB, map[string]int64) {
+// verifyFixture fills db with one program relocated for kernels.
+func verifyFixture(t *testing.T, db *DB, kernels map[string]string) map[string]int64 {
 	t.Helper()
 	ctx := context.Background()
-	db, err := Open(ctx, filepath.Join(t.TempDir(), "verify.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
 	for kid, image := range kernels {
 		p := strings.Split(kid, "/")
 		if _, _, err := db.PutKernel(ctx, Kernel{KID: kid, Distro: p[0], Version: p[1], Arch: p[2], Release: p[3],
@@ -58,138 +52,142 @@ func verifyFixture(t *testing.T, kernels map[string]string) (*DB, map[string]int
 		}
 		artifacts[aj.Kernel.KID] = aj.ID
 	}
-	return db, artifacts
+	return artifacts
 }
 
 func TestVerificationQueue(t *testing.T) {
-	ctx := context.Background()
-	const withImage, without = "debian/12/x86_64/6.1.0-50-cloud-amd64", "debian/12/x86_64/6.12.1-cloud-amd64"
-	db, arts := verifyFixture(t, map[string]string{withImage: "image-1", without: ""})
+	each(t, func(t *testing.T, db *DB) {
+		ctx := context.Background()
+		const withImage, without = "debian/12/x86_64/6.1.0-50-cloud-amd64", "debian/12/x86_64/6.12.1-cloud-amd64"
+		arts := verifyFixture(t, db, map[string]string{withImage: "image-1", without: ""})
 
-	// Only the kernel with an image gets a verification, once.
-	for i, want := range []int{1, 0} {
-		if n, err := db.QueueVerifications(ctx); err != nil || n != want {
-			t.Fatalf("queue #%d: %d, %v; want %d", i, n, err, want)
+		// Only the kernel with an image gets a verification, once.
+		for i, want := range []int{1, 0} {
+			if n, err := db.QueueVerifications(ctx); err != nil || n != want {
+				t.Fatalf("queue #%d: %d, %v; want %d", i, n, err, want)
+			}
 		}
-	}
-	job, err := db.ClaimVerification(ctx)
-	if err != nil || job.Artifact.ID != arts[withImage] || job.Kernel.KID != withImage || job.Kernel.ImageBlob != "image-1" ||
-		job.Attempts != 1 || job.Artifact.Manifest == nil {
-		t.Fatalf("claim: %+v, %v", job, err)
-	}
-	if _, err := db.ClaimVerification(ctx); !errors.Is(err, ErrNotFound) {
-		t.Fatalf("claim on an empty queue: %v", err)
-	}
-	// A restart queues it again.
-	if n, f, err := db.RecoverVerifications(ctx, 3); err != nil || n != 1 || f != 0 {
-		t.Fatalf("recover: %d %d %v", n, f, err)
-	}
-	if job, err = db.ClaimVerification(ctx); err != nil || job.Attempts != 2 {
-		t.Fatalf("claim after recover: %+v %v", job, err)
-	}
-	if err := db.RequeueVerification(ctx, job.Artifact.ID); !errors.Is(err, ErrConflict) {
-		t.Errorf("requeue while running: %v, want a conflict", err)
-	}
-	progs := []api.ProgramVerification{
-		{Program: "a", Mode: "relocated", Accepted: true, Instructions: 10},
-		{Program: "b", Mode: "relocated", Accepted: false, Verifier: true, Error: "BPF_MOV uses reserved fields"},
-	}
-	if err := db.FinishVerification(ctx, job.ID, job.Artifact.ID, VerifyOutcome{Result: api.VerificationRejected,
-		Programs: progs, KernelImage: "image-1", Release: "6.1.0-50-cloud-amd64", Accel: "tcg", BootMS: 2000,
-		ManifestBlob: "manifest-2", OldManifestBlob: "manifest-1"}); err != nil {
-		t.Fatal(err)
-	}
-	if err := db.FinishVerification(ctx, job.ID, job.Artifact.ID, VerifyOutcome{Result: api.VerificationVerified}); err == nil {
-		t.Error("finished twice")
-	}
-	a, err := db.Artifact(ctx, job.Artifact.ID)
-	if err != nil || a.Manifest.Digest != "manifest-2" {
-		t.Errorf("artifact manifest after verification: %+v %v", a.Manifest, err)
-	}
-	vs, err := db.Verifications(ctx, VerificationFilter{Program: "p"})
-	if err != nil || len(vs) != 1 {
-		t.Fatalf("list: %+v %v", vs, err)
-	}
-	v := vs[0]
-	if v.State != "done" || v.Result != api.VerificationRejected || v.Kernel != withImage || v.Revision != "rev1" ||
-		len(v.Programs) != 2 || v.Programs[1].Error != progs[1].Error || v.BootMS != 2000 || v.FinishedAt == nil {
-		t.Errorf("verification: %+v", v)
-	}
-	if acc, total := v.Accepted(); acc != 1 || total != 2 {
-		t.Errorf("accepted %d of %d", acc, total)
-	}
-	as := []api.Artifact{{ID: arts[withImage]}, {ID: arts[without]}}
-	if err := db.WithVerifications(ctx, as); err != nil || as[0].Verification == nil || as[1].Verification != nil {
-		t.Errorf("with verifications: %+v %v", as, err)
-	}
+		job, err := db.ClaimVerification(ctx)
+		if err != nil || job.Artifact.ID != arts[withImage] || job.Kernel.KID != withImage || job.Kernel.ImageBlob != "image-1" ||
+			job.Attempts != 1 || job.Artifact.Manifest == nil {
+			t.Fatalf("claim: %+v, %v", job, err)
+		}
+		if _, err := db.ClaimVerification(ctx); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("claim on an empty queue: %v", err)
+		}
+		// A restart queues it again.
+		if n, f, err := db.RecoverVerifications(ctx, 3); err != nil || n != 1 || f != 0 {
+			t.Fatalf("recover: %d %d %v", n, f, err)
+		}
+		if job, err = db.ClaimVerification(ctx); err != nil || job.Attempts != 2 {
+			t.Fatalf("claim after recover: %+v %v", job, err)
+		}
+		if err := db.RequeueVerification(ctx, job.Artifact.ID); !errors.Is(err, ErrConflict) {
+			t.Errorf("requeue while running: %v, want a conflict", err)
+		}
+		progs := []api.ProgramVerification{
+			{Program: "a", Mode: "relocated", Accepted: true, Instructions: 10},
+			{Program: "b", Mode: "relocated", Accepted: false, Verifier: true, Error: "BPF_MOV uses reserved fields"},
+		}
+		if err := db.FinishVerification(ctx, job.ID, job.Artifact.ID, VerifyOutcome{Result: api.VerificationRejected,
+			Programs: progs, KernelImage: "image-1", Release: "6.1.0-50-cloud-amd64", Accel: "tcg", BootMS: 2000,
+			ManifestBlob: "manifest-2", OldManifestBlob: "manifest-1"}); err != nil {
+			t.Fatal(err)
+		}
+		if err := db.FinishVerification(ctx, job.ID, job.Artifact.ID, VerifyOutcome{Result: api.VerificationVerified}); err == nil {
+			t.Error("finished twice")
+		}
+		a, err := db.Artifact(ctx, job.Artifact.ID)
+		if err != nil || a.Manifest.Digest != "manifest-2" {
+			t.Errorf("artifact manifest after verification: %+v %v", a.Manifest, err)
+		}
+		vs, err := db.Verifications(ctx, VerificationFilter{Program: "p"})
+		if err != nil || len(vs) != 1 {
+			t.Fatalf("list: %+v %v", vs, err)
+		}
+		v := vs[0]
+		if v.State != "done" || v.Result != api.VerificationRejected || v.Kernel != withImage || v.Revision != "rev1" ||
+			len(v.Programs) != 2 || v.Programs[1].Error != progs[1].Error || v.BootMS != 2000 || v.FinishedAt == nil {
+			t.Errorf("verification: %+v", v)
+		}
+		if acc, total := v.Accepted(); acc != 1 || total != 2 {
+			t.Errorf("accepted %d of %d", acc, total)
+		}
+		as := []api.Artifact{{ID: arts[withImage]}, {ID: arts[without]}}
+		if err := db.WithVerifications(ctx, as); err != nil || as[0].Verification == nil || as[1].Verification != nil {
+			t.Errorf("with verifications: %+v %v", as, err)
+		}
 
-	// Another image for the kernel: verified again.
-	if _, err := db.SetKernelImage(ctx, withImage, "image-2", 7); err != nil {
-		t.Fatal(err)
-	}
-	if n, err := db.QueueVerifications(ctx); err != nil || n != 1 {
-		t.Fatalf("queue after a new image: %d %v", n, err)
-	}
-	if job, err = db.ClaimVerification(ctx); err != nil || job.Kernel.ImageBlob != "image-2" || job.Attempts != 1 {
-		t.Fatalf("claim after a new image: %+v %v", job, err)
-	}
-	// A manifest replaced meanwhile is not overwritten.
-	if err := db.FinishVerification(ctx, job.ID, job.Artifact.ID, VerifyOutcome{Result: api.VerificationVerified,
-		KernelImage: "image-2", ManifestBlob: "manifest-3", OldManifestBlob: "manifest-1"}); err != nil {
-		t.Fatal(err)
-	}
-	if a, _ := db.Artifact(ctx, job.Artifact.ID); a.Manifest.Digest != "manifest-2" {
-		t.Errorf("manifest %s, want manifest-2 kept", a.Manifest.Digest)
-	}
-	if n, _ := db.QueueVerifications(ctx); n != 0 {
-		t.Errorf("queued %d with nothing new", n)
-	}
+		// Another image for the kernel: verified again.
+		if _, err := db.SetKernelImage(ctx, withImage, "image-2", 7); err != nil {
+			t.Fatal(err)
+		}
+		if n, err := db.QueueVerifications(ctx); err != nil || n != 1 {
+			t.Fatalf("queue after a new image: %d %v", n, err)
+		}
+		if job, err = db.ClaimVerification(ctx); err != nil || job.Kernel.ImageBlob != "image-2" || job.Attempts != 1 {
+			t.Fatalf("claim after a new image: %+v %v", job, err)
+		}
+		// A manifest replaced meanwhile is not overwritten.
+		if err := db.FinishVerification(ctx, job.ID, job.Artifact.ID, VerifyOutcome{Result: api.VerificationVerified,
+			KernelImage: "image-2", ManifestBlob: "manifest-3", OldManifestBlob: "manifest-1"}); err != nil {
+			t.Fatal(err)
+		}
+		if a, _ := db.Artifact(ctx, job.Artifact.ID); a.Manifest.Digest != "manifest-2" {
+			t.Errorf("manifest %s, want manifest-2 kept", a.Manifest.Digest)
+		}
+		if n, _ := db.QueueVerifications(ctx); n != 0 {
+			t.Errorf("queued %d with nothing new", n)
+		}
 
-	// The kernel without an image: nothing to verify on.
-	if err := db.RequeueVerification(ctx, arts[without]); !errors.Is(err, ErrNotFound) {
-		t.Errorf("requeue without an image: %v", err)
-	}
-	if err := db.RequeueVerification(ctx, arts[withImage]); err != nil {
-		t.Errorf("requeue: %v", err)
-	}
-	if _, err := db.SetKernelImage(ctx, "no/such/x86_64/kernel", "x", 1); !errors.Is(err, ErrNotFound) {
-		t.Errorf("image for an unknown kernel: %v", err)
-	}
-	states, _, err := db.VerificationCounts(ctx)
-	if err != nil || states["queued"] != 1 {
-		t.Errorf("counts: %v %v", states, err)
-	}
+		// The kernel without an image: nothing to verify on.
+		if err := db.RequeueVerification(ctx, arts[without]); !errors.Is(err, ErrNotFound) {
+			t.Errorf("requeue without an image: %v", err)
+		}
+		if err := db.RequeueVerification(ctx, arts[withImage]); err != nil {
+			t.Errorf("requeue: %v", err)
+		}
+		if _, err := db.SetKernelImage(ctx, "no/such/x86_64/kernel", "x", 1); !errors.Is(err, ErrNotFound) {
+			t.Errorf("image for an unknown kernel: %v", err)
+		}
+		states, _, err := db.VerificationCounts(ctx)
+		if err != nil || states["queued"] != 1 {
+			t.Errorf("counts: %v %v", states, err)
+		}
+	})
 }
 
 // Verifications interrupted too often fail; skipped ones are retried on
 // start.
 func TestVerificationRecoverGivesUp(t *testing.T) {
-	ctx := context.Background()
-	const kid = "debian/12/x86_64/6.1.0-50-cloud-amd64"
-	db, _ := verifyFixture(t, map[string]string{kid: "image"})
-	db.QueueVerifications(ctx)
-	for i := range 3 {
-		if _, err := db.ClaimVerification(ctx); err != nil {
-			t.Fatalf("claim %d: %v", i, err)
+	each(t, func(t *testing.T, db *DB) {
+		ctx := context.Background()
+		const kid = "debian/12/x86_64/6.1.0-50-cloud-amd64"
+		verifyFixture(t, db, map[string]string{kid: "image"})
+		db.QueueVerifications(ctx)
+		for i := range 3 {
+			if _, err := db.ClaimVerification(ctx); err != nil {
+				t.Fatalf("claim %d: %v", i, err)
+			}
+			db.RecoverVerifications(ctx, 3)
 		}
-		db.RecoverVerifications(ctx, 3)
-	}
-	vs, _ := db.Verifications(ctx, VerificationFilter{})
-	if len(vs) != 1 || vs[0].State != "error" || !strings.Contains(vs[0].Reason, "3 times") {
-		t.Fatalf("after 3 interruptions: %+v", vs)
-	}
-	if err := db.RequeueVerification(ctx, vs[0].ArtifactID); err != nil {
-		t.Fatal(err)
-	}
-	job, err := db.ClaimVerification(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := db.FinishVerification(ctx, job.ID, job.Artifact.ID, VerifyOutcome{Result: api.VerificationSkipped,
-		Reason: "no qemu"}); err != nil {
-		t.Fatal(err)
-	}
-	if n, _, err := db.RecoverVerifications(ctx, 3); err != nil || n != 1 {
-		t.Errorf("skipped verifications queued again on start: %d %v", n, err)
-	}
+		vs, _ := db.Verifications(ctx, VerificationFilter{})
+		if len(vs) != 1 || vs[0].State != "error" || !strings.Contains(vs[0].Reason, "3 times") {
+			t.Fatalf("after 3 interruptions: %+v", vs)
+		}
+		if err := db.RequeueVerification(ctx, vs[0].ArtifactID); err != nil {
+			t.Fatal(err)
+		}
+		job, err := db.ClaimVerification(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := db.FinishVerification(ctx, job.ID, job.Artifact.ID, VerifyOutcome{Result: api.VerificationSkipped,
+			Reason: "no qemu"}); err != nil {
+			t.Fatal(err)
+		}
+		if n, _, err := db.RecoverVerifications(ctx, 3); err != nil || n != 1 {
+			t.Errorf("skipped verifications queued again on start: %d %v", n, err)
+		}
+	})
 }

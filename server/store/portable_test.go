@@ -1,0 +1,156 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"sort"
+	"testing"
+	"time"
+
+	"github.com/bpfarm/bpfarm/api"
+)
+
+// TestQuotasAndUsage: quota overrides set, kept and cleared; bytes and
+// builds counted per pusher.
+func TestQuotasAndUsage(t *testing.T) {
+	each(t, func(t *testing.T, db *DB) {
+		ctx := context.Background()
+		if _, err := db.CreateToken(ctx, "pub", api.RolePublisher, "h"); err != nil {
+			t.Fatal(err)
+		}
+		if err := db.SetQuotaOverrides(ctx, "pub", api.Quota{MaxBytes: 100, MaxRevisions: 5}); err != nil {
+			t.Fatal(err)
+		}
+		if err := db.SetQuotaOverrides(ctx, "pub", api.Quota{MaxRevisions: -1, MaxBuildsPerHour: 7}); err != nil {
+			t.Fatal(err)
+		}
+		q, err := db.QuotaOverrides(ctx, "pub")
+		if err != nil || q != (api.Quota{MaxBytes: 100, MaxBuildsPerHour: 7}) {
+			t.Fatalf("overrides: %+v %v", q, err)
+		}
+		if err := db.SetQuotaOverrides(ctx, "nobody", api.Quota{MaxBytes: 1}); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("unknown token: %v", err)
+		}
+		if err := db.SetQuotaOverrides(ctx, "nobody", api.Quota{}); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("unknown token, nothing to set: %v", err)
+		}
+
+		start := time.Now().UTC().Add(-time.Second)
+		for _, rev := range []string{"r1", "r2"} {
+			if _, err := db.AddRevision(ctx, RevisionInput{Program: "p", Digest: rev, Entry: "p.bpf.c", BundleBlob: "b" + rev,
+				Size: 10, Files: 1, PushedBy: "pub"}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, _, err := db.EnsureBuild(ctx, BuildInput{Program: "p", Revision: "r1", Arch: "x86_64", CacheKey: "k1"}); err != nil {
+			t.Fatal(err)
+		}
+		job, err := db.Claim(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := db.Finish(ctx, job.ID, Outcome{State: api.StateSucceeded, ObjectBlob: "o", ObjectSize: 1000, UsedPCH: true}); err != nil {
+			t.Fatal(err)
+		}
+		// A cache hit: another revision, the same key. Its object is not
+		// counted twice.
+		b, queued, err := db.EnsureBuild(ctx, BuildInput{Program: "p", Revision: "r2", Arch: "x86_64", CacheKey: "k1"})
+		if err != nil || queued || b.CachedFrom != job.ID || !b.UsedPCH || b.State != api.StateSucceeded {
+			t.Fatalf("cache hit: %+v queued=%v %v", b, queued, err)
+		}
+		if n, err := db.BytesStored(ctx, "pub"); err != nil || n != 1020 {
+			t.Fatalf("bytes stored: %d %v", n, err)
+		}
+		if n, err := db.BuildsSince(ctx, "pub", start); err != nil || n != 1 {
+			t.Fatalf("builds since: %d %v", n, err)
+		}
+		if n, err := db.BuildsSince(ctx, "pub", time.Now().Add(time.Hour)); err != nil || n != 0 {
+			t.Fatalf("builds since an hour from now: %d %v", n, err)
+		}
+	})
+}
+
+// TestBlobRefsAndGC: the blob references found from the schema, the
+// revisions in use and a revision collection agree on both dialects.
+func TestBlobRefsAndGC(t *testing.T) {
+	each(t, func(t *testing.T, db *DB) {
+		ctx := context.Background()
+		putKernel(t, db, "debian/12/x86_64/6.1.0-1-amd64")
+		buildAndRelocate(t, db, "p", "r1", false)
+		buildAndRelocate(t, db, "p", "r2", false)
+		if q, r, err := db.QueueDepth(ctx); err != nil || q != 0 || r != 0 {
+			t.Fatalf("queue depth: %d %d %v", q, r, err)
+		}
+		counts, err := db.ArtifactCounts(ctx)
+		if err != nil || counts["debian/12/x86_64/6.1.0-1-amd64"] != 2 {
+			t.Fatalf("artifact counts: %v %v", counts, err)
+		}
+		refs, err := db.BlobRefSet(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, want := range []string{"br1", "br2", "obj-r1", "m-r2", "btf-debian/12/x86_64/6.1.0-1-amd64"} {
+			if !refs[want] {
+				t.Errorf("blob %s not among the references %v", want, refs)
+			}
+		}
+		if ok, err := db.BlobReferenced(ctx, "obj-r2"); err != nil || !ok {
+			t.Fatalf("obj-r2 referenced: %v %v", ok, err)
+		}
+		if ok, err := db.BlobReferenced(ctx, "nothing"); err != nil || ok {
+			t.Fatalf("unknown blob referenced: %v %v", ok, err)
+		}
+
+		if _, err := db.RegisterHost(ctx, api.HostRegistration{Name: "h1", Kernel: "debian/12/x86_64/6.1.0-1-amd64"}, ""); err != nil {
+			t.Fatal(err)
+		}
+		if err := db.ReportHost(ctx, "h1", []api.HostProgram{{Program: "p", Revision: "r1", Desired: "r2"}}); err != nil {
+			t.Fatal(err)
+		}
+		inUse, err := db.InUseRevisions(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for r := range inUse {
+			got = append(got, r)
+		}
+		sort.Strings(got)
+		if !slices.Equal(got, []string{"r1", "r2"}) {
+			t.Fatalf("revisions in use: %v", got)
+		}
+
+		res, err := db.CollectRevisions(ctx, RevisionGC{Keep: func(string) int64 { return 1 }})
+		if err != nil || res != (RevisionGCResult{Revisions: 1, Builds: 1, Artifacts: 1}) {
+			t.Fatalf("collect: %+v %v", res, err)
+		}
+		if ok, err := db.BlobReferenced(ctx, "obj-r1"); err != nil || ok {
+			t.Fatalf("obj-r1 still referenced after the collection: %v %v", ok, err)
+		}
+	})
+}
+
+// TestIdentityAfterRebuild: ids keep growing after a table rebuild copied
+// rows with their ids (PostgreSQL's identity sequences are resynced).
+func TestIdentityAfterRebuild(t *testing.T) {
+	each(t, func(t *testing.T, db *DB) {
+		ctx := context.Background()
+		if _, err := db.CreateToken(ctx, "a", api.RoleAdmin, "h1"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := db.db.ExecContext(ctx, `INSERT INTO tokens (id, name, role, hash, created_at) VALUES (41, 'b', 'reader', 'h2', ?)`,
+			now()); err != nil {
+			t.Fatal(err)
+		}
+		if db.postgres {
+			if err := db.resyncIdentities(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		tok, err := db.CreateToken(ctx, "c", api.RoleReader, "h3")
+		if err != nil || tok.ID != 42 {
+			t.Fatalf("token after explicit id 41: %+v %v", tok, err)
+		}
+	})
+}

@@ -1,0 +1,55 @@
+// Package storetest runs tests against every database the store speaks:
+// SQLite, and a real PostgreSQL started by internal/testenv.
+package storetest
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"testing"
+
+	"github.com/bpfarm/bpfarm/internal/testenv"
+	"github.com/bpfarm/bpfarm/server/store"
+)
+
+// Each runs fn as the subtests "sqlite" and "postgres", each with a new,
+// migrated, empty store that is closed when the subtest ends. Without
+// PostgreSQL the postgres subtest is skipped, or fails when
+// testenv.Strict.
+func Each(t *testing.T, fn func(t *testing.T, db *store.DB)) {
+	t.Helper()
+	for _, name := range Backends {
+		t.Run(name, func(t *testing.T) { fn(t, Open(t, name)) })
+	}
+}
+
+// Backends names the databases Each runs on.
+var Backends = []string{"sqlite", "postgres"}
+
+// URL returns the database URL of a new, empty database of backend
+// ("sqlite" or "postgres") for the test.
+func URL(t testing.TB, backend string) string {
+	t.Helper()
+	switch backend {
+	case "sqlite":
+		return "sqlite:" + filepath.Join(t.TempDir(), "bpfarm.db")
+	case "postgres":
+		return testenv.Postgres(t)
+	}
+	t.Fatalf("storetest: unknown backend %q", backend)
+	return ""
+}
+
+// Open opens a new, migrated, empty store of backend for the test; it is
+// closed when the test ends.
+func Open(t testing.TB, backend string) *store.DB {
+	t.Helper()
+	db, err := store.Open(context.Background(), URL(t, backend),
+		store.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
+	if err != nil {
+		t.Fatalf("open %s store: %v", backend, err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
+}
