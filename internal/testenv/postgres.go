@@ -1,8 +1,8 @@
 package testenv
 
 import (
+	"bytes"
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"os"
@@ -17,8 +17,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx"
 )
 
 // PostgresEnv is the environment variable naming the directory of
@@ -56,15 +54,11 @@ func Postgres(t testing.TB) string {
 		t.Fatalf("start postgresql: %v", err)
 	}
 	name := fmt.Sprintf("t%d_%s", dbCounter.Add(1), dbNameFrom(t.Name()))
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	if _, err := c.admin.ExecContext(ctx, `CREATE DATABASE "`+name+`"`); err != nil {
+	if err := c.psql(`CREATE DATABASE "` + name + `"`); err != nil {
 		t.Fatalf("postgresql: create database %s: %v", name, err)
 	}
 	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		if _, err := c.admin.ExecContext(ctx, `DROP DATABASE "`+name+`" WITH (FORCE)`); err != nil {
+		if err := c.psql(`DROP DATABASE "` + name + `" WITH (FORCE)`); err != nil {
 			t.Errorf("postgresql: drop database %s: %v", name, err)
 		}
 	})
@@ -112,7 +106,7 @@ func (e *missingError) Error() string { return e.reason }
 type cluster struct {
 	port    int
 	dir     string
-	admin   *sql.DB
+	bin     string
 	watcher *exec.Cmd
 	// serverDone is closed when the server exited; serverErr is then
 	// its exit status.
@@ -122,6 +116,33 @@ type cluster struct {
 	started    time.Duration
 }
 
+// psql runs one SQL command as the postgres superuser, in database
+// postgres. (Tests reach the database through the store only; this
+// package speaks to the cluster through PostgreSQL's own client.)
+func (c *cluster) psql(command string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, filepath.Join(c.bin, "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1",
+		"-h", "127.0.0.1", "-p", strconv.Itoa(c.port), "-U", "postgres", "-d", "postgres", "-c", command)
+	cmd.Env = append(withoutPGEnv(os.Environ()), "PGCONNECT_TIMEOUT=5")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("psql -c %q: %v: %s", command, err, bytes.TrimSpace(out))
+	}
+	return nil
+}
+
+// withoutPGEnv drops PG* variables, so that the environment of the tests
+// cannot redirect psql.
+func withoutPGEnv(env []string) []string {
+	var out []string
+	for _, kv := range env {
+		if !strings.HasPrefix(kv, "PG") {
+			out = append(out, kv)
+		}
+	}
+	return out
+}
+
 func (c *cluster) url(db string) string {
 	return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/%s?sslmode=disable", c.port, db)
 }
@@ -129,9 +150,6 @@ func (c *cluster) url(db string) string {
 // stop closes the pipe the watcher waits on: it shuts the server down
 // (fast) and removes the directory; stop waits for both.
 func (c *cluster) stop() {
-	if c.admin != nil {
-		c.admin.Close()
-	}
 	c.hold.Close()
 	c.watcher.Wait()
 	<-c.serverDone
@@ -177,14 +195,15 @@ func postgresBin() (string, error) {
 		candidates = append(candidates, others...)
 	}
 	for _, d := range candidates {
-		if isExecutable(filepath.Join(d, "initdb")) == nil && isExecutable(filepath.Join(d, "postgres")) == nil {
+		if isExecutable(filepath.Join(d, "initdb")) == nil && isExecutable(filepath.Join(d, "postgres")) == nil &&
+			isExecutable(filepath.Join(d, "psql")) == nil {
 			return d, nil
 		}
 	}
 	if d := os.Getenv(PostgresEnv); d != "" {
-		return "", fmt.Errorf("$%s=%s holds no initdb and postgres", PostgresEnv, d)
+		return "", fmt.Errorf("$%s=%s holds no initdb, postgres and psql", PostgresEnv, d)
 	}
-	return "", fmt.Errorf("no initdb and postgres in /usr/lib/postgresql/*/bin and $%s unset "+
+	return "", fmt.Errorf("no initdb, postgres and psql in /usr/lib/postgresql/*/bin and $%s unset "+
 		"(install Debian's postgresql package: make deps)", PostgresEnv)
 }
 
@@ -282,7 +301,7 @@ func newCluster(bin string, cred *syscall.Credential) (c *cluster, err error) {
 		return nil, fmt.Errorf("start postgres: %w", err)
 	}
 	fmt.Fprintf(pw, "%d\n", server.Process.Pid)
-	c = &cluster{port: port, dir: dir, watcher: watcher, hold: pw, serverDone: make(chan struct{})}
+	c = &cluster{port: port, dir: dir, bin: bin, watcher: watcher, hold: pw, serverDone: make(chan struct{})}
 	go func() {
 		c.serverErr = server.Wait()
 		close(c.serverDone)
@@ -292,10 +311,6 @@ func newCluster(bin string, cred *syscall.Credential) (c *cluster, err error) {
 			c.stop()
 		}
 	}()
-	c.admin, err = sql.Open("pgx", c.url("postgres"))
-	if err != nil {
-		return nil, err
-	}
 	deadline := time.Now().Add(postgresStartTimeout)
 	for {
 		select {
@@ -304,9 +319,7 @@ func newCluster(bin string, cred *syscall.Credential) (c *cluster, err error) {
 			return nil, fmt.Errorf("postgres %w (%v); log:\n%s", errExited, c.serverErr, tail(out, 4096))
 		default:
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		perr := c.admin.PingContext(ctx)
-		cancel()
+		perr := c.psql("SELECT 1")
 		if perr == nil {
 			c.started = time.Since(begin)
 			return c, nil
