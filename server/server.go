@@ -24,6 +24,7 @@ import (
 	"github.com/bpfarm/bpfarm/server/archive"
 	"github.com/bpfarm/bpfarm/server/blob"
 	"github.com/bpfarm/bpfarm/server/build"
+	"github.com/bpfarm/bpfarm/server/fault"
 	"github.com/bpfarm/bpfarm/server/gc"
 	"github.com/bpfarm/bpfarm/server/httpapi"
 	"github.com/bpfarm/bpfarm/server/queue"
@@ -95,6 +96,11 @@ type Config struct {
 	// GCGrace is how old an unnamed blob must be to be collected (default
 	// gc.DefaultGrace).
 	GCGrace time.Duration
+	// BlobTimeout bounds each blob store call that is not a transfer
+	// (default blob.DefaultCallTimeout); BlobIdleTimeout bounds the time a
+	// transfer may go without progress (default blob.DefaultIdleTimeout).
+	// A store that does not answer in time fails the call as unavailable.
+	BlobTimeout, BlobIdleTimeout time.Duration
 	// JobHook runs at the start of every build and relocation job (tests
 	// inject panics with it).
 	JobHook func(kind string, id int64)
@@ -177,8 +183,14 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	var backend blob.Store
+	deadlines := blob.Deadlines{Call: cfg.BlobTimeout, Idle: cfg.BlobIdleTimeout}
 	if cfg.S3.Endpoint != "" {
-		if backend, err = blob.NewS3(ctx, cfg.S3); err != nil {
+		// A bucket that does not answer is down, not slow.
+		deadlines.Fault = fault.ErrStorageUnavailable
+		openCtx, cancel := context.WithTimeout(ctx, 3*max(cfg.BlobTimeout, blob.DefaultCallTimeout))
+		backend, err = blob.NewS3(openCtx, cfg.S3)
+		cancel()
+		if err != nil {
 			s.DB.Close()
 			return nil, err
 		}
@@ -194,7 +206,7 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.S3.Endpoint != "" {
 		name = "s3"
 	}
-	s.Blobs = blob.WithMetrics(blob.Verifying(backend), s.Registry, name)
+	s.Blobs = blob.WithMetrics(blob.Verifying(blob.WithDeadlines(backend, deadlines)), s.Registry, name)
 
 	if err := s.openSecrets(ctx); err != nil {
 		s.DB.Close()

@@ -33,6 +33,7 @@ import (
 	"github.com/bpfarm/bpfarm/server/archive"
 	"github.com/bpfarm/bpfarm/server/blob"
 	"github.com/bpfarm/bpfarm/server/build"
+	"github.com/bpfarm/bpfarm/server/fault"
 	"github.com/bpfarm/bpfarm/server/signing"
 	"github.com/bpfarm/bpfarm/server/store"
 )
@@ -320,23 +321,38 @@ func (u *UI) errorPage(w http.ResponseWriter, r *http.Request, code int, msg str
 		Data: errorData{Code: code, Status: http.StatusText(code), Message: msg}})
 }
 
+// serverError answers an unexpected error: 503 naming the cause, with
+// Retry-After, for an infrastructure fault that should pass (storage,
+// disk, database: see server/fault), else 500 without internals.
 func (u *UI) serverError(w http.ResponseWriter, r *http.Request, err error) {
-	u.log.Error("ui: internal error", "method", r.Method, "path", r.URL.Path, "err", err)
+	code, status := http.StatusInternalServerError, "Internal error"
+	msg := "Something went wrong on the server; the error is in its log."
+	if fault.Temporary(err) {
+		code, status = http.StatusServiceUnavailable, "Service unavailable"
+		msg = capitalize(fault.Cause(err)) + ". Try again in a moment."
+		w.Header().Set("Retry-After", retryAfter)
+		u.log.Error("ui: unavailable", "method", r.Method, "path", r.URL.Path, "err", err)
+	} else {
+		u.log.Error("ui: internal error", "method", r.Method, "path", r.URL.Path, "err", err)
+	}
 	if _, ok := u.pages["error.html"]; !ok {
-		http.Error(w, "internal error", http.StatusInternalServerError)
+		http.Error(w, msg, code)
 		return
 	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	t := u.pages["error.html"]
 	var buf bytes.Buffer
-	if t.ExecuteTemplate(&buf, "layout", page{Title: "Internal error", V: viewerOf(r),
-		Data: errorData{Code: 500, Status: "Internal error", Message: "Something went wrong on the server; the error is in its log."}}) != nil {
-		http.Error(w, "internal error", http.StatusInternalServerError)
+	if t.ExecuteTemplate(&buf, "layout", page{Title: status, V: viewerOf(r),
+		Data: errorData{Code: code, Status: status, Message: msg}}) != nil {
+		http.Error(w, msg, code)
 		return
 	}
-	w.WriteHeader(http.StatusInternalServerError)
+	w.WriteHeader(code)
 	w.Write(buf.Bytes())
 }
+
+// retryAfter is the Retry-After of 503 answers, in seconds.
+const retryAfter = "10"
 
 // fail answers an error from the store or a service: 404 for what does not
 // exist, 400 for bad input, else 500.

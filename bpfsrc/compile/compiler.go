@@ -160,6 +160,27 @@ type Error struct {
 // Error implements error.
 func (e *Error) Error() string { return "compile failed: " + e.Reason }
 
+// InfraError is a compile that failed because of the farm, not because of
+// the request: the job directory or the sandbox could not be set up, the
+// disk filled up (errors.Is(err, syscall.ENOSPC) or EDQUOT holds then),
+// clang could not be run, the caller gave up. Trying again later may
+// succeed, so it must never be recorded as the user's failure nor cached.
+//
+// Its Infra method marks it as an infrastructure fault for package
+// server/fault (fault.IsInfra), which this package does not import.
+type InfraError struct {
+	Err error
+}
+
+// Error implements error.
+func (e *InfraError) Error() string { return e.Err.Error() }
+
+// Unwrap returns the underlying error.
+func (e *InfraError) Unwrap() error { return e.Err }
+
+// Infra reports true: the failure is the farm's.
+func (e *InfraError) Infra() bool { return true }
+
 // Compiler compiles BPF C bundles with clang in a sandbox. It is safe for
 // concurrent use.
 type Compiler struct {
@@ -175,6 +196,7 @@ type Compiler struct {
 
 	pchMu    sync.Mutex
 	pchCalls map[string]*pchCall
+	pchRetry time.Duration // pchRetryAfter; tests shorten it
 }
 
 // New returns a Compiler for cfg. It finds the tools, works out which files
@@ -213,7 +235,7 @@ func New(cfg Config) (*Compiler, error) {
 		cfg.Vmlinux = &HostVmlinux{CacheDir: filepath.Join(cfg.WorkDir, "vmlinux")}
 	}
 
-	c := &Compiler{cfg: cfg, pchCalls: make(map[string]*pchCall)}
+	c := &Compiler{cfg: cfg, pchCalls: make(map[string]*pchCall), pchRetry: pchRetryAfter}
 
 	clang := cfg.Clang
 	if clang == "" {
@@ -354,9 +376,18 @@ func (c *Compiler) fixedFlags(arch string, v view) []string {
 // Compile compiles req.Bundle's entry file for req.Arch.
 //
 // A failure caused by the request (compile errors, a resource limit,
-// refused flags, an unsupported architecture) is an *Error; any other error
-// is a failure of the farm.
+// refused flags, an unsupported architecture) is an *Error; any other
+// error is a failure of the farm, an *InfraError.
 func (c *Compiler) Compile(ctx context.Context, req Request) (*Result, error) {
+	res, err := c.compile(ctx, req)
+	var ce *Error
+	if err != nil && !errors.As(err, &ce) {
+		return nil, &InfraError{Err: err}
+	}
+	return res, err
+}
+
+func (c *Compiler) compile(ctx context.Context, req Request) (*Result, error) {
 	start := time.Now()
 	if req.Bundle == nil {
 		return nil, errors.New("compile: no bundle")
@@ -419,7 +450,8 @@ func (c *Compiler) Compile(ctx context.Context, req Request) (*Result, error) {
 
 	pch := ""
 	if c.cfg.UsePCH && pchCompatible(req.Flags) && pchSafe(req.Bundle) {
-		// A failure to build the precompiled header only costs time.
+		// A failure to build the precompiled header only costs time:
+		// compile without it (a later compile builds it again).
 		pch, _ = c.ensurePCH(ctx, req.Arch, vmlinux, vdigest, hostView)
 	}
 
@@ -469,6 +501,9 @@ func (c *Compiler) Compile(ctx context.Context, req Request) (*Result, error) {
 		}
 	}
 
+	if err := noSpace(res); err != nil {
+		return nil, fmt.Errorf("compile: %w", err)
+	}
 	if err := c.sandboxFailure(res); err != nil {
 		return nil, fmt.Errorf("compile: %w", err)
 	}
@@ -566,6 +601,52 @@ func (c *Compiler) sandboxFailure(res *runResult) error {
 		}
 	}
 	return nil
+}
+
+// noSpace returns an error wrapping syscall.ENOSPC (or EDQUOT) if clang
+// failed because a file system it writes to is full: an error of clang's
+// own, with no source location, naming the condition (such as "error:
+// unable to open output file 'prog.o': 'No space left on device'"). An
+// error the source raises (#error No space left on device) has a location
+// and stays the user's.
+func noSpace(res *runResult) error {
+	if res.code == 0 && res.sig == 0 {
+		return nil
+	}
+	for _, line := range strings.Split(string(res.out), "\n") {
+		if !isToolError(line) {
+			continue
+		}
+		for _, e := range []syscall.Errno{syscall.ENOSPC, syscall.EDQUOT} {
+			if strings.Contains(line, e.Error()) || strings.Contains(line, noSpaceText[e]) {
+				return fmt.Errorf("%s: %w", strings.TrimSpace(line), e)
+			}
+		}
+	}
+	return nil
+}
+
+// noSpaceText are the messages of LLVM's own error codes for the errnos
+// (std::errc), where they differ from the C library's.
+var noSpaceText = map[syscall.Errno]string{
+	syscall.ENOSPC: "No space left on device",
+	syscall.EDQUOT: "Disk quota exceeded",
+}
+
+// isToolError reports whether line is an error of the compiler itself
+// rather than a diagnostic about the source: "error: ...", "fatal error:
+// ...", "clang: error: ...", "bwrap: ...", with no file location.
+func isToolError(line string) bool {
+	for _, p := range []string{"error: ", "fatal error: ", "bwrap: ", "prlimit: "} {
+		if strings.HasPrefix(line, p) {
+			return true
+		}
+	}
+	tool, rest, ok := strings.Cut(line, ": ")
+	if !ok || strings.ContainsAny(tool, " /.:") {
+		return false
+	}
+	return strings.HasPrefix(rest, "error: ") || strings.HasPrefix(rest, "fatal error: ")
 }
 
 // limitReason tells which resource limit, if any, stopped clang.

@@ -10,19 +10,27 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 )
 
 // pchCall is one build of a precompiled header, shared by the compiles that
-// wait for it. A failed build is remembered so that it is not retried by
-// every compile.
+// wait for it. A failed build is remembered for pchRetryAfter, so that it
+// is not retried by every compile, then forgotten: a failure (a full disk,
+// say) may pass.
 type pchCall struct {
-	done chan struct{}
-	path string
-	err  error
+	done     chan struct{}
+	path     string
+	err      error
+	finished time.Time
 }
 
+// pchRetryAfter is how long after a failed build of a precompiled header
+// compiles go without it before one tries to build it again.
+const pchRetryAfter = time.Minute
+
 // ensurePCH returns the host path of the precompiled vmlinux.h for arch,
-// building it first if it does not exist yet. hv names the host paths.
+// building it first if it does not exist yet. hv names the host paths. On
+// error it returns "": the compile goes on without the header.
 //
 // The header is built in the same sandbox layout as the compiles, so that
 // the path of vmlinux.h it records (/farm/vmlinux/vmlinux.h) is the one
@@ -46,21 +54,34 @@ func (c *Compiler) ensurePCH(ctx context.Context, arch, vmlinux, vdigest string,
 
 	c.pchMu.Lock()
 	call, ok := c.pchCalls[path]
+	if ok && call.err != nil && time.Since(call.finished) >= c.pchRetry {
+		// The last build failed a while ago: try again.
+		ok = false
+	}
 	if !ok {
 		call = &pchCall{done: make(chan struct{}), path: path}
 		c.pchCalls[path] = call
 		go func() {
-			defer close(call.done)
 			// Shared by every waiting compile: not bound to one
 			// caller's context.
-			call.err = c.buildPCH(context.WithoutCancel(ctx), arch, vmlinux, path, hv)
+			err := c.buildPCH(context.WithoutCancel(ctx), arch, vmlinux, path, hv)
+			c.pchMu.Lock()
+			call.err, call.finished = err, time.Now()
+			if err == nil {
+				delete(c.pchCalls, path) // the file is there now
+			}
+			c.pchMu.Unlock()
+			close(call.done)
 		}()
 	}
 	c.pchMu.Unlock()
 
 	select {
 	case <-call.done:
-		return call.path, call.err
+		if call.err != nil {
+			return "", call.err
+		}
+		return call.path, nil
 	case <-ctx.Done():
 		return "", ctx.Err()
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/bpfarm/bpfarm/internal/cli"
 	"github.com/bpfarm/bpfarm/server"
+	"github.com/bpfarm/bpfarm/server/blob"
 	"github.com/bpfarm/bpfarm/server/build"
 	"github.com/bpfarm/bpfarm/server/quota"
 )
@@ -73,6 +74,10 @@ BPFARM_S3_ENDPOINT.`,
 	f.StringVar(&cfg.S3.AccessKey, "s3-access-key", "", "S3 access key")
 	f.StringVar(&cfg.S3.SecretKey, "s3-secret-key", "", "S3 secret key")
 	f.BoolVar(&cfg.S3.Insecure, "s3-insecure", false, "talk to S3 over plain HTTP")
+	f.DurationVar(&cfg.BlobTimeout, "blob-timeout", blob.DefaultCallTimeout,
+		"deadline of each blob store call that is not a transfer (a store that does not answer fails it: 503 object storage unreachable)")
+	f.DurationVar(&cfg.BlobIdleTimeout, "blob-idle-timeout", blob.DefaultIdleTimeout,
+		"longest a blob transfer may go without progress from the store")
 	f.BoolVar(&cfg.AnonymousRead, "anonymous-read", false, "allow reads without a token")
 	f.DurationVar(&cfg.CompileTimeout, "compile-timeout", 60*time.Second, "wall-clock limit of one compile")
 	f.BoolVar(&cfg.NoPCH, "no-pch", false, "do not use the precompiled vmlinux.h")

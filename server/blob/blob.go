@@ -95,6 +95,10 @@ type Store interface {
 	// fn returns an error (which List returns). Blobs put or deleted
 	// while List runs may or may not be listed.
 	List(ctx context.Context, fn func(Entry) error) error
+	// Check is a cheap health check: it returns nil when the store
+	// answers and can take writes, else an error saying why (wrapping a
+	// server/fault sentinel when the cause is known).
+	Check(ctx context.Context) error
 }
 
 // Entry is a listed blob: its info and when it was last written (a Put

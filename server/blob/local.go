@@ -9,6 +9,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/bpfarm/bpfarm/server/fault"
 )
 
 // Local is a Store in a local directory.
@@ -279,6 +281,29 @@ func (l *Local) List(ctx context.Context, fn func(Entry) error) error {
 				return err
 			}
 		}
+	}
+	return nil
+}
+
+// MinFree is the free space below which Local.Check reports the volume
+// full: a Put of a typical blob would fail.
+const MinFree = 1 << 20
+
+// Check implements Store: the directory is there and its file system has
+// at least MinFree bytes free (else the error wraps fault.ErrNoSpace).
+func (l *Local) Check(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("check blob store: %w", err)
+	}
+	if _, err := os.Stat(l.tmpDir); err != nil {
+		return fmt.Errorf("check blob store: %w", err)
+	}
+	free, err := freeBytes(l.tmpDir)
+	if err != nil {
+		return fmt.Errorf("check blob store: %w", err)
+	}
+	if free < MinFree {
+		return fault.Wrap(fault.ErrNoSpace, fmt.Errorf("blob store %s: %d bytes free", l.dir, free))
 	}
 	return nil
 }

@@ -5,9 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/bpfarm/bpfarm/server/fault"
 )
 
 // WithMetrics returns a Store that records Prometheus metrics about its use
@@ -15,8 +18,9 @@ import (
 //
 //   - bpfarm_blob_operations_total{backend,op,result}: operations by op
 //     ("put", "get", "stat", and "read" for the end of a Get's reader, counted
-//     at Close) and result ("ok", "not_found", "digest_mismatch", "canceled",
-//     "error").
+//     at Close, "delete", "list", "check") and result ("ok", "not_found",
+//     "digest_mismatch", "no_space", "deadline", "unavailable" (see
+//     server/fault), "canceled", "error").
 //   - bpfarm_blob_put_bytes_total{backend}: bytes Put read from its callers.
 //   - bpfarm_blob_get_bytes_total{backend}: bytes read from Get's readers.
 //   - bpfarm_blob_operation_duration_seconds{backend,op}: latency of put,
@@ -146,6 +150,14 @@ func (m *metered) List(ctx context.Context, fn func(Entry) error) error {
 	return err
 }
 
+// Check implements Store.
+func (m *metered) Check(ctx context.Context) error {
+	start := time.Now()
+	err := m.s.Check(ctx)
+	m.observe("check", start, err)
+	return err
+}
+
 // resultOf classifies an operation's error for the result label.
 func resultOf(err error) string {
 	switch {
@@ -155,6 +167,12 @@ func resultOf(err error) string {
 		return "not_found"
 	case errors.Is(err, ErrDigestMismatch):
 		return "digest_mismatch"
+	case errors.Is(err, fault.ErrNoSpace), errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
+		return "no_space"
+	case errors.Is(err, fault.ErrDeadline):
+		return "deadline"
+	case errors.Is(err, fault.ErrStorageUnavailable):
+		return "unavailable"
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return "canceled"
 	default:

@@ -14,6 +14,8 @@ import (
 
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
+
+	"github.com/bpfarm/bpfarm/server/fault"
 )
 
 // S3Config configures an S3 Store.
@@ -231,7 +233,7 @@ func (s *S3) Put(ctx context.Context, r io.Reader, size int64, want Digest) (Inf
 	_, err = s.core.PutObject(ctx, s.bucket, s.key(info.Digest), bytes.NewReader(head), info.Size,
 		"", info.Digest.String(), minio.PutObjectOptions{ContentType: "application/octet-stream"})
 	if err != nil {
-		return Info{}, fmt.Errorf("s3 put %s: %w", info.Digest, err)
+		return Info{}, fmt.Errorf("s3 put %s: %w", info.Digest, unavailable(ctx, err))
 	}
 	return info, nil
 }
@@ -274,7 +276,7 @@ func (s *S3) putLarge(ctx context.Context, head []byte, src io.Reader, pr *putRe
 		_, err = s.client.ComposeObject(ctx, dst, srcOpts)
 	}
 	if err != nil {
-		return Info{}, fmt.Errorf("s3 put %s: copy from temporary object: %w", info.Digest, err)
+		return Info{}, fmt.Errorf("s3 put %s: copy from temporary object: %w", info.Digest, unavailable(ctx, err))
 	}
 	return info, nil
 }
@@ -285,7 +287,7 @@ func (s *S3) putLarge(ctx context.Context, head []byte, src io.Reader, pr *putRe
 func (s *S3) multipartUpload(ctx context.Context, key string, r io.Reader, check func() (Info, error)) (info Info, err error) {
 	id, err := s.core.NewMultipartUpload(ctx, s.bucket, key, minio.PutObjectOptions{ContentType: "application/octet-stream"})
 	if err != nil {
-		return Info{}, fmt.Errorf("s3 put: start multipart upload: %w", err)
+		return Info{}, fmt.Errorf("s3 put: start multipart upload: %w", unavailable(ctx, err))
 	}
 	defer func() {
 		if err != nil {
@@ -312,7 +314,7 @@ func (s *S3) multipartUpload(ctx context.Context, key string, r io.Reader, check
 		// A bytes.Reader is seekable, so minio-go can retry the part.
 		p, err := s.core.PutObjectPart(ctx, s.bucket, key, id, num, bytes.NewReader((*buf)[:n]), int64(n), minio.PutObjectPartOptions{})
 		if err != nil {
-			return Info{}, fmt.Errorf("s3 put: upload part %d: %w", num, err)
+			return Info{}, fmt.Errorf("s3 put: upload part %d: %w", num, unavailable(ctx, err))
 		}
 		parts = append(parts, minio.CompletePart{PartNumber: num, ETag: p.ETag})
 		if rerr != nil {
@@ -323,7 +325,7 @@ func (s *S3) multipartUpload(ctx context.Context, key string, r io.Reader, check
 		return Info{}, err
 	}
 	if _, err := s.core.CompleteMultipartUpload(ctx, s.bucket, key, id, parts, minio.PutObjectOptions{}); err != nil {
-		return Info{}, fmt.Errorf("s3 put: complete multipart upload: %w", err)
+		return Info{}, fmt.Errorf("s3 put: complete multipart upload: %w", unavailable(ctx, err))
 	}
 	return info, nil
 }
@@ -386,7 +388,7 @@ func (s *S3) Get(ctx context.Context, d Digest) (io.ReadCloser, error) {
 	// the first Read or Stat) and returns the response body.
 	body, _, _, err := s.core.GetObject(ctx, s.bucket, s.key(d), minio.GetObjectOptions{})
 	if err != nil {
-		return nil, s.wrapErr("get", d, err)
+		return nil, s.wrapErr(ctx, "get", d, err)
 	}
 	return body, nil
 }
@@ -398,18 +400,47 @@ func (s *S3) Stat(ctx context.Context, d Digest) (Info, error) {
 	}
 	oi, err := s.client.StatObject(ctx, s.bucket, s.key(d), minio.StatObjectOptions{})
 	if err != nil {
-		return Info{}, s.wrapErr("stat", d, err)
+		return Info{}, s.wrapErr(ctx, "stat", d, err)
 	}
 	return Info{Digest: d, Size: oi.Size}, nil
 }
 
 // wrapErr wraps an error of operation op on blob d, mapping S3's NoSuchKey to
-// ErrNotFound.
-func (s *S3) wrapErr(op string, d Digest, err error) error {
+// ErrNotFound and classifying the others (see unavailable).
+func (s *S3) wrapErr(ctx context.Context, op string, d Digest, err error) error {
 	if minio.ToErrorResponse(err).Code == minio.NoSuchKey {
 		return fmt.Errorf("s3 %s %s: %w", op, d, ErrNotFound)
 	}
-	return fmt.Errorf("s3 %s %s: %w", op, d, err)
+	return fmt.Errorf("s3 %s %s: %w", op, d, unavailable(ctx, err))
+}
+
+// unavailable classifies the error of a request to S3 made with ctx: it
+// wraps fault.ErrStorageUnavailable (S3 does not answer, or refuses),
+// unless ctx ended first (the caller's cancellation or deadline, which
+// the caller classifies).
+func unavailable(ctx context.Context, err error) error {
+	if err == nil {
+		return nil
+	}
+	if ctx.Err() != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
+		return err
+	}
+	return fault.Wrap(fault.ErrStorageUnavailable, err)
+}
+
+// Check implements Store: the bucket answers a HEAD request.
+func (s *S3) Check(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("s3 check: %w", err)
+	}
+	ok, err := s.client.BucketExists(ctx, s.bucket)
+	if err != nil {
+		return fmt.Errorf("s3 check bucket %s: %w", s.bucket, unavailable(ctx, err))
+	}
+	if !ok {
+		return fault.Wrap(fault.ErrStorageUnavailable, fmt.Errorf("s3 check: bucket %s does not exist", s.bucket))
+	}
+	return nil
 }
 
 // String describes the store, for logs.
@@ -424,7 +455,7 @@ func (s *S3) Delete(ctx context.Context, d Digest) error {
 	}
 	err := s.client.RemoveObject(ctx, s.bucket, s.key(d), minio.RemoveObjectOptions{})
 	if err != nil && minio.ToErrorResponse(err).Code != minio.NoSuchKey {
-		return fmt.Errorf("s3 delete %s: %w", d, err)
+		return fmt.Errorf("s3 delete %s: %w", d, unavailable(ctx, err))
 	}
 	return nil
 }
@@ -436,7 +467,7 @@ func (s *S3) List(ctx context.Context, fn func(Entry) error) error {
 	prefix := s.prefix + "sha256/"
 	for obj := range s.client.ListObjects(ctx, s.bucket, minio.ListObjectsOptions{Prefix: prefix, Recursive: true}) {
 		if obj.Err != nil {
-			return fmt.Errorf("s3 list: %w", obj.Err)
+			return fmt.Errorf("s3 list: %w", unavailable(ctx, obj.Err))
 		}
 		d, err := ParseDigest(strings.TrimPrefix(obj.Key, prefix))
 		if err != nil {

@@ -84,11 +84,34 @@ func Sentinel(err error) error {
 	if errors.As(err, &ne) {
 		return ErrStorageUnavailable
 	}
+	var inf infraError
+	if errors.As(err, &inf) && inf.Infra() {
+		return ErrInternal
+	}
 	return nil
+}
+
+// infraError is implemented by errors of packages below server/ that know
+// a failure is not the user's without importing this package (a compile
+// whose sandbox could not start, say): they report Infra() true, and are
+// classified as ErrInternal unless their chain holds a more precise cause
+// (ENOSPC, a deadline, a network error).
+type infraError interface {
+	error
+	Infra() bool
 }
 
 // IsInfra reports whether err is an infrastructure fault.
 func IsInfra(err error) bool { return Sentinel(err) != nil }
+
+// Temporary reports whether err is an infrastructure fault expected to
+// pass by itself once the infrastructure recovers (storage, disk space,
+// the database, a deadline): every fault but ErrInternal. Clients get 503
+// Service Unavailable for those, with the cause line.
+func Temporary(err error) bool {
+	s := Sentinel(err)
+	return s != nil && s != ErrInternal
+}
 
 // Classify returns Infra for infrastructure faults and User otherwise.
 // Callers classify only errors that can be the user's; an error of the

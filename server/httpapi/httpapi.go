@@ -25,6 +25,7 @@ import (
 	"github.com/bpfarm/bpfarm/server/auth"
 	"github.com/bpfarm/bpfarm/server/blob"
 	"github.com/bpfarm/bpfarm/server/build"
+	"github.com/bpfarm/bpfarm/server/fault"
 	"github.com/bpfarm/bpfarm/server/quota"
 	"github.com/bpfarm/bpfarm/server/signing"
 	"github.com/bpfarm/bpfarm/server/store"
@@ -307,18 +308,44 @@ func (s *Server) require(role string) func(http.Handler) http.Handler {
 	}
 }
 
+// readyTimeout bounds each check of /readyz.
+const readyTimeout = 3 * time.Second
+
+// readyz answers 200 when the database and the blob store answer (and
+// Config.Ready agrees), else 503 with the cause.
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
-	ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
-	defer cancel()
-	err := s.cfg.DB.Ping(ctx)
-	if err == nil && s.cfg.Ready != nil {
-		err = s.cfg.Ready(ctx)
-	}
-	if err != nil {
+	if err := s.ready(r.Context()); err != nil {
+		w.Header().Set("Retry-After", retryAfter)
 		s.error(w, r, http.StatusServiceUnavailable, fmt.Errorf("not ready: %w", err))
 		return
 	}
 	w.Write([]byte("ready\n"))
+}
+
+func (s *Server) ready(parent context.Context) error {
+	check := func(sentinel error, f func(context.Context) error) error {
+		ctx, cancel := context.WithTimeout(parent, readyTimeout)
+		defer cancel()
+		err := f(ctx)
+		if err != nil && ctx.Err() != nil && parent.Err() == nil {
+			return fault.Wrap(sentinel, fmt.Errorf("no answer within %s", readyTimeout))
+		}
+		return fault.Wrap(sentinel, err)
+	}
+	if err := check(fault.ErrDatabaseUnavailable, s.cfg.DB.Ping); err != nil {
+		return err
+	}
+	if s.cfg.Blobs != nil {
+		if err := check(fault.ErrStorageUnavailable, s.cfg.Blobs.Check); err != nil {
+			return err
+		}
+	}
+	if s.cfg.Ready != nil {
+		ctx, cancel := context.WithTimeout(parent, readyTimeout)
+		defer cancel()
+		return s.cfg.Ready(ctx)
+	}
+	return nil
 }
 
 func (s *Server) signingKey(w http.ResponseWriter, r *http.Request) {
@@ -347,11 +374,22 @@ func (s *Server) error(w http.ResponseWriter, r *http.Request, code int, err err
 	s.json(w, code, api.Error{Error: oneLine(err.Error())})
 }
 
-// serverError answers 500 without exposing internals.
+// retryAfter is the Retry-After of 503 answers, in seconds.
+const retryAfter = "10"
+
+// serverError answers an unexpected error without exposing internals: 503
+// with the cause line (e.g. "object storage unreachable") and Retry-After
+// for an infrastructure fault that should pass (server/fault), else 500.
 func (s *Server) serverError(w http.ResponseWriter, r *http.Request, err error) {
-	s.log.Error("internal error", "method", r.Method, "path", r.URL.Path, "err", err,
-		"request_id", middleware.GetReqID(r.Context()))
-	s.json(w, http.StatusInternalServerError, api.Error{Error: "internal error (request " + middleware.GetReqID(r.Context()) + ")"})
+	id := middleware.GetReqID(r.Context())
+	if fault.Temporary(err) {
+		s.log.Error("unavailable", "method", r.Method, "path", r.URL.Path, "err", err, "request_id", id)
+		w.Header().Set("Retry-After", retryAfter)
+		s.json(w, http.StatusServiceUnavailable, api.Error{Error: fault.Cause(err) + " (request " + id + ")"})
+		return
+	}
+	s.log.Error("internal error", "method", r.Method, "path", r.URL.Path, "err", err, "request_id", id)
+	s.json(w, http.StatusInternalServerError, api.Error{Error: "internal error (request " + id + ")"})
 }
 
 // fail maps an error to its status.

@@ -51,6 +51,18 @@ func Run(t *testing.T, newStore func(t *testing.T) blob.Store) {
 	t.Run("PartialRead", func(t *testing.T) { testPartialRead(t, newStore(t)) })
 	t.Run("Helpers", func(t *testing.T) { testHelpers(t, newStore(t)) })
 	t.Run("DeleteList", func(t *testing.T) { testDeleteList(t, newStore(t)) })
+	t.Run("Check", func(t *testing.T) { testCheck(t, newStore(t)) })
+}
+
+// testCheck checks that a working store's health check passes.
+func testCheck(t *testing.T, s blob.Store) {
+	if err := s.Check(t.Context()); err != nil {
+		t.Fatalf("Check: %v", err)
+	}
+	put(t, s, []byte("checked"), -1, blob.Digest{})
+	if err := s.Check(t.Context()); err != nil {
+		t.Fatalf("Check after a Put: %v", err)
+	}
 }
 
 // Random returns n pseudo-random bytes determined by seed.
