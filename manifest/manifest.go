@@ -101,17 +101,19 @@ const (
 	StatusOK       = "ok"
 	StatusPoisoned = "poisoned"
 	// StatusUnsupported: the kernel lacks a map type, program type,
-	// attach type, helper, kfunc or attach target the program needs.
+	// attach type, helper, kfunc or attach target the program needs, or
+	// the instruction set of its instructions.
 	StatusUnsupported = "unsupported"
 	StatusFailed      = "failed"
 )
 
 // Need is a BPF feature of the kernel the program needs: a map type
 // (BPF_MAP_TYPE_RINGBUF, for map Map), its program type
-// (BPF_PROG_TYPE_SCHED_CLS), attach type (BPF_TCX_INGRESS) or a helper
-// (BPF_FUNC_ringbuf_output).
+// (BPF_PROG_TYPE_SCHED_CLS), attach type (BPF_TCX_INGRESS), a helper
+// (BPF_FUNC_ringbuf_output) or the instruction set of its instructions
+// ("BPF ISA v4"; the reason names the instructions).
 type Need struct {
-	Kind   string `json:"kind"` // map_type, program_type, attach_type, helper
+	Kind   string `json:"kind"` // map_type, program_type, attach_type, helper, instruction_set
 	Name   string `json:"name"`
 	Map    string `json:"map,omitempty"`
 	Status string `json:"status"` // present, missing, unknown

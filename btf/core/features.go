@@ -1,6 +1,7 @@
 package core
 
 import (
+	"cmp"
 	"debug/elf"
 	"errors"
 	"fmt"
@@ -13,7 +14,8 @@ import (
 )
 
 // This file decides whether a kernel has the BPF features a program needs:
-// its map types, program type, attach type, helpers and kfuncs. The
+// its map types, program type, attach type, helpers and kfuncs (and, in
+// isa.go, the instruction set its instructions belong to). The
 // answer comes from the kernel's own BTF, where the kernel describes its
 // BPF ABI: enum bpf_map_type, enum bpf_prog_type, enum bpf_attach_type and
 // enum bpf_func_id (built from __BPF_FUNC_MAPPER in older kernels, the
@@ -30,17 +32,22 @@ const (
 
 // Need is a kernel feature a program needs, and whether the kernel has it.
 type Need struct {
-	// Kind is "map_type", "program_type", "attach_type" or "helper".
-	// (kfuncs are Targets of kind "kfunc".)
+	// Kind is "map_type", "program_type", "attach_type", "helper" or
+	// "instruction_set". (kfuncs are Targets of kind "kfunc".)
 	Kind string `json:"kind"`
 	// Name is the feature's UAPI name: BPF_MAP_TYPE_RINGBUF,
-	// BPF_PROG_TYPE_SCHED_CLS, BPF_TCX_INGRESS, BPF_FUNC_ringbuf_output.
+	// BPF_PROG_TYPE_SCHED_CLS, BPF_TCX_INGRESS, BPF_FUNC_ringbuf_output;
+	// for an instruction set, "BPF ISA v4" (ISAv4).
 	Name string `json:"name"`
 	// Map is the map that needs a map type.
 	Map string `json:"map,omitempty"`
 	// Status is "present", "missing", or "unknown" (the kernel's BTF has no
-	// such enum at all, so it can't tell).
+	// such enum at all, or no mark of the instruction set, so it can't
+	// tell).
 	Status string `json:"status"`
+	// Instructions are, for an instruction set, the program's first
+	// instruction of each kind that needs it.
+	Instructions []ISAInstruction `json:"instructions,omitempty"`
 }
 
 // Reason describes a missing need on one line, e.g. "map events: ring
@@ -55,6 +62,8 @@ func (n Need) Reason() string {
 		return fmt.Sprintf("attach type %s is not in this kernel", n.Name)
 	case NeedHelper:
 		return fmt.Sprintf("helper bpf_%s (%s) is not in this kernel", strings.TrimPrefix(n.Name, "BPF_FUNC_"), n.Name)
+	case NeedInstructionSet:
+		return isaReason(n.Name, n.Instructions)
 	}
 	return fmt.Sprintf("%s %s is not in this kernel", n.Kind, n.Name)
 }
@@ -104,6 +113,9 @@ type enumIndex map[uint32]string
 // parsed kernel (kernelState.features).
 type features struct {
 	mapTypes, progTypes, attachTypes, helpers enumIndex
+	// isaV4 says whether the kernel runs BPF ISA v4 instructions: present,
+	// missing or unknown (isa.go).
+	isaV4 string
 	// kfuncTags is set when the kernel's BTF marks its kfuncs with the
 	// "bpf_kfunc" decl tag (pahole 1.27+ with decl_tag_kfuncs): a kfunc is
 	// then present only if its FUNC carries the tag.
@@ -151,6 +163,10 @@ func loadFeatures(vmlinux *btf.Spec, kfuncTags bool) (*features, error) {
 			break
 		}
 	}
+	var err error
+	if f.isaV4, err = kernelISAv4(vmlinux); err != nil {
+		return nil, fmt.Errorf("instruction set: %w", err)
+	}
 	return f, nil
 }
 
@@ -187,6 +203,8 @@ type needReq struct {
 	value   uint32
 	name    string // UAPI name, or "" when this build doesn't know the value
 	mapName string
+	// insns are, for an instruction set, every instruction that needs it.
+	insns []v4Insn
 }
 
 // optionalAttach lists the program and attach type pairs whose expected
@@ -226,8 +244,10 @@ func init() {
 //     section (cilium/ebpf's copy of libbpf's section table); the attach
 //     type only when the section sets one that isn't optional;
 //   - every helper it calls (call instructions with src_reg 0), by
-//     BPF_FUNC_* value.
-func programNeeds(ps *ebpf.ProgramSpec, insns asm.Instructions, objMaps []mapNeed) []needReq {
+//     BPF_FUNC_* value;
+//   - the BPF ISA v4, when it has instructions of that version (raw holds
+//     the raw offset of each instruction).
+func programNeeds(ps *ebpf.ProgramSpec, insns asm.Instructions, raw []int, objMaps []mapNeed) []needReq {
 	var out []needReq
 	for _, m := range objMaps {
 		out = append(out, needReq{kind: NeedMapType, value: uint32(m.typ), name: uapiMapTypes[uint32(m.typ)], mapName: m.name})
@@ -247,6 +267,9 @@ func programNeeds(ps *ebpf.ProgramSpec, insns asm.Instructions, objMaps []mapNee
 	slices.Sort(helpers)
 	for _, h := range helpers {
 		out = append(out, needReq{kind: NeedHelper, value: h, name: uapiHelpers[h]})
+	}
+	if v4 := scanV4(insns, raw); len(v4) > 0 {
+		out = append(out, needReq{kind: NeedInstructionSet, name: ISAv4, insns: v4})
 	}
 	return out
 }
@@ -274,6 +297,11 @@ func objectMaps(spec *ebpf.CollectionSpec) []mapNeed {
 func resolveNeeds(f *features, reqs []needReq) []Need {
 	out := make([]Need, 0, len(reqs))
 	for _, r := range reqs {
+		if r.kind == NeedInstructionSet {
+			out = append(out, Need{Kind: r.kind, Name: r.name, Status: cmp.Or(f.isaV4, TargetUnknown),
+				Instructions: firstOfEachKind(r.insns)})
+			continue
+		}
 		var idx enumIndex
 		switch r.kind {
 		case NeedMapType:
@@ -317,8 +345,9 @@ func weakSymbols(f *elf.File) (map[string]bool, error) {
 
 // unsupportedReasons decides whether a program can't run on the kernel: it
 // returns one line per missing feature, in the order of the report (map
-// types, program type, attach type, helpers, then kfuncs and attach
-// targets), or nil. Targets whose presence is unknown don't count.
+// types, program type, attach type, helpers, instruction set, then kfuncs
+// and attach targets), or nil. Needs and targets whose presence is
+// unknown don't count.
 //
 // A kfunc the program declares __weak is missing without consequence when
 // no call to it is reachable: the program checks bpf_ksym_exists() first,

@@ -276,7 +276,7 @@ func (o *Object) newProgram(ps *ebpf.ProgramSpec, funcs map[string]funcSym, ext 
 		raw += int(ins.Width())
 	}
 	p.targets = programTargets(ps, p.kfuncs)
-	p.needs = programNeeds(ps, p.insns, o.maps)
+	p.needs = programNeeds(ps, p.insns, p.raw, o.maps)
 	return p, nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/cilium/ebpf/asm"
@@ -21,8 +22,8 @@ const (
 	StatusPoisoned = "poisoned"
 	StatusFailed   = "failed"
 	// StatusUnsupported: the kernel lacks a map type, program type, attach
-	// type, helper, kfunc or attach target the program needs (Reason names
-	// each).
+	// type, helper, kfunc or attach target the program needs, or the BPF
+	// instruction set of its instructions (Reason names each).
 	StatusUnsupported = "unsupported"
 )
 
@@ -77,7 +78,8 @@ type ProgramReport struct {
 	// of the kernel match them with different results.
 	Ambiguous []Ambiguity `json:"ambiguous,omitempty"`
 	// Needs are the BPF features the program needs: map types, program
-	// type, attach type, helpers (kfuncs are in Targets).
+	// type, attach type, helpers, and the BPF instruction set when it uses
+	// ISA v4 instructions (kfuncs are in Targets).
 	Needs []Need `json:"needs,omitempty"`
 }
 
@@ -291,48 +293,79 @@ func (res *progResult) report() ProgramReport {
 // judge sets the report's Reason from the missing features and targets,
 // and its Status to unsupported if any is missing, unless relocation
 // failed.
+//
+// Some missing things are harmless in code the verifier never reaches: a
+// call to a missing __weak kfunc, and the ISA v4 instructions an older
+// verifier only checks when it reaches them (v4Kind.checkedWhenReached).
+// Reachability is that of the guard analysis, with this kernel's CO-RE
+// values and 0 for the address of a missing weak kfunc (the loader's value
+// for bpf_ksym_exists()).
 func (res *progResult) judge(pr *ProgramReport) {
 	p := res.p
+	var reach map[int]bool
+	reached := func(raw int) bool {
+		if reach == nil {
+			consts := map[int]uint64{}
+			if res.err == nil {
+				consts = res.consts()
+			}
+			for raw, fn := range p.weakKfuncLoads {
+				if slices.ContainsFunc(pr.Targets, func(t Target) bool {
+					return t.Kind == TargetKfunc && t.Name == fn && t.Status == TargetMissing
+				}) {
+					consts[raw] = 0
+				}
+			}
+			reach = p.reachable(consts)
+		}
+		return reach[raw]
+	}
 	var weakReachable func(string) bool
 	if len(p.weakKfuncCalls) > 0 {
-		missing := make(map[string]bool)
-		for _, t := range pr.Targets {
-			if t.Kind == TargetKfunc && t.Status == TargetMissing {
-				missing[t.Name] = true
-			}
-		}
-		var reach map[int]bool
 		weakReachable = func(name string) bool {
 			if !p.weakKfunc(name) {
 				return true
 			}
-			if reach == nil {
-				consts := map[int]uint64{}
-				if res.err == nil {
-					consts = res.consts()
-				}
-				// bpf_ksym_exists(): the loader loads 0 for a missing weak
-				// kfunc's address.
-				for raw, fn := range p.weakKfuncLoads {
-					if missing[fn] {
-						consts[raw] = 0
-					}
-				}
-				reach = p.reachable(consts)
-			}
 			for raw, fn := range p.weakKfuncCalls {
-				if fn == name && reach[raw] {
+				if fn == name && reached(raw) {
 					return true
 				}
 			}
 			return false
 		}
 	}
-	reasons := unsupportedReasons(pr.Needs, pr.Targets, weakReachable)
+	needs := pr.Needs
+	if i := slices.IndexFunc(needs, func(n Need) bool {
+		return n.Kind == NeedInstructionSet && n.Status == TargetMissing
+	}); i >= 0 {
+		var counted []v4Insn
+		for _, in := range p.isaInsns() {
+			if !in.kind.checkedWhenReached() || reached(in.raw) {
+				counted = append(counted, in)
+			}
+		}
+		needs = slices.Clone(needs)
+		if len(counted) > 0 {
+			needs[i].Instructions = firstOfEachKind(counted)
+		} else {
+			needs = slices.Delete(needs, i, i+1)
+		}
+	}
+	reasons := unsupportedReasons(needs, pr.Targets, weakReachable)
 	pr.Reason = strings.Join(reasons, "; ")
 	if len(reasons) > 0 && pr.Status != StatusFailed {
 		pr.Status = StatusUnsupported
 	}
+}
+
+// isaInsns returns the program's instructions that need the BPF ISA v4.
+func (p *program) isaInsns() []v4Insn {
+	for _, r := range p.needs {
+		if r.kind == NeedInstructionSet {
+			return r.insns
+		}
+	}
+	return nil
 }
 
 // weakKfunc reports whether the program's calls to kfunc name are weak.
