@@ -168,6 +168,9 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.BlobDir == "" {
 		cfg.BlobDir = filepath.Join(cfg.Data, "blobs")
 	}
+	if cfg.Database == "" {
+		cfg.Database = "sqlite:" + filepath.Join(cfg.Data, "bpfarm.db")
+	}
 	if err := checkBlobDir(cfg.Database, cfg.S3.Endpoint != "", cfg.BlobDirShared, cfg.BlobDir); err != nil {
 		return nil, err
 	}
@@ -179,7 +182,7 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	s.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		queue.Collector())
 
-	if s.DB, err = store.Open(ctx, filepath.Join(cfg.Data, "bpfarm.db"), store.WithLogger(log)); err != nil {
+	if s.DB, err = store.Open(ctx, cfg.Database, store.WithLogger(log)); err != nil {
 		return nil, err
 	}
 	var backend blob.Store

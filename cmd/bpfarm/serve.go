@@ -61,6 +61,8 @@ BPFARM_S3_ENDPOINT.`,
 	f := cmd.Flags()
 	f.StringVar(&cfg.Addr, "addr", "127.0.0.1:8080", "listen address")
 	f.StringVar(&cfg.Data, "data", "./data", "data directory (database, blobs, keys, farm headers)")
+	f.StringVar(&cfg.Database, "database", "",
+		"metadata database: sqlite:PATH, or postgres://USER@HOST:PORT/DB?sslmode=... shared by a replica set (password from PGPASSWORD or ~/.pgpass rather than the URL) (default sqlite:DATA/bpfarm.db)")
 	f.StringVar(&cfg.Role, "role", server.RoleAll,
 		"what this process does: all; api (HTTP API and UI, no jobs); worker (builds, relocations, verifications, gc; serves only /healthz, /readyz and /metrics)")
 	f.StringVar(&cfg.SecretKeyFile, "secret-key-file", "",
