@@ -1,3 +1,5 @@
+//go:build linux
+
 package server
 
 import (
@@ -226,10 +228,13 @@ const causeS3 = "object storage unreachable"
 // unreachable" within the blob deadlines instead of hanging, what needs
 // only the database goes on, and once the server is thawed the same farm
 // (no restart) is ready and builds again.
-func TestFaultS3Frozen(t *testing.T) {
+func TestFaultS3Frozen(t *testing.T) { eachDatabase(t, testFaultS3Frozen) }
+
+func testFaultS3Frozen(t *testing.T, cfg Config) {
 	m := testenv.StartMinIO(t)
-	f := startFaultServer(t, Config{S3: m.Config, Workers: 2, HostKernel: true,
-		BlobTimeout: time.Second, BlobIdleTimeout: 2 * time.Second})
+	cfg.S3, cfg.Workers, cfg.HostKernel = m.Config, 2, true
+	cfg.BlobTimeout, cfg.BlobIdleTimeout = time.Second, 2*time.Second
+	f := startFaultServer(t, cfg)
 	ctx := context.Background()
 
 	res, err := f.push("execsnoop", "")
@@ -313,14 +318,13 @@ const causeNoSpace = "no space left on the data volume"
 // TestFaultVolumeFull fills the volume of the local blob store: pushes
 // and /readyz answer 503 "no space left on the data volume", and once
 // space is freed the same farm is ready and builds again.
-func TestFaultVolumeFull(t *testing.T) {
+func TestFaultVolumeFull(t *testing.T) { eachDatabase(t, testFaultVolumeFull) }
+
+func testFaultVolumeFull(t *testing.T, cfg Config) {
 	vol := testenv.SmallVolume(t, 64<<20)
-	data := t.TempDir()
 	// The blob store alone is on the small volume.
-	if err := os.Symlink(vol.Dir, filepath.Join(data, "blobs")); err != nil {
-		t.Fatal(err)
-	}
-	f := startFaultServer(t, Config{Data: data, Workers: 2})
+	cfg.BlobDir, cfg.Workers = filepath.Join(vol.Dir, "blobs"), 2
+	f := startFaultServer(t, cfg)
 	ctx := context.Background()
 	res, err := f.push("execsnoop", "")
 	if err != nil {
@@ -350,4 +354,17 @@ func TestFaultVolumeFull(t *testing.T) {
 	if b, err := f.c.WaitBuild(ctx, res.Builds[0].ID, nil); err != nil || b.State != api.StateSucceeded {
 		t.Fatalf("build after freeing space: %+v %v", b, err)
 	}
+}
+
+// eachDatabase runs test on the SQLite default and on a real PostgreSQL
+// (testenv.Postgres): cfg holds what the database needs.
+func eachDatabase(t *testing.T, test func(t *testing.T, cfg Config)) {
+	t.Run("sqlite", func(t *testing.T) { test(t, Config{}) })
+	t.Run("postgres", func(t *testing.T) {
+		key := filepath.Join(t.TempDir(), "secret.key")
+		if err := os.WriteFile(key, []byte(strings.Repeat("5a", 32)+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		test(t, Config{Database: testenv.Postgres(t), SecretKeyFile: key, BlobDirShared: true})
+	})
 }
