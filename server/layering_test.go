@@ -68,3 +68,21 @@ func TestOnlyStoreSpeaksSQL(t *testing.T) {
 		}
 	}
 }
+
+// TestServerDoesNotImportWeb: the web UI is a top-level room that calls
+// the server's services; no package under server/ imports it back, even
+// indirectly (cmd/bpfarm composes the two).
+func TestServerDoesNotImportWeb(t *testing.T) {
+	lines := goList(t, "-f", `{{.ImportPath}} {{join .Deps " "}}`, "./server/...")
+	if len(lines) < 5 {
+		t.Fatalf("go list ./server/...: only %v", lines)
+	}
+	for _, line := range lines {
+		f := strings.Fields(line)
+		for _, dep := range f[1:] {
+			if dep == module+"/web" || strings.HasPrefix(dep, module+"/web/") {
+				t.Errorf("%s imports %s", f[0], dep)
+			}
+		}
+	}
+}

@@ -1,6 +1,8 @@
 // Package server assembles bpfarm's server: the metadata database, the
 // blob store (a local directory by default, S3 when configured), the
-// signing key, the sandboxed compiler, the build workers and the HTTP API.
+// signing key, the sandboxed compiler, the build workers, the intake and
+// the HTTP API. The web UI is not its business: cmd/bpfarm builds it over
+// the server's services and mounts it (Server.MountUI).
 package server
 
 import (
@@ -20,20 +22,19 @@ import (
 
 	"github.com/bpfarm/bpfarm/api"
 	"github.com/bpfarm/bpfarm/bpfsrc/compile"
-	"github.com/bpfarm/bpfarm/btf/source"
 	"github.com/bpfarm/bpfarm/server/archive"
 	"github.com/bpfarm/bpfarm/server/blob"
 	"github.com/bpfarm/bpfarm/server/build"
 	"github.com/bpfarm/bpfarm/server/fault"
 	"github.com/bpfarm/bpfarm/server/gc"
 	"github.com/bpfarm/bpfarm/server/httpapi"
+	"github.com/bpfarm/bpfarm/server/intake"
 	"github.com/bpfarm/bpfarm/server/queue"
 	"github.com/bpfarm/bpfarm/server/quota"
 	"github.com/bpfarm/bpfarm/server/signing"
 	"github.com/bpfarm/bpfarm/server/store"
 	"github.com/bpfarm/bpfarm/server/verify"
 	bpfverify "github.com/bpfarm/bpfarm/verify"
-	"github.com/bpfarm/bpfarm/web"
 )
 
 // Config configures a server. The zero value of every field but Data has
@@ -131,6 +132,9 @@ type Server struct {
 	Compiler *compile.Compiler
 	Archive  *archive.Archive
 	Builds   *build.Service
+	// Intake imports kernels and takes pushes for every door (API, UI,
+	// first start).
+	Intake   *intake.Service
 	Verify   *verify.Service
 	Quotas   *quota.Service
 	GC       *gc.Collector
@@ -266,13 +270,12 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 		s.DB.Close()
 		return nil, err
 	}
+	s.Intake = intake.New(intake.Config{Archive: s.Archive, Builds: s.Builds, TempDir: tmp})
 	if cfg.HostKernel {
 		s.importHostKernel(ctx)
 	}
-	ui := web.New(web.Config{DB: s.DB, Blobs: s.Blobs, Builds: s.Builds, Archive: s.Archive, Key: s.Key,
-		Logger: log, AnonymousRead: cfg.AnonymousRead, TempDir: tmp})
 	s.API = httpapi.New(httpapi.Config{DB: s.DB, Blobs: s.Blobs, Builds: s.Builds, Archive: s.Archive, Key: s.Key,
-		Logger: log, Registry: s.Registry, AnonymousRead: cfg.AnonymousRead, UI: ui, TempDir: tmp,
+		Intake: s.Intake, Logger: log, Registry: s.Registry, AnonymousRead: cfg.AnonymousRead, TempDir: tmp,
 		AgentBTFUpload: cfg.AgentBTFUpload, Verify: s.Verify, Quotas: s.Quotas, GC: s.GC.Run,
 		HealthOnly: !servesAPI(cfg.Role)})
 	return s, nil
@@ -319,24 +322,27 @@ func (s *Server) importHostKernel(ctx context.Context) {
 	if len(ks) > 0 {
 		return
 	}
-	k, err := source.Host(source.Options{TempDir: filepath.Join(s.cfg.Data, "tmp")})
+	imp, err := s.Intake.ImportHost(ctx, archive.ImportOptions{By: "bpfarm serve (host kernel on first start)"})
 	if err != nil {
 		log.Warn("host kernel not imported (start with --no-host-kernel to silence this)", "reason", err)
 		return
-	}
-	imp, err := s.Archive.Store(ctx, k, archive.ImportOptions{By: "bpfarm serve (host kernel on first start)"})
-	if err != nil {
-		log.Warn("host kernel not imported", "reason", err)
-		return
-	}
-	if _, err := s.Builds.KernelAdded(ctx, imp.Kernel.ID); err != nil {
-		log.Warn("host kernel imported, relocations not queued", "kernel", imp.Kernel.KID, "reason", err)
 	}
 	if err := os.WriteFile(marker, []byte(imp.Kernel.KID+"\n"), 0o644); err != nil {
 		log.Warn("host kernel marker", "reason", err)
 	}
 	fmt.Fprintf(s.cfg.Out, "imported this host's kernel %s into the archive (--no-host-kernel turns this off)\n", imp.Kernel.KID)
 }
+
+// Settings returns the server's configuration, defaults filled in.
+func (s *Server) Settings() Config { return s.cfg }
+
+// TempDir is where uploads wait while they are read (DATA/tmp, emptied on
+// every start).
+func (s *Server) TempDir() string { return filepath.Join(s.cfg.Data, "tmp") }
+
+// MountUI serves h (the web UI) at every path the API does not route.
+// Call it before Run.
+func (s *Server) MountUI(h http.Handler) { s.API.MountUI(h) }
 
 // Run serves until ctx is done, then shuts down gracefully.
 func (s *Server) Run(ctx context.Context) error {

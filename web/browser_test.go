@@ -210,6 +210,10 @@ func startServer(t *testing.T) (*server.Server, string, string) {
 		cancel()
 		t.Fatal(err)
 	}
+	// As cmd/bpfarm composes them: the UI over the server's services.
+	cfg := s.Settings()
+	s.MountUI(web.New(web.Config{DB: s.DB, Blobs: s.Blobs, Builds: s.Builds, Intake: s.Intake, Key: s.Key,
+		Logger: cfg.Logger, AnonymousRead: cfg.AnonymousRead, TempDir: s.TempDir()}))
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx) }()
 	t.Cleanup(func() {

@@ -18,6 +18,7 @@ import (
 	"github.com/bpfarm/bpfarm/server/auth"
 	"github.com/bpfarm/bpfarm/server/blob"
 	"github.com/bpfarm/bpfarm/server/build"
+	"github.com/bpfarm/bpfarm/server/intake"
 	"github.com/bpfarm/bpfarm/server/signing"
 	"github.com/bpfarm/bpfarm/server/store"
 )
@@ -52,8 +53,9 @@ func newTestEnv(tb testing.TB, mod func(*Config)) *testEnv {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	cfg := Config{DB: db, Blobs: blobs, Key: key, Builds: build.New(build.Config{DB: db, Blobs: blobs, Archive: arch}),
-		Archive: arch, Logger: log, TempDir: dir}
+	builds := build.New(build.Config{DB: db, Blobs: blobs, Archive: arch})
+	cfg := Config{DB: db, Blobs: blobs, Key: key, Builds: builds,
+		Intake: intake.New(intake.Config{Archive: arch, Builds: builds, TempDir: dir}), Logger: log, TempDir: dir}
 	if mod != nil {
 		mod(&cfg)
 	}

@@ -77,15 +77,8 @@ func (u *UI) hostsPage(w http.ResponseWriter, r *http.Request) {
 			row.Labels = append(row.Labels, label{k, v})
 		}
 		slices.SortFunc(row.Labels, func(a, b label) int { return strings.Compare(a.Key, b.Key) })
-		// The newest matching assignment of a program wins, as in
-		// store.DesiredState.
-		byProgram := map[string]api.Assignment{}
-		for _, a := range as {
-			if store.Matches(a.Selector, h.Labels) {
-				byProgram[a.Program] = a
-			}
-		}
-		for p, a := range byProgram {
+		// The assignments the host follows, as its desired state does.
+		for p, a := range store.Effective(as, h.Labels) {
 			row.Assigned = append(row.Assigned, assigned{Program: p, Revision: a.Revision, Assignment: a.ID, Exports: a.Exports})
 		}
 		slices.SortFunc(row.Assigned, func(a, b assigned) int { return strings.Compare(a.Program, b.Program) })

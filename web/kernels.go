@@ -11,9 +11,10 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/bpfarm/bpfarm/api"
 	"github.com/bpfarm/bpfarm/btf/kernel"
-	"github.com/bpfarm/bpfarm/btf/source"
 	"github.com/bpfarm/bpfarm/server/archive"
+	"github.com/bpfarm/bpfarm/server/intake"
 	"github.com/bpfarm/bpfarm/server/store"
 )
 
@@ -42,7 +43,7 @@ type kernelsData struct {
 const kernelsPerPage = 200
 
 func (u *UI) canImport(r *http.Request) bool {
-	return viewerOf(r).IsAdmin() && u.cfg.Archive != nil && u.cfg.Builds != nil
+	return viewerOf(r).IsAdmin() && u.cfg.Intake != nil
 }
 
 func sortKernels[T any](ks []T, key func(T) (distro, version, arch, release string)) {
@@ -121,7 +122,14 @@ type importedKernel struct {
 
 type importData struct {
 	Kernels []importedKernel
+	// Refused lists the files of a btfhub-archive tree not imported.
+	Refused []api.KernelRefused
 	Error   string
+}
+
+func (d *importData) add(imp intake.Imported) {
+	d.Kernels = append(d.Kernels, importedKernel{KID: imp.Kernel.KID, Created: imp.Created, Queued: imp.Queued,
+		BTFSize: imp.Kernel.BTFSize, Modules: imp.Kernel.ModulesCount, Source: imp.Kernel.Source})
 }
 
 // readMultipart opens a multipart form whose first part must be the CSRF
@@ -153,9 +161,9 @@ func (u *UI) tempDir() string {
 	return os.TempDir()
 }
 
-// importKernel imports an uploaded kernel file the way POST /api/v1/kernels
-// does: package source reads it from a temporary file, the archive stores
-// it and the build service queues its relocations.
+// importKernel imports an uploaded kernel file through the intake, as
+// POST /api/v1/kernels does: from a temporary file, every kernel it holds
+// is stored and its relocations queued.
 func (u *UI) importKernel(w http.ResponseWriter, r *http.Request) {
 	if !u.canImport(r) {
 		u.errorPage(w, r, http.StatusNotFound, "This server does not import kernels.")
@@ -236,24 +244,16 @@ func (u *UI) importKernel(w http.ResponseWriter, r *http.Request) {
 		fail(http.StatusBadRequest, "Choose a file to import.")
 		return
 	}
-	var kernels []*source.Kernel
-	err := source.Import(r.Context(), tmp, source.Options{TempDir: u.tempDir(), KeepImage: true}, func(k *source.Kernel) error {
-		k.Source = strings.ReplaceAll(k.Source, tmp, name)
-		kernels = append(kernels, k)
-		return nil
-	})
-	defer func() {
-		for _, k := range kernels {
-			if k.Image != "" {
-				os.Remove(k.Image)
-			}
-		}
-	}()
+	fi, err := u.cfg.Intake.ImportFile(r.Context(), tmp, name, opt)
 	if err != nil {
-		fail(http.StatusBadRequest, strings.ReplaceAll(oneLine(err.Error()), tmp, name))
+		u.importFailed(w, r, err)
 		return
 	}
-	u.storeKernels(w, r, kernels, opt)
+	d := importData{Refused: fi.Refused}
+	for _, imp := range fi.Kernels {
+		d.add(imp)
+	}
+	u.render(w, r, http.StatusOK, "imported.html", page{Title: "Kernel import", Active: "kernels", Data: d})
 }
 
 // importHostKernel imports the kernel the server runs on (its
@@ -263,36 +263,24 @@ func (u *UI) importHostKernel(w http.ResponseWriter, r *http.Request) {
 		u.errorPage(w, r, http.StatusNotFound, "This server does not import kernels.")
 		return
 	}
-	k, err := source.Host(source.Options{TempDir: u.tempDir()})
+	imp, err := u.cfg.Intake.ImportHost(r.Context(), archive.ImportOptions{By: viewerOf(r).Name})
 	if err != nil {
+		u.importFailed(w, r, err)
+		return
+	}
+	var d importData
+	d.add(imp)
+	u.render(w, r, http.StatusOK, "imported.html", page{Title: "Kernel import", Active: "kernels", Data: d})
+}
+
+// importFailed answers a refused import (bad input: 400 on the import
+// page), or another failure.
+func (u *UI) importFailed(w http.ResponseWriter, r *http.Request, err error) {
+	var in *archive.InputError
+	if errors.As(err, &in) {
 		u.render(w, r, http.StatusBadRequest, "imported.html", page{Title: "Kernel import", Active: "kernels",
 			Data: importData{Error: capitalize(oneLine(err.Error())) + "."}})
 		return
 	}
-	u.storeKernels(w, r, []*source.Kernel{k}, archive.ImportOptions{By: viewerOf(r).Name})
-}
-
-func (u *UI) storeKernels(w http.ResponseWriter, r *http.Request, kernels []*source.Kernel, opt archive.ImportOptions) {
-	var d importData
-	for _, k := range kernels {
-		imp, err := u.cfg.Archive.Store(r.Context(), k, opt)
-		if err != nil {
-			var in *archive.InputError
-			if errors.As(err, &in) {
-				d.Error = capitalize(oneLine(err.Error())) + "."
-				u.render(w, r, http.StatusBadRequest, "imported.html", page{Title: "Kernel import", Active: "kernels", Data: d})
-				return
-			}
-			u.fail(w, r, err)
-			return
-		}
-		queued, err := u.cfg.Builds.KernelAdded(r.Context(), imp.Kernel.ID)
-		if err != nil {
-			u.fail(w, r, err)
-			return
-		}
-		d.Kernels = append(d.Kernels, importedKernel{KID: imp.Kernel.KID, Created: imp.Created, Queued: queued,
-			BTFSize: imp.Kernel.BTFSize, Modules: imp.Kernel.ModulesCount, Source: imp.Kernel.Source})
-	}
-	u.render(w, r, http.StatusOK, "imported.html", page{Title: "Kernel import", Active: "kernels", Data: d})
+	u.fail(w, r, err)
 }

@@ -30,7 +30,7 @@ type uploadData struct {
 func (d uploadData) Chosen(arch string) bool { return slices.Contains(d.Arches, arch) }
 
 func (u *UI) uploadPage(w http.ResponseWriter, r *http.Request) {
-	if u.cfg.Builds == nil {
+	if u.cfg.Intake == nil {
 		u.errorPage(w, r, http.StatusNotFound, "This server takes no uploads.")
 		return
 	}
@@ -42,7 +42,7 @@ func (u *UI) uploadPage(w http.ResponseWriter, r *http.Request) {
 // files: a .bpf.c with its headers, or one .tar.gz), pushes it like
 // POST /api/v1/programs/NAME/revisions and shows the build.
 func (u *UI) upload(w http.ResponseWriter, r *http.Request) {
-	if u.cfg.Builds == nil {
+	if u.cfg.Intake == nil {
 		u.errorPage(w, r, http.StatusNotFound, "This server takes no uploads.")
 		return
 	}
@@ -160,7 +160,7 @@ func (u *UI) upload(w http.ResponseWriter, r *http.Request) {
 			flags = append(flags, f)
 		}
 	}
-	res, err := u.cfg.Builds.Push(r.Context(), build.PushRequest{Program: d.Name, Bundle: bundle, Arches: d.Arches,
+	res, err := u.cfg.Intake.Push(r.Context(), build.PushRequest{Program: d.Name, Bundle: bundle, Arches: d.Arches,
 		Flags: flags, PushedBy: viewerOf(r).Name})
 	if err != nil {
 		var in *build.InputError

@@ -7,8 +7,11 @@
 // session (an opaque random id in an HttpOnly, SameSite=Strict cookie; the
 // database keeps only its SHA-256, the token's id, role and expiry). Every
 // form carries the session's synchronizer CSRF token, and unsafe requests
-// must come from the UI's own origin. Pages call the same store, build and
-// archive functions as the REST API.
+// must come from the UI's own origin. Pages read through the same store
+// methods as the REST API, and import kernels and push revisions through
+// the same intake (server/intake); the server does not import this
+// package: cmd/bpfarm builds the UI over the server's services and mounts
+// it.
 package web
 
 import (
@@ -34,6 +37,7 @@ import (
 	"github.com/bpfarm/bpfarm/server/blob"
 	"github.com/bpfarm/bpfarm/server/build"
 	"github.com/bpfarm/bpfarm/server/fault"
+	"github.com/bpfarm/bpfarm/server/intake"
 	"github.com/bpfarm/bpfarm/server/signing"
 	"github.com/bpfarm/bpfarm/server/store"
 )
@@ -45,11 +49,10 @@ var files embed.FS
 type Config struct {
 	DB    *store.DB
 	Blobs blob.Store
-	// Builds takes uploads and announces changes (live pages); nil turns
-	// both off.
+	// Builds announces changes (live pages); nil turns them off.
 	Builds *build.Service
-	// Archive stores imported kernels; nil turns the import form off.
-	Archive *archive.Archive
+	// Intake imports kernels and takes uploads; nil turns both off.
+	Intake *intake.Service
 	// Key is the server's signing key (artifact pages check signatures).
 	Key    *signing.Key
 	Logger *slog.Logger

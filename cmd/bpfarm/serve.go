@@ -14,7 +14,16 @@ import (
 	"github.com/bpfarm/bpfarm/server/blob"
 	"github.com/bpfarm/bpfarm/server/build"
 	"github.com/bpfarm/bpfarm/server/quota"
+	"github.com/bpfarm/bpfarm/web"
 )
+
+// mountUI builds the web UI over the server's services and mounts it at /:
+// the server itself does not know the UI.
+func mountUI(s *server.Server) {
+	cfg := s.Settings()
+	s.MountUI(web.New(web.Config{DB: s.DB, Blobs: s.Blobs, Builds: s.Builds, Intake: s.Intake, Key: s.Key,
+		Logger: cfg.Logger, AnonymousRead: cfg.AnonymousRead, TempDir: s.TempDir()}))
+}
 
 func newServe() *cobra.Command {
 	var (
@@ -55,6 +64,7 @@ BPFARM_S3_ENDPOINT.`,
 			if err != nil {
 				return err
 			}
+			mountUI(s)
 			return s.Run(cmd.Context())
 		},
 	}

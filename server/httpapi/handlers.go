@@ -70,7 +70,7 @@ func (s *Server) push(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	res, err := s.cfg.Builds.Push(r.Context(), build.PushRequest{Program: name, Bundle: bundle, Arches: arches,
+	res, err := s.cfg.Intake.Push(r.Context(), build.PushRequest{Program: name, Bundle: bundle, Arches: arches,
 		Flags: flags, PushedBy: auth.FromContext(r.Context()).Name, PerKernel: perKernel, Headers: q.Get("headers")})
 	if err != nil {
 		s.fail(w, r, err)

@@ -1,6 +1,7 @@
 // Package httpapi is bpfarm's REST API under /api/v1, plus /healthz,
-// /readyz, /metrics and the web UI at /. Every error is answered as JSON
-// {"error": "..."}, one line, with the right status.
+// /readyz and /metrics, and whatever handler is mounted at / (the web UI,
+// which cmd/bpfarm mounts: see Server.MountUI). Every error is answered as
+// JSON {"error": "..."}, one line, with the right status.
 package httpapi
 
 import (
@@ -26,6 +27,7 @@ import (
 	"github.com/bpfarm/bpfarm/server/blob"
 	"github.com/bpfarm/bpfarm/server/build"
 	"github.com/bpfarm/bpfarm/server/fault"
+	"github.com/bpfarm/bpfarm/server/intake"
 	"github.com/bpfarm/bpfarm/server/quota"
 	"github.com/bpfarm/bpfarm/server/signing"
 	"github.com/bpfarm/bpfarm/server/store"
@@ -37,6 +39,8 @@ type Config struct {
 	Blobs   blob.Store
 	Builds  *build.Service
 	Archive *archive.Archive
+	// Intake imports kernels and takes pushes, as the web UI does.
+	Intake *intake.Service
 	// TempDir holds uploads while they are imported.
 	TempDir  string
 	Key      *signing.Key
@@ -44,8 +48,6 @@ type Config struct {
 	Registry *prometheus.Registry
 	// AnonymousRead lets requests without a token read (never write).
 	AnonymousRead bool
-	// UI serves the web UI at /; nil serves nothing there.
-	UI http.Handler
 	// MaxBundleBytes bounds a push's request body (default 8 MiB + 1 MiB of
 	// multipart/tar overhead).
 	MaxBundleBytes int64
@@ -183,10 +185,15 @@ func (s *Server) routes() chi.Router {
 		r.With(s.require(api.RoleReader)).Get("/quota", s.ownQuota)
 		r.With(s.require(api.RoleAdmin)).Post("/gc", s.gc)
 	})
-	if s.cfg.UI != nil {
-		r.Mount("/", s.cfg.UI)
-	}
 	return r
+}
+
+// MountUI serves h at / (the web UI): every path the API does not route.
+// Call it before serving. A HealthOnly server mounts nothing.
+func (s *Server) MountUI(h http.Handler) {
+	if !s.cfg.HealthOnly {
+		s.router.Mount("/", h)
+	}
 }
 
 // statusWriter records the status code for logs and metrics.

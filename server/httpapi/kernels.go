@@ -25,6 +25,7 @@ import (
 	"github.com/bpfarm/bpfarm/server/archive"
 	"github.com/bpfarm/bpfarm/server/auth"
 	"github.com/bpfarm/bpfarm/server/blob"
+	"github.com/bpfarm/bpfarm/server/intake"
 	"github.com/bpfarm/bpfarm/server/store"
 )
 
@@ -130,11 +131,12 @@ func (s *Server) importKernels(w http.ResponseWriter, r *http.Request) {
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, maxKernelUpload)
 
-	var (
-		kernels []*source.Kernel
-		refused []api.KernelRefused
-		tree    bool // a packed btfhub-archive tree: one file's refusal does not stop the others
-	)
+	def := s.defaults(r.Context())
+	var res api.KernelImport
+	add := func(imp intake.Imported) {
+		res.Kernels = append(res.Kernels, api.KernelImported{Kernel: s.kernelJSON(imp.Kernel, def, nil),
+			Created: imp.Created, Queued: imp.Queued})
+	}
 	ct, params, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	if ct == "multipart/form-data" {
 		k, err := readKernelParts(multipart.NewReader(r.Body, params["boundary"]))
@@ -142,89 +144,41 @@ func (s *Server) importKernels(w http.ResponseWriter, r *http.Request) {
 			s.fail(w, r, err)
 			return
 		}
-		kernels = append(kernels, k)
-	} else {
-		tmp, err := os.CreateTemp(s.cfg.TempDir, "kernel-upload-*")
+		imp, err := s.cfg.Intake.Import(r.Context(), k, opt)
 		if err != nil {
-			s.serverError(w, r, err)
-			return
-		}
-		defer os.Remove(tmp.Name())
-		defer tmp.Close()
-		if _, err := io.Copy(tmp, r.Body); err != nil {
 			s.fail(w, r, err)
 			return
 		}
-		tmp.Close()
-		name := q.Get("name") // the client's file name, for messages
-		if name == "" {
-			name = "upload"
-		}
-		err = source.Import(r.Context(), tmp.Name(), source.Options{TempDir: s.cfg.TempDir, KeepImage: true},
-			func(k *source.Kernel) error {
-				k.Source = strings.ReplaceAll(k.Source, tmp.Name(), name)
-				kernels = append(kernels, k)
-				return nil
-			})
-		var te *source.TreeError
-		switch {
-		case errors.As(err, &te):
-			// A packed btfhub-archive tree: the good files import, each
-			// refused one is named in the answer.
-			tree = true
-			for _, fe := range te.Refused {
-				refused = append(refused, api.KernelRefused{Path: strings.ReplaceAll(fe.Path, tmp.Name(), name),
-					Error: strings.ReplaceAll(oneLine(fe.Err.Error()), tmp.Name(), name)})
-			}
-		case err != nil:
-			s.fail(w, r, &archive.InputError{Err: errors.New(strings.ReplaceAll(oneLine(err.Error()), tmp.Name(), name))})
-			for _, k := range kernels {
-				removeImage(k)
-			}
-			return
-		}
-		tree = tree || len(kernels) > 1
-	}
-	if tree && override != (kernel.ID{}) {
-		s.error(w, r, http.StatusBadRequest, errors.New("id names one kernel: a btfhub-archive tree names its kernels by their paths"))
-		for _, k := range kernels {
-			removeImage(k)
-		}
+		add(imp)
+		s.json(w, http.StatusOK, res)
 		return
 	}
-	defer func() {
-		for _, k := range kernels {
-			removeImage(k)
-		}
-	}()
-	res := api.KernelImport{Refused: refused}
-	def := s.defaults(r.Context())
-	for _, k := range kernels {
-		imp, err := s.cfg.Archive.Store(r.Context(), k, opt)
-		var inerr *archive.InputError
-		if tree && errors.As(err, &inerr) {
-			res.Refused = append(res.Refused, api.KernelRefused{Path: k.ID.String(), Error: oneLine(err.Error())})
-			continue
-		}
-		if err != nil {
-			s.fail(w, r, err)
-			return
-		}
-		queued, err := s.cfg.Builds.KernelAdded(r.Context(), imp.Kernel.ID)
-		if err != nil {
-			s.fail(w, r, err)
-			return
-		}
-		res.Kernels = append(res.Kernels, api.KernelImported{Kernel: s.kernelJSON(imp.Kernel, def, nil),
-			Created: imp.Created, Queued: queued})
+	tmp, err := os.CreateTemp(s.cfg.TempDir, "kernel-upload-*")
+	if err != nil {
+		s.serverError(w, r, err)
+		return
 	}
+	defer os.Remove(tmp.Name())
+	defer tmp.Close()
+	if _, err := io.Copy(tmp, r.Body); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	tmp.Close()
+	name := q.Get("name") // the client's file name, for messages
+	if name == "" {
+		name = "upload"
+	}
+	fi, err := s.cfg.Intake.ImportFile(r.Context(), tmp.Name(), name, opt)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	for _, imp := range fi.Kernels {
+		add(imp)
+	}
+	res.Refused = fi.Refused
 	s.json(w, http.StatusOK, res)
-}
-
-func removeImage(k *source.Kernel) {
-	if k.Image != "" {
-		os.Remove(k.Image)
-	}
 }
 
 // readKernelParts reads a multipart kernel upload.

@@ -31,7 +31,8 @@ func TestOpenAPIMatchesRouter(t *testing.T) {
 			documented[strings.ToUpper(method)+" "+path] = true
 		}
 	}
-	s := New(Config{Registry: prometheus.NewRegistry(), UI: http.NotFoundHandler()})
+	s := New(Config{Registry: prometheus.NewRegistry()})
+	s.MountUI(http.NotFoundHandler())
 	routed := map[string]bool{}
 	err := chi.Walk(s.Router(), func(method, route string, _ http.Handler, _ ...func(http.Handler) http.Handler) error {
 		route = strings.TrimSuffix(route, "/")

@@ -281,6 +281,19 @@ func (d *DB) DeleteAssignment(ctx context.Context, id int64) error {
 	return nil
 }
 
+// Effective returns, by program, the assignment a host with labels
+// follows: the newest of as (listed by ascending id, as Assignments lists
+// them) whose selector matches.
+func Effective(as []api.Assignment, labels map[string]string) map[string]api.Assignment {
+	byProgram := map[string]api.Assignment{}
+	for _, a := range as {
+		if Matches(a.Selector, labels) && a.ID >= byProgram[a.Program].ID {
+			byProgram[a.Program] = a
+		}
+	}
+	return byProgram
+}
+
 // Matches reports whether a host with labels is selected by selector:
 // every pair of the selector must be among the labels; an empty selector
 // selects every host.
@@ -310,12 +323,7 @@ func (d *DB) DesiredState(ctx context.Context, host string) (api.DesiredState, e
 	if err != nil {
 		return ds, err
 	}
-	byProgram := map[string]api.Assignment{}
-	for _, a := range as {
-		if Matches(a.Selector, h.Labels) {
-			byProgram[a.Program] = a // ascending ids: the newest wins
-		}
-	}
+	byProgram := Effective(as, h.Labels)
 	var k Kernel
 	kernelKnown := false
 	if len(byProgram) > 0 {

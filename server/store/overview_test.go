@@ -214,3 +214,23 @@ func testOverview(t *testing.T, db *store.DB) {
 		t.Fatalf("artifacts of no revision: %+v %v", arts, err)
 	}
 }
+
+func TestEffective(t *testing.T) {
+	as := []api.Assignment{
+		{ID: 1, Program: "a", Selector: map[string]string{"env": "prod"}},
+		{ID: 2, Program: "b"},
+		{ID: 3, Program: "a", Selector: map[string]string{"env": "prod", "role": "web"}},
+		{ID: 4, Program: "a", Selector: map[string]string{"env": "staging"}},
+	}
+	got := store.Effective(as, map[string]string{"env": "prod", "role": "web"})
+	if len(got) != 2 || got["a"].ID != 3 || got["b"].ID != 2 {
+		t.Fatalf("prod web: %+v", got)
+	}
+	got = store.Effective(as, map[string]string{"env": "prod"})
+	if len(got) != 2 || got["a"].ID != 1 || got["b"].ID != 2 {
+		t.Fatalf("prod: %+v", got)
+	}
+	if got := store.Effective(as, nil); len(got) != 1 || got["b"].ID != 2 {
+		t.Fatalf("no labels: %+v", got)
+	}
+}
