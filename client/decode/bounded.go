@@ -20,11 +20,16 @@ func at8(p unsafe.Pointer, off uintptr) *[8]byte { return (*[8]byte)(unsafe.Add(
 // appendBounded runs p's bops over b (exactly the type's size): integers
 // and C strings are written in place, without calls; anything rarer
 // (other kinds, escapes, integers of 17 digits or more) goes through
-// boundedSlow, appending within dst's capacity.
+// boundedState's methods, appending within dst's capacity.
 func (p *plan) appendBounded(dst, b []byte) []byte {
 	l := len(dst)
-	dst = slices.Grow(dst, p.max+slack)
-	out := unsafe.Pointer(unsafe.SliceData(dst[l:cap(dst)]))
+	if cap(dst)-l < p.max+slack {
+		dst = slices.Grow(dst, p.max+slack)
+	}
+	// The loop keeps few values live (Go saves none across calls): what
+	// the rare steps need is behind one pointer.
+	slow := &boundedState{dst: dst, l: l, b: b, nodes: p.nodes}
+	out := unsafe.Add(unsafe.Pointer(unsafe.SliceData(dst)), l)
 	rec := unsafe.Pointer(unsafe.SliceData(b))
 	w := uintptr(0)
 	ops := p.bops
@@ -68,7 +73,7 @@ func (p *plan) appendBounded(dst, b []byte) []byte {
 			}
 			if j >= n || *(*byte)(unsafe.Add(src, j)) != 0 {
 				// A tail shorter than a word, or a byte to escape.
-				w = boundedSlow(o, dst, l, w+j, b, j)
+				w = slow.step(o, w+j, j)
 				continue
 			}
 			*(*byte)(unsafe.Add(out, w+j)) = '"'
@@ -77,7 +82,7 @@ func (p *plan) appendBounded(dst, b []byte) []byte {
 		case opEnd:
 			continue
 		default:
-			w = boundedSlow(o, dst, l, w, b, 0)
+			w = slow.step(o, w, 0)
 			continue
 		}
 		// An integer's digits.
@@ -91,57 +96,74 @@ func (p *plan) appendBounded(dst, b []byte) []byte {
 			*(*byte)(unsafe.Add(out, w)) = byte('0' + v)
 			w++
 		case v < 1e8:
-			d := digits8(uint32(v))
-			lz := uint(bits.TrailingZeros64(d)) &^ 7 // leading zeros, in bits
-			binary.LittleEndian.PutUint64(at8(out, w)[:], (d+ascii8)>>lz)
-			w += 8 - uintptr(lz/8)
+			// The length from v directly, not from the digits: the next
+			// steps' stores wait for w, not for the digits' longer chain.
+			n := digitCount32(uint32(v))
+			d := digits8(uint32(v)) + ascii8
+			binary.LittleEndian.PutUint64(at8(out, w)[:], d>>((64-8*n)&63))
+			w += uintptr(n)
 		case v < 1e16:
-			hi, lo := digits8(uint32(v/1e8)), digits8(uint32(v%1e8))
-			lz := uint(bits.TrailingZeros64(hi)) &^ 7
-			binary.LittleEndian.PutUint64(at8(out, w)[:], (hi+ascii8)>>lz)
-			w += 8 - uintptr(lz/8)
-			binary.LittleEndian.PutUint64(at8(out, w)[:], lo+ascii8)
-			w += 8
+			hi := uint32(v / 1e8)
+			n := digitCount32(hi)
+			d := digits8(hi) + ascii8
+			binary.LittleEndian.PutUint64(at8(out, w)[:], d>>((64-8*n)&63))
+			binary.LittleEndian.PutUint64(at8(out, w+uintptr(n))[:], digits8(uint32(v-uint64(hi)*1e8))+ascii8)
+			w += uintptr(n) + 8
 		default:
-			w = uintptr(len(appendUint(dst[:l+int(w)], v)) - l)
+			w = slow.uint(w, v)
 		}
 	}
 	*(*[16]byte)(unsafe.Add(out, w)) = p.tail.lit
 	return dst[:l+int(w)+int(p.tail.nlit)]
 }
 
-// boundedSlow runs the rare steps of appendBounded: it appends o's value
-// within dst's capacity, at l+w, and returns the new w. A string step
-// comes here at its j-th byte (w is past it): the rest of a tail shorter
-// than a word, or from a byte to escape.
+// boundedState is what the rare steps of appendBounded need.
+type boundedState struct {
+	dst   []byte // grown to the plan's bound
+	l     int    // where the record's JSON starts in dst
+	b     []byte // the record
+	nodes []*node
+}
+
+// step runs a rare step of appendBounded: it appends o's value within
+// dst's capacity, at l+w, and returns the new w. A string step comes here
+// at its j-th byte (w is past it): the rest of a tail shorter than a
+// word, or from a byte to escape.
 //
 //go:noinline
-func boundedSlow(o *bop, dst []byte, l int, w uintptr, b []byte, j uintptr) uintptr {
-	out := dst[:l+int(w)]
+func (s *boundedState) step(o *bop, w uintptr, j uintptr) uintptr {
+	out, b := s.dst[:s.l+int(w)], s.b
 	switch o.kind {
 	case opString:
-		s := b[uintptr(o.off)+j : o.off+o.size]
+		str := b[uintptr(o.off)+j : o.off+o.size]
 		k := 0
-		for k < len(s) && strClass[s[k]] == 0 {
+		for k < len(str) && strClass[str[k]] == 0 {
 			k++
 		}
-		out = append(out, s[:k]...)
-		s = s[k:]
-		for k, c := range s {
+		out = append(out, str[:k]...)
+		str = str[k:]
+		for k, c := range str {
 			if c == 0 {
-				s = s[:k]
+				str = str[:k]
 				break
 			}
 		}
-		out = append(appendJSONBody(out, s), '"')
+		out = append(appendJSONBody(out, str), '"')
 	case opBool:
-		if o.n.uintAt(b, int(o.off)) != 0 {
+		if s.nodes[o.node].uintAt(b, int(o.off)) != 0 {
 			out = append(out, "true"...)
 		} else {
 			out = append(out, "false"...)
 		}
 	default: // opEnum, opFloat, opNode
-		out = o.n.appendJSON(out, b, int(o.off))
+		out = s.nodes[o.node].appendJSON(out, b, int(o.off))
 	}
-	return uintptr(len(out) - l)
+	return uintptr(len(out) - s.l)
+}
+
+// uint appends v (17 digits or more) at l+w and returns the new w.
+//
+//go:noinline
+func (s *boundedState) uint(w uintptr, v uint64) uintptr {
+	return uintptr(len(appendUint(s.dst[:s.l+int(w)], v)) - s.l)
 }

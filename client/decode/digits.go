@@ -63,6 +63,25 @@ func appendInt(dst []byte, v int64) []byte {
 	return appendUint(dst, uint64(v))
 }
 
+// digitCounts[b] turns a 32-bit value whose highest set bit is b into its
+// number of decimal digits: (x + digitCounts[b]) >> 32 (Lemire's table).
+var digitCounts = func() (t [32]uint64) {
+	for b := range t {
+		d := uint64(decimalDigits(1 << b)) // of the least value with bit b
+		t[b] = d << 32
+		if p := pow10[d]; p < 1<<(b+1) {
+			t[b] += 1<<32 - p // carries into the count from p on
+		}
+	}
+	return t
+}()
+
+// digitCount32 returns the number of decimal digits of x (1 for 0),
+// without depending on a chain of divisions.
+func digitCount32(x uint32) uint {
+	return uint((uint64(x) + digitCounts[bits.Len32(x|1)-1]) >> 32)
+}
+
 // digits8 returns v (< 1e8) as eight decimal digits, leading zeros
 // included, one a byte (values 0 to 9), the most significant in the
 // lowest byte: all eight at once in a 64-bit word (SWAR), with

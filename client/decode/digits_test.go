@@ -46,3 +46,21 @@ func TestDigits8(t *testing.T) {
 		}
 	}
 }
+
+func TestDigitCount32(t *testing.T) {
+	vals := []uint32{0, 1, 9, 10, 1<<32 - 1}
+	for p := uint32(10); p <= 1e9; p *= 10 {
+		vals = append(vals, p-1, p, p+1)
+	}
+	for i := range 32 {
+		vals = append(vals, 1<<i, 1<<i-1, 1<<i+1)
+	}
+	for range 100000 {
+		vals = append(vals, rand.Uint32()>>rand.IntN(32))
+	}
+	for _, v := range vals {
+		if got, want := digitCount32(v), uint(len(strconv.FormatUint(uint64(v), 10))); got != want {
+			t.Fatalf("digitCount32(%d) = %d, want %d", v, got, want)
+		}
+	}
+}

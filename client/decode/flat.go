@@ -1,6 +1,9 @@
 package decode
 
-import "encoding/binary"
+import (
+	"encoding/binary"
+	"math"
+)
 
 // maxUnrolled bounds how many leaf values of an array the flat JSON plan
 // unrolls; larger arrays (and histograms) run through the node tree.
@@ -45,17 +48,19 @@ type bop struct {
 	size uint32
 	nlit uint8
 	kind opKind
-	n    *node // opBool, opEnum, opFloat, opNode
+	node uint16  // opBool, opEnum, opFloat, opNode: the index of its node in plan.nodes
+	_    [4]byte // 32 bytes: a step's address is a shift
 }
 
 // plan is a flat JSON plan. A plan whose output has a bound (max ≥ 0:
 // no histogram, no large array) runs as bops, writing by index into a
 // buffer grown once; any other as ops, appending.
 type plan struct {
-	ops  []op
-	bops []bop
-	tail bop // the bops' closing literal
-	max  int
+	ops   []op
+	bops  []bop
+	tail  bop     // the bops' closing literal
+	nodes []*node // of the bops that run through the node tree
+	max   int
 }
 
 // slack is how many bytes past its result the bounded encoder may
@@ -86,7 +91,17 @@ func newPlan(n *node) plan {
 			p.bops = append(p.bops, newBop(lit[:16], op{kind: opEnd}))
 			lit = lit[16:]
 		}
-		p.bops = append(p.bops, newBop(lit, o))
+		b := newBop(lit, o)
+		if o.kind >= opBool && o.kind < opEnd {
+			if len(p.nodes) > math.MaxUint16 {
+				p.max = -1
+				p.bops = nil
+				return p
+			}
+			b.node = uint16(len(p.nodes))
+			p.nodes = append(p.nodes, o.n)
+		}
+		p.bops = append(p.bops, b)
 	}
 	// The last step is the closing literal: stored after the loop.
 	p.tail = p.bops[len(p.bops)-1]
@@ -101,7 +116,6 @@ func newBop(lit []byte, o op) bop {
 		size: uint32(o.size),
 		nlit: uint8(len(lit)),
 		kind: o.kind,
-		n:    o.n,
 	}
 	copy(b.lit[:], lit)
 	return b

@@ -267,7 +267,10 @@ func (e *Events) Next() (*Event, error) {
 		if err := rs.r.ReadInto(&rs.rec); err != nil {
 			return nil, e.readErr(err)
 		}
-		e.cur = Event{Map: rs.m, CPU: -1, Raw: rs.rec.RawSample}
+		// Field by field: a composite literal is built on the stack
+		// and copied, and the copy's wide loads of narrow stores stall.
+		c := &e.cur
+		c.Map, c.CPU, c.Raw, c.Lost = rs.m, -1, rs.rec.RawSample, 0
 		e.count++
 		return &e.cur, nil
 	}
