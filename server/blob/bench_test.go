@@ -14,11 +14,19 @@ import (
 const benchSize = 1 << 20
 
 // benchStores returns the stores to benchmark: local, and S3 on a MinIO
-// server (or only local if MinIO is unavailable and not Strict).
+// server (or only local if MinIO is unavailable and not Strict), each also
+// under WithDeadlines (NAME-deadlines).
 func benchStores(b *testing.B) map[string]blob.Store {
-	stores := map[string]blob.Store{"local": newLocal(b)}
+	local := newLocal(b)
+	stores := map[string]blob.Store{"local": local}
 	if _, err := testenv.LookBinary("minio", testenv.MinIOEnv); err == nil || testenv.Strict() {
 		stores["s3"] = newS3(b, testenv.MinIO(b))
+	}
+	// The same stores under the deadlines every server call goes through.
+	for _, name := range []string{"local", "s3"} {
+		if s, ok := stores[name]; ok {
+			stores[name+"-deadlines"] = blob.WithDeadlines(s, blob.Deadlines{})
+		}
 	}
 	return stores
 }
