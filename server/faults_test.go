@@ -3,16 +3,12 @@
 package server
 
 import (
-	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/cookiejar"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -91,56 +87,12 @@ func startFaultServer(t *testing.T, cfg Config) *faultServer {
 // and the Retry-After header.
 func (f *faultServer) get(path string) (int, string, string) {
 	f.t.Helper()
-	return f.getWith(nil, path)
-}
-
-// signIn returns an HTTP client signed in to the web UI as admin.
-func (f *faultServer) signIn() *http.Client {
-	f.t.Helper()
-	jar, err := cookiejar.New(nil)
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	c := &http.Client{Jar: jar, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	resp, err := c.Get(f.url + "/signin")
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	page, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	const marker = `name="csrf" value="`
-	i := bytes.Index(page, []byte(marker))
-	if i < 0 {
-		f.t.Fatalf("no csrf field in the sign-in page: %s", page)
-	}
-	csrf, _, _ := strings.Cut(string(page[i+len(marker):]), `"`)
-	req, _ := http.NewRequest(http.MethodPost, f.url+"/signin",
-		strings.NewReader(url.Values{"csrf": {csrf}, "token": {f.tok}, "next": {"/"}}.Encode()))
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.Header.Set("Origin", f.url)
-	resp, err = c.Do(req)
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusSeeOther {
-		f.t.Fatalf("sign in: %d", resp.StatusCode)
-	}
-	return c
-}
-
-// getWith is get with client c (nil: the admin token, no cookies).
-func (f *faultServer) getWith(c *http.Client, path string) (int, string, string) {
-	f.t.Helper()
 	req, err := http.NewRequest(http.MethodGet, f.url+path, nil)
 	if err != nil {
 		f.t.Fatal(err)
 	}
-	if c == nil {
-		c = http.DefaultClient
-		req.Header.Set("Authorization", "Bearer "+f.tok)
-	}
-	resp, err := c.Do(req)
+	req.Header.Set("Authorization", "Bearer "+f.tok)
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		f.t.Fatalf("GET %s: %v", path, err)
 	}
@@ -277,14 +229,6 @@ func testFaultS3Frozen(t *testing.T, cfg Config) {
 	})
 	t.Logf("object download with S3 frozen: %d after %v: %s", code, took.Round(time.Millisecond), oneLine(body))
 	want503(t, "object download", code, body, retry, causeS3)
-
-	ui := f.signIn()
-	_, took = timed(t, "UI object download", func() error {
-		code, body, retry = f.getWith(ui, fmt.Sprintf("/builds/%d/object", b.ID))
-		return nil
-	})
-	t.Logf("UI object download with S3 frozen: %d after %v", code, took.Round(time.Millisecond))
-	want503(t, "UI object download", code, body, retry, "Object storage unreachable")
 
 	err, took = timed(t, "resolve", func() error { _, err := f.c.Resolve(ctx, "execsnoop", kernel, "", 0); return err })
 	t.Logf("resolve with S3 frozen: failed after %v: %v", took.Round(time.Millisecond), err)
