@@ -26,11 +26,19 @@ func (p *plan) appendBounded(dst, b []byte) []byte {
 	if cap(dst)-l < p.max+slack {
 		dst = slices.Grow(dst, p.max+slack)
 	}
-	// The loop keeps few values live (Go saves none across calls): what
-	// the rare steps need is behind one pointer.
-	slow := &boundedState{dst: dst, l: l, b: b, nodes: p.nodes}
 	out := unsafe.Add(unsafe.Pointer(unsafe.SliceData(dst)), l)
-	rec := unsafe.Pointer(unsafe.SliceData(b))
+	w := p.run(out, unsafe.Pointer(unsafe.SliceData(b)))
+	*(*[16]byte)(unsafe.Add(out, w)) = p.tail.lit
+	return dst[:l+int(w)+int(p.tail.nlit)]
+}
+
+// run runs p's bops over the record at rec (p.size bytes), writing at out
+// (p.max+slack bytes), and returns how many bytes it wrote. A function of
+// its own, so that its loop keeps only what it uses live (Go saves no
+// register across calls).
+//
+//go:noinline
+func (p *plan) run(out, rec unsafe.Pointer) uintptr {
 	w := uintptr(0)
 	ops := p.bops
 	for i := range ops {
@@ -73,7 +81,7 @@ func (p *plan) appendBounded(dst, b []byte) []byte {
 			}
 			if j >= n || *(*byte)(unsafe.Add(src, j)) != 0 {
 				// A tail shorter than a word, or a byte to escape.
-				w = slow.step(o, w+j, j)
+				w = p.step(o, out, rec, w+j, j)
 				continue
 			}
 			*(*byte)(unsafe.Add(out, w+j)) = '"'
@@ -82,7 +90,7 @@ func (p *plan) appendBounded(dst, b []byte) []byte {
 		case opEnd:
 			continue
 		default:
-			w = slow.step(o, w, 0)
+			w = p.step(o, out, rec, w, 0)
 			continue
 		}
 		// An integer's digits.
@@ -110,29 +118,21 @@ func (p *plan) appendBounded(dst, b []byte) []byte {
 			binary.LittleEndian.PutUint64(at8(out, w+uintptr(n))[:], digits8(uint32(v-uint64(hi)*1e8))+ascii8)
 			w += uintptr(n) + 8
 		default:
-			w = slow.uint(w, v)
+			w = p.uint(out, w, v)
 		}
 	}
-	*(*[16]byte)(unsafe.Add(out, w)) = p.tail.lit
-	return dst[:l+int(w)+int(p.tail.nlit)]
+	return w
 }
 
-// boundedState is what the rare steps of appendBounded need.
-type boundedState struct {
-	dst   []byte // grown to the plan's bound
-	l     int    // where the record's JSON starts in dst
-	b     []byte // the record
-	nodes []*node
-}
-
-// step runs a rare step of appendBounded: it appends o's value within
-// dst's capacity, at l+w, and returns the new w. A string step comes here
-// at its j-th byte (w is past it): the rest of a tail shorter than a
-// word, or from a byte to escape.
+// step runs a rare step of run: it appends o's value at out+w, within the
+// plan's bound, and returns the new w. A string step comes here at its
+// j-th byte (w is past it): the rest of a tail shorter than a word, or
+// from a byte to escape.
 //
 //go:noinline
-func (s *boundedState) step(o *bop, w uintptr, j uintptr) uintptr {
-	out, b := s.dst[:s.l+int(w)], s.b
+func (p *plan) step(o *bop, out, rec unsafe.Pointer, w uintptr, j uintptr) uintptr {
+	dst := unsafe.Slice((*byte)(out), p.max+slack)[:w]
+	b := unsafe.Slice((*byte)(rec), p.size)
 	switch o.kind {
 	case opString:
 		str := b[uintptr(o.off)+j : o.off+o.size]
@@ -140,7 +140,7 @@ func (s *boundedState) step(o *bop, w uintptr, j uintptr) uintptr {
 		for k < len(str) && strClass[str[k]] == 0 {
 			k++
 		}
-		out = append(out, str[:k]...)
+		dst = append(dst, str[:k]...)
 		str = str[k:]
 		for k, c := range str {
 			if c == 0 {
@@ -148,22 +148,22 @@ func (s *boundedState) step(o *bop, w uintptr, j uintptr) uintptr {
 				break
 			}
 		}
-		out = append(appendJSONBody(out, str), '"')
+		dst = append(appendJSONBody(dst, str), '"')
 	case opBool:
-		if s.nodes[o.node].uintAt(b, int(o.off)) != 0 {
-			out = append(out, "true"...)
+		if p.nodes[o.node].uintAt(b, int(o.off)) != 0 {
+			dst = append(dst, "true"...)
 		} else {
-			out = append(out, "false"...)
+			dst = append(dst, "false"...)
 		}
 	default: // opEnum, opFloat, opNode
-		out = s.nodes[o.node].appendJSON(out, b, int(o.off))
+		dst = p.nodes[o.node].appendJSON(dst, b, int(o.off))
 	}
-	return uintptr(len(out) - s.l)
+	return uintptr(len(dst))
 }
 
-// uint appends v (17 digits or more) at l+w and returns the new w.
+// uint appends v (17 digits or more) at out+w and returns the new w.
 //
 //go:noinline
-func (s *boundedState) uint(w uintptr, v uint64) uintptr {
-	return uintptr(len(appendUint(s.dst[:s.l+int(w)], v)) - s.l)
+func (p *plan) uint(out unsafe.Pointer, w uintptr, v uint64) uintptr {
+	return uintptr(len(appendUint(unsafe.Slice((*byte)(out), p.max+slack)[:w], v)))
 }

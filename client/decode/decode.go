@@ -119,7 +119,7 @@ func New(typ btf.Type) (*Decoder, error) {
 	if err != nil {
 		return nil, fmt.Errorf("decode %s: %w", TypeName(typ), err)
 	}
-	d := &Decoder{typ: typ, name: TypeName(typ), size: size, root: root, flat: newPlan(root)}
+	d := &Decoder{typ: typ, name: TypeName(typ), size: size, root: root, flat: newPlan(root, size)}
 	d.hist = root.kind == kindHist
 	if root.kind == kindStruct {
 		for _, f := range root.fields {

@@ -61,15 +61,16 @@ type plan struct {
 	tail  bop     // the bops' closing literal
 	nodes []*node // of the bops that run through the node tree
 	max   int
+	size  int // of the record
 }
 
 // slack is how many bytes past its result the bounded encoder may
 // overwrite: a literal's two words, or a number's last eight digits.
 const slack = 16
 
-// newPlan compiles n into a plan.
-func newPlan(n *node) plan {
-	p := plan{ops: flatten(n)}
+// newPlan compiles n, the root of a record of size bytes, into a plan.
+func newPlan(n *node, size int) plan {
+	p := plan{ops: flatten(n), size: size}
 	for _, o := range p.ops {
 		m := maxJSON(o)
 		if m < 0 {
@@ -77,7 +78,7 @@ func newPlan(n *node) plan {
 			p.bops = nil
 			return p
 		}
-		if o.kind < opBool && o.off+o.size > n.size {
+		if o.kind < opBool && o.off+o.size > size {
 			// The bounded encoder reads without bounds checks: it
 			// takes only plans that stay inside the record (compile
 			// refuses members that do not, so this does not happen).
