@@ -501,7 +501,7 @@ func (c *Compiler) compile(ctx context.Context, req Request) (*Result, error) {
 		}
 	}
 
-	if err := noSpace(res); err != nil {
+	if err := hostIOError(res); err != nil {
 		return nil, fmt.Errorf("compile: %w", err)
 	}
 	if err := c.sandboxFailure(res); err != nil {
@@ -603,13 +603,14 @@ func (c *Compiler) sandboxFailure(res *runResult) error {
 	return nil
 }
 
-// noSpace returns an error wrapping syscall.ENOSPC (or EDQUOT) if clang
-// failed because a file system it writes to is full: an error of clang's
-// own, with no source location, naming the condition (such as "error:
-// unable to open output file 'prog.o': 'No space left on device'"). An
-// error the source raises (#error No space left on device) has a location
-// and stays the user's.
-func noSpace(res *runResult) error {
+// hostIOError returns an error wrapping the errno if clang failed because
+// of the host's file systems rather than the source: an error of clang's
+// (or the sandbox's) own, with no source location, naming a full disk
+// (ENOSPC, EDQUOT: "error: unable to open output file 'prog.o': 'No space
+// left on device'"), an I/O error or a read-only file system. An error the
+// source raises (#error No space left on device) has a location and stays
+// the user's.
+func hostIOError(res *runResult) error {
 	if res.code == 0 && res.sig == 0 {
 		return nil
 	}
@@ -617,8 +618,8 @@ func noSpace(res *runResult) error {
 		if !isToolError(line) {
 			continue
 		}
-		for _, e := range []syscall.Errno{syscall.ENOSPC, syscall.EDQUOT} {
-			if strings.Contains(line, e.Error()) || strings.Contains(line, noSpaceText[e]) {
+		for _, e := range hostErrnos {
+			if strings.Contains(line, e.Error()) || strings.Contains(line, llvmErrnoText[e]) {
 				return fmt.Errorf("%s: %w", strings.TrimSpace(line), e)
 			}
 		}
@@ -626,11 +627,17 @@ func noSpace(res *runResult) error {
 	return nil
 }
 
-// noSpaceText are the messages of LLVM's own error codes for the errnos
-// (std::errc), where they differ from the C library's.
-var noSpaceText = map[syscall.Errno]string{
+// hostErrnos are the errors of the host's file systems that fail a
+// compile through no fault of its source.
+var hostErrnos = []syscall.Errno{syscall.ENOSPC, syscall.EDQUOT, syscall.EIO, syscall.EROFS}
+
+// llvmErrnoText are LLVM's own messages for the errnos (std::errc), where
+// they differ from the C library's.
+var llvmErrnoText = map[syscall.Errno]string{
 	syscall.ENOSPC: "No space left on device",
 	syscall.EDQUOT: "Disk quota exceeded",
+	syscall.EIO:    "Input/output error",
+	syscall.EROFS:  "Read-only file system",
 }
 
 // isToolError reports whether line is an error of the compiler itself

@@ -59,10 +59,10 @@ func TestCompileFullDisk(t *testing.T) {
 	compileOK(t, c, req)
 }
 
-// TestCompileNoSpaceIsToolError checks that only clang's own errors about a
-// full disk make a compile the farm's failure: a source that says so with
+// TestCompileHostIOErrorIsToolError checks that only clang's own errors
+// about the host's file systems make a compile the farm's failure: a source that says so with
 // #error is still the user's.
-func TestCompileNoSpaceIsToolError(t *testing.T) {
+func TestCompileHostIOErrorIsToolError(t *testing.T) {
 	c := newCompiler(t, nil)
 	ce := compileErr(t, c, Request{Bundle: bundle(t, "prog.bpf.c", "#error No space left on device\n"), Arch: ArchX86_64})
 	t.Logf("user's #error: %v", ce)
@@ -77,10 +77,12 @@ func TestCompileNoSpaceIsToolError(t *testing.T) {
 		{"prog.bpf.c:1:2: error: No space left on device", false},
 		{"include/x.h:1:2: fatal error: No space left on device", false},
 		{"error: unknown argument: '-foo'", false},
+		{"fatal error: cannot open file 'x.h': Input/output error", true},
+		{"x.c:1:10: fatal error: cannot open file 'x.h': Input/output error", false},
 	} {
-		err := noSpace(&runResult{code: 1, out: []byte("some line\n" + tc.line + "\n")})
+		err := hostIOError(&runResult{code: 1, out: []byte("some line\n" + tc.line + "\n")})
 		if got := err != nil; got != tc.want {
-			t.Errorf("noSpace(%q) = %v, want an error: %v", tc.line, err, tc.want)
+			t.Errorf("hostIOError(%q) = %v, want an error: %v", tc.line, err, tc.want)
 		}
 	}
 }
