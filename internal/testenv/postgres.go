@@ -45,6 +45,44 @@ const postgresStartTimeout = 2 * time.Minute
 // skipped, or fails when Strict.
 func Postgres(t testing.TB) string {
 	t.Helper()
+	c := cluster1(t)
+	return c.url(c.create(t, "template0"))
+}
+
+// PostgresTemplate is Postgres with a database that is a copy of template:
+// a database made once per test binary, on the first call naming it, by
+// prepare (given its URL; it must close its connections). Tests that all
+// start from the same state (a migrated schema) save preparing it each
+// time.
+func PostgresTemplate(t testing.TB, template string, prepare func(url string) error) string {
+	t.Helper()
+	c := cluster1(t)
+	tmpl := "tmpl_" + dbNameFrom(template)
+	templatesMu.Lock()
+	err, done := templates[tmpl]
+	if !done {
+		if err = c.psql(`CREATE DATABASE "` + tmpl + `" TEMPLATE template0 STRATEGY FILE_COPY`); err == nil {
+			if err = prepare(c.url(tmpl)); err != nil {
+				err = fmt.Errorf("prepare: %w", err)
+			}
+		}
+		templates[tmpl] = err
+	}
+	templatesMu.Unlock()
+	if err != nil {
+		t.Fatalf("postgresql: template database %s: %v", template, err)
+	}
+	return c.url(c.create(t, tmpl))
+}
+
+var (
+	templatesMu sync.Mutex
+	templates   = map[string]error{} // prepared template databases: their preparation's error
+)
+
+// cluster1 returns the test binary's cluster, starting it if needed.
+func cluster1(t testing.TB) *cluster {
+	t.Helper()
 	c, err := startCluster()
 	var missing *missingError
 	if errors.As(err, &missing) {
@@ -53,16 +91,27 @@ func Postgres(t testing.TB) string {
 	if err != nil {
 		t.Fatalf("start postgresql: %v", err)
 	}
+	return c
+}
+
+// create makes a database for the test from template, dropped (in the
+// background) when the test ends; it returns its name.
+func (c *cluster) create(t testing.TB, template string) string {
+	t.Helper()
 	name := fmt.Sprintf("t%d_%s", dbCounter.Add(1), dbNameFrom(t.Name()))
-	if err := c.psql(`CREATE DATABASE "` + name + `"`); err != nil {
+	// FILE_COPY: a copy of the template's files, faster than WAL_LOG for
+	// small databases.
+	if err := c.psql(`CREATE DATABASE "` + name + `" TEMPLATE "` + template + `" STRATEGY FILE_COPY`); err != nil {
 		t.Fatalf("postgresql: create database %s: %v", name, err)
 	}
 	t.Cleanup(func() {
-		if err := c.psql(`DROP DATABASE "` + name + `" WITH (FORCE)`); err != nil {
-			t.Errorf("postgresql: drop database %s: %v", name, err)
-		}
+		c.drops.Add(1)
+		go func() {
+			defer c.drops.Done()
+			c.psql(`DROP DATABASE "` + name + `" WITH (FORCE)`) // the cluster goes with the binary anyway
+		}()
 	})
-	return c.url(name)
+	return name
 }
 
 // PostgresStartTime returns how long starting the test binary's cluster
@@ -113,6 +162,7 @@ type cluster struct {
 	serverDone chan struct{}
 	serverErr  error
 	hold       *os.File // the write end of the watcher's stdin
+	drops      sync.WaitGroup
 	started    time.Duration
 }
 
@@ -150,6 +200,7 @@ func (c *cluster) url(db string) string {
 // stop closes the pipe the watcher waits on: it shuts the server down
 // (fast) and removes the directory; stop waits for both.
 func (c *cluster) stop() {
+	c.drops.Wait()
 	c.hold.Close()
 	c.watcher.Wait()
 	<-c.serverDone

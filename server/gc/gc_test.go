@@ -6,15 +6,24 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/bpfarm/bpfarm/api"
+	"github.com/bpfarm/bpfarm/internal/testenv"
 	"github.com/bpfarm/bpfarm/server/blob"
 	"github.com/bpfarm/bpfarm/server/quota"
 	"github.com/bpfarm/bpfarm/server/store"
+	"github.com/bpfarm/bpfarm/server/store/storetest"
 )
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	testenv.StopPostgres()
+	os.Exit(code)
+}
 
 type fixture struct {
 	db     *store.DB
@@ -27,15 +36,11 @@ type fixture struct {
 // a bundle blob and a build with an object and a log blob), one orphan
 // blob, an assignment pinning the oldest revision and a host reporting
 // the second oldest running.
-func newFixture(t *testing.T) *fixture {
+func newFixture(t *testing.T, backend string) *fixture {
 	t.Helper()
 	ctx := context.Background()
 	dir := t.TempDir()
-	db, err := store.Open(ctx, filepath.Join(dir, "db"), store.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
+	db := storetest.Open(t, backend)
 	bs, err := blob.NewLocal(filepath.Join(dir, "blobs"))
 	if err != nil {
 		t.Fatal(err)
@@ -88,12 +93,8 @@ func newFixture(t *testing.T) *fixture {
 	}
 	// A table another migration added names a blob in a column "blob".
 	hdr := put("header")
-	if _, err := db.SQL().ExecContext(ctx, `INSERT INTO header_sets (id, name, digest, files, size, created_at)
-		VALUES (1, 'h', 'd', 1, 6, CURRENT_TIMESTAMP)`); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := db.SQL().ExecContext(ctx, `INSERT INTO header_set_files (set_id, name, blob, size) VALUES (1, 'x.h', ?, 6)`,
-		hdr); err != nil {
+	if _, _, err := db.PutHeaderSet(ctx, api.HeaderSet{Name: "h", Digest: "d", Size: 6},
+		[]store.HeaderFile{{Name: "x.h", Blob: hdr, Size: 6}}); err != nil {
 		t.Fatal(err)
 	}
 	return f
@@ -149,91 +150,103 @@ func (f *fixture) blobCount(t *testing.T) int {
 // the one a host runs; their blobs and the orphan go; a dry run deletes
 // nothing; a second run finds nothing.
 func TestGC(t *testing.T) {
-	f := newFixture(t)
-	ctx := context.Background()
-	before := f.blobCount(t)
-	dry, err := f.collector(nil).Run(ctx, true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if dry.Revisions != 2 || dry.Builds != 2 || dry.Blobs != 1 || f.blobCount(t) != before || len(f.revisions(t)) != 6 {
-		t.Fatalf("dry run: %+v, %d blobs of %d", dry, f.blobCount(t), before)
-	}
-	rep, err := f.collector(nil).Run(ctx, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Kept: the newest 2 (4, 5), the pinned 0 and the running 1.
-	revs := f.revisions(t)
-	if rep.Revisions != 2 || len(revs) != 4 || !revs[f.revs[0]] || !revs[f.revs[1]] || !revs[f.revs[4]] || !revs[f.revs[5]] {
-		t.Fatalf("gc: %+v, revisions left %v", rep, revs)
-	}
-	// 2 revisions x 3 blobs, and the orphan.
-	if rep.Blobs != 7 || f.blobCount(t) != before-7 {
-		t.Fatalf("gc deleted %d blobs (%d left of %d)", rep.Blobs, f.blobCount(t), before)
-	}
-	if _, err := f.blobs.Stat(ctx, f.orphan); !errors.Is(err, blob.ErrNotFound) {
-		t.Fatalf("orphan: %v", err)
-	}
-	f.consistent(t, "after gc")
-	again, err := f.collector(nil).Run(ctx, false)
-	if err != nil || again.Revisions != 0 || again.Blobs != 0 {
-		t.Fatalf("second gc: %+v %v", again, err)
+	for _, backend := range storetest.Backends {
+		t.Run(backend, func(t *testing.T) {
+			f := newFixture(t, backend)
+			ctx := context.Background()
+			before := f.blobCount(t)
+			dry, err := f.collector(nil).Run(ctx, true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if dry.Revisions != 2 || dry.Builds != 2 || dry.Blobs != 1 || f.blobCount(t) != before || len(f.revisions(t)) != 6 {
+				t.Fatalf("dry run: %+v, %d blobs of %d", dry, f.blobCount(t), before)
+			}
+			rep, err := f.collector(nil).Run(ctx, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Kept: the newest 2 (4, 5), the pinned 0 and the running 1.
+			revs := f.revisions(t)
+			if rep.Revisions != 2 || len(revs) != 4 || !revs[f.revs[0]] || !revs[f.revs[1]] || !revs[f.revs[4]] || !revs[f.revs[5]] {
+				t.Fatalf("gc: %+v, revisions left %v", rep, revs)
+			}
+			// 2 revisions x 3 blobs, and the orphan.
+			if rep.Blobs != 7 || f.blobCount(t) != before-7 {
+				t.Fatalf("gc deleted %d blobs (%d left of %d)", rep.Blobs, f.blobCount(t), before)
+			}
+			if _, err := f.blobs.Stat(ctx, f.orphan); !errors.Is(err, blob.ErrNotFound) {
+				t.Fatalf("orphan: %v", err)
+			}
+			f.consistent(t, "after gc")
+			again, err := f.collector(nil).Run(ctx, false)
+			if err != nil || again.Revisions != 0 || again.Blobs != 0 {
+				t.Fatalf("second gc: %+v %v", again, err)
+			}
+		})
 	}
 }
 
 // TestGCGrace: an unnamed blob younger than the grace period stays (a
 // push writes its blobs before its rows).
 func TestGCGrace(t *testing.T) {
-	f := newFixture(t)
-	c := f.collector(nil)
-	c.Grace = time.Hour
-	rep, err := c.Run(context.Background(), false)
-	if err != nil {
-		t.Fatal(err)
+	for _, backend := range storetest.Backends {
+		t.Run(backend, func(t *testing.T) {
+			f := newFixture(t, backend)
+			c := f.collector(nil)
+			c.Grace = time.Hour
+			rep, err := c.Run(context.Background(), false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rep.Blobs != 0 {
+				t.Fatalf("gc deleted %d young blobs", rep.Blobs)
+			}
+			f.consistent(t, "after gc with grace")
+		})
 	}
-	if rep.Blobs != 0 {
-		t.Fatalf("gc deleted %d young blobs", rep.Blobs)
-	}
-	f.consistent(t, "after gc with grace")
 }
 
 // TestGCCrash: a crash at every step of a gc (the hook failing there)
 // leaves no row naming a missing blob, and the next run completes the
 // work.
 func TestGCCrash(t *testing.T) {
-	steps := []struct {
-		step string
-		nth  int
-	}{{StepRowsDeleted, 1}, {StepCommitted, 1}, {StepDeleteBlob, 1}, {StepBlobDeleted, 1}, {StepDeleteBlob, 4},
-		{StepBlobDeleted, 7}}
-	for _, s := range steps {
-		t.Run(fmt.Sprintf("%s-%d", s.step, s.nth), func(t *testing.T) {
-			f := newFixture(t)
-			ctx := context.Background()
-			crash := errors.New("crash")
-			n := 0
-			_, err := f.collector(func(step string) error {
-				if step == s.step {
-					if n++; n == s.nth {
-						return crash
+	for _, backend := range storetest.Backends {
+		t.Run(backend, func(t *testing.T) {
+			steps := []struct {
+				step string
+				nth  int
+			}{{StepRowsDeleted, 1}, {StepCommitted, 1}, {StepDeleteBlob, 1}, {StepBlobDeleted, 1}, {StepDeleteBlob, 4},
+				{StepBlobDeleted, 7}}
+			for _, s := range steps {
+				t.Run(fmt.Sprintf("%s-%d", s.step, s.nth), func(t *testing.T) {
+					f := newFixture(t, backend)
+					ctx := context.Background()
+					crash := errors.New("crash")
+					n := 0
+					_, err := f.collector(func(step string) error {
+						if step == s.step {
+							if n++; n == s.nth {
+								return crash
+							}
+						}
+						return nil
+					}).Run(ctx, false)
+					if !errors.Is(err, crash) {
+						t.Fatalf("the hook did not stop gc: %v", err)
 					}
-				}
-				return nil
-			}).Run(ctx, false)
-			if !errors.Is(err, crash) {
-				t.Fatalf("the hook did not stop gc: %v", err)
-			}
-			f.consistent(t, "after the crash")
-			if s.step == StepRowsDeleted && len(f.revisions(t)) != 6 {
-				t.Fatalf("a crash before commit deleted revisions")
-			}
-			if _, err := f.collector(nil).Run(ctx, false); err != nil {
-				t.Fatal(err)
-			}
-			f.consistent(t, "after the next gc")
-			if len(f.revisions(t)) != 4 || f.blobCount(t) != 4*3+1 {
-				t.Fatalf("after the next gc: %d revisions, %d blobs", len(f.revisions(t)), f.blobCount(t))
+					f.consistent(t, "after the crash")
+					if s.step == StepRowsDeleted && len(f.revisions(t)) != 6 {
+						t.Fatalf("a crash before commit deleted revisions")
+					}
+					if _, err := f.collector(nil).Run(ctx, false); err != nil {
+						t.Fatal(err)
+					}
+					f.consistent(t, "after the next gc")
+					if len(f.revisions(t)) != 4 || f.blobCount(t) != 4*3+1 {
+						t.Fatalf("after the next gc: %d revisions, %d blobs", len(f.revisions(t)), f.blobCount(t))
+					}
+				})
 			}
 		})
 	}

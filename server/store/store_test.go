@@ -4,20 +4,56 @@ import (
 	"context"
 	"errors"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 
 	"github.com/bpfarm/bpfarm/api"
 	"github.com/bpfarm/bpfarm/internal/testenv"
+	"github.com/bpfarm/bpfarm/migrations"
 )
 
 func TestMain(m *testing.M) {
 	code := m.Run()
 	testenv.StopPostgres()
 	os.Exit(code)
+}
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+// TestMigrate: every migration applies to a fresh database, and opening it
+// again applies none.
+func TestMigrate(t *testing.T) {
+	for _, backend := range []string{"sqlite", "postgres"} {
+		t.Run(backend, func(t *testing.T) {
+			url := "sqlite:" + filepath.Join(t.TempDir(), "test.db")
+			if backend == "postgres" {
+				url = testenv.Postgres(t)
+			}
+			var logs [2]strings.Builder
+			for i := range logs {
+				db, err := Open(context.Background(), url, WithLogger(slog.New(slog.NewTextHandler(&logs[i], nil))))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := db.Ping(context.Background()); err != nil {
+					t.Fatal(err)
+				}
+				db.Close()
+			}
+			files, _ := fs.Glob(migrations.FS, "*.sql")
+			if n := strings.Count(logs[0].String(), "applied migration"); n != len(files) {
+				t.Errorf("first open applied %d migrations, want %d:\n%s", n, len(files), logs[0].String())
+			}
+			if strings.Contains(logs[1].String(), "applied migration") {
+				t.Errorf("second open applied migrations:\n%s", logs[1].String())
+			}
+		})
+	}
 }
 
 // each runs fn on a new SQLite and a new PostgreSQL database: it is
@@ -36,9 +72,17 @@ func openTest(t *testing.T, backend string) *DB {
 	t.Helper()
 	url := "sqlite:" + filepath.Join(t.TempDir(), "test.db")
 	if backend == "postgres" {
-		url = testenv.Postgres(t)
+		// A copy of a database migrated once (TestMigrate migrates fresh
+		// ones).
+		url = testenv.PostgresTemplate(t, "store", func(url string) error {
+			db, err := Open(context.Background(), url, WithLogger(quiet))
+			if err != nil {
+				return err
+			}
+			return db.Close()
+		})
 	}
-	db, err := Open(context.Background(), url, WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
+	db, err := Open(context.Background(), url, WithLogger(quiet))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,8 +18,8 @@ import (
 //     DEFAULT AS IDENTITY PRIMARY KEY (explicit ids stay allowed: Open
 //     resyncs the identity sequences after migrating), INTEGER and INT
 //     BIGINT, BLOB BYTEA, REAL DOUBLE PRECISION, TIMESTAMP and DATETIME
-//     TIMESTAMPTZ. These words are types only: don't name a column after
-//     one.
+//     TIMESTAMPTZ, in column definitions (after the column's name) and
+//     CASTs.
 //   - table rebuilds, SQLite's way to change a constraint: a file that says
 //     `ALTER TABLE t_new RENAME TO t;` gets, for each `DROP TABLE t;` (each
 //     on a line of its own), SQLite's semantics on PostgreSQL: the rows of t
@@ -42,8 +42,18 @@ const dialectMarker = "-- +dialect "
 
 var (
 	reIdentity = regexp.MustCompile(`(?i)\bINTEGER\s+PRIMARY\s+KEY(\s+AUTOINCREMENT)?\b`)
-	reTypes    = regexp.MustCompile(`(?i)\b(INTEGER|INT|BLOB|REAL|TIMESTAMP|DATETIME)\b`)
-	typeFor    = map[string]string{"INTEGER": "BIGINT", "INT": "BIGINT", "BLOB": "BYTEA", "REAL": "DOUBLE PRECISION",
+	// reColumnType matches a column definition's name and type: at a line's
+	// start, after "(" or ",", or after ADD [COLUMN]. (A column may be
+	// named like a type: header_set_files.blob.)
+	reColumnType = regexp.MustCompile(`(?im)((?:^|[(,])\s*|\bADD\s+(?:COLUMN\s+)?)(\w+|"[^"]*")(\s+)(INTEGER|INT|BLOB|REAL|TIMESTAMP|DATETIME)\b`)
+	// reCastType matches the type of a CAST.
+	reCastType = regexp.MustCompile(`(?i)\b(AS\s+)(INTEGER|INT|BLOB|REAL|TIMESTAMP|DATETIME)\b`)
+	// notColumns are words that precede a column, never name one.
+	notColumns = map[string]bool{"SELECT": true, "DISTINCT": true, "ALL": true, "AND": true, "OR": true, "NOT": true,
+		"WHERE": true, "ON": true, "BY": true, "FROM": true, "SET": true, "WHEN": true, "THEN": true, "ELSE": true,
+		"CASE": true, "IN": true, "IS": true, "RETURNING": true, "VALUES": true, "TABLE": true, "COLUMN": true,
+		"INDEX": true, "UNION": true, "DROP": true, "TO": true, "LIKE": true, "AS": true, "KEY": true}
+	typeFor = map[string]string{"INTEGER": "BIGINT", "INT": "BIGINT", "BLOB": "BYTEA", "REAL": "DOUBLE PRECISION",
 		"TIMESTAMP": "TIMESTAMPTZ", "DATETIME": "TIMESTAMPTZ"}
 	reSQLiteOnly = regexp.MustCompile(`(?i)\b(INSERT\s+OR\s+\w+|REPLACE\s+INTO|PRAGMA|WITHOUT\s+ROWID|AUTOINCREMENT|` +
 		`CREATE\s+(TEMP\s+|TEMPORARY\s+)?TRIGGER|json_each|json_extract|json_group_array|strftime|datetime\s*\(|julianday|` +
@@ -144,7 +154,17 @@ func translateCommon(sql string, renamed map[string]bool) (string, error) {
 			bad = fmt.Errorf("%q is SQLite-only: write portable SQL (see server/store/translate.go) or a dialect section",
 				code[m[0]:m[1]])
 		}
-		return reTypes.ReplaceAllStringFunc(code, func(w string) string { return typeFor[strings.ToUpper(w)] })
+		code = reColumnType.ReplaceAllStringFunc(code, func(m string) string {
+			g := reColumnType.FindStringSubmatch(m)
+			if notColumns[strings.ToUpper(g[2])] {
+				return m
+			}
+			return g[1] + g[2] + g[3] + typeFor[strings.ToUpper(g[4])]
+		})
+		return reCastType.ReplaceAllStringFunc(code, func(m string) string {
+			g := reCastType.FindStringSubmatch(m)
+			return g[1] + typeFor[strings.ToUpper(g[2])]
+		})
 	})
 	if bad != nil {
 		return "", bad
@@ -206,8 +226,8 @@ $bpfarm$;
 `, from, to, len(from)+1)
 }
 
-// mapCode applies f to the parts of sql that are code, leaving string
-// literals, quoted identifiers and comments as they are.
+// mapCode applies f to the parts of sql that are code (quoted identifiers
+// included), leaving string literals and comments as they are.
 func mapCode(sql string, f func(string) string) string {
 	var b strings.Builder
 	start := 0
@@ -220,7 +240,7 @@ func mapCode(sql string, f func(string) string) string {
 		c := sql[i]
 		var end int
 		switch {
-		case c == '\'' || c == '"':
+		case c == '\'':
 			end = skipQuoted(sql, i)
 		case c == '-' && i+1 < len(sql) && sql[i+1] == '-':
 			end = len(sql)

@@ -18,6 +18,10 @@ CREATE TABLE t (
     p       INTEGER REFERENCES p(id) ON DELETE CASCADE
 );
 ALTER TABLE t ADD COLUMN k INTEGER NOT NULL DEFAULT 1;
+CREATE TABLE f (blob TEXT NOT NULL, "real" INTEGER, PRIMARY KEY (blob));
+INSERT INTO f (blob, real) SELECT blob, CAST(n AS INTEGER) FROM t
+    WHERE blob != '' AND
+    blob LIKE 'x%';
 ALTER TABLE t DROP COLUMN ratio;
 CREATE INDEX t_n ON t(n, (COALESCE(p, 0)));
 -- +dialect sqlite
@@ -39,6 +43,8 @@ SELECT 1;
 		"note    TEXT NOT NULL DEFAULT 'INTEGER and BLOB', -- INTEGER in a comment",
 		"at      TIMESTAMPTZ NOT NULL,", "p       BIGINT REFERENCES p(id) ON DELETE CASCADE",
 		"ALTER TABLE t ADD COLUMN k BIGINT NOT NULL DEFAULT 1;",
+		`CREATE TABLE f (blob TEXT NOT NULL, "real" BIGINT, PRIMARY KEY (blob));`,
+		"INSERT INTO f (blob, real) SELECT blob, CAST(n AS BIGINT) FROM t\n    WHERE blob != '' AND\n    blob LIKE 'x%';",
 		"POSTGRES ONLY INTEGER;\nSELECT 1;",
 	} {
 		if !strings.Contains(string(pg), want) {
