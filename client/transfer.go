@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -168,8 +169,13 @@ func (c *Client) upload(ctx context.Context, req *http.Request) (*http.Response,
 	}
 	resp, err := c.stream.Do(req)
 	if err != nil {
+		// The watchdog's verdict, taken before done cancels the context
+		// itself: a stall is the failure; anything else (a connection
+		// refused, reset) is err, which decides whether to fail over.
+		cause := context.Cause(tctx)
 		t.done()
-		if cause := context.Cause(tctx); cause != nil && ctx.Err() == nil {
+		var stalled *StalledError
+		if errors.As(cause, &stalled) && ctx.Err() == nil {
 			return nil, cause
 		}
 		return nil, err

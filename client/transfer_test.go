@@ -6,7 +6,10 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -104,3 +107,50 @@ func TestUploadBoundedByProgress(t *testing.T) {
 type zeroReader struct{}
 
 func (zeroReader) Read(p []byte) (int, error) { clear(p); return len(p), nil }
+
+// An upload (a file: size unknown to the transport) to a server that
+// refuses the connection fails over to the next one, and alone it fails
+// with the refusal (transient), not with the upload's own context being
+// released ("context canceled"): found by the farm's random-kill test,
+// where kernel imports never failed over from a killed API replica.
+func TestUploadFailsOverOnRefusal(t *testing.T) {
+	live := newReplica(t, "live")
+	refused := httptest.NewServer(http.NotFoundHandler())
+	refused.Close() // its port now refuses connections
+	path := filepath.Join(t.TempDir(), "kernel.btf")
+	want := strings.Repeat("btf", 1<<20) // 3 MiB: an upload
+	if err := os.WriteFile(path, []byte(want), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+
+	c, err := New(refused.URL+","+live.URL, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := c.Do(context.Background(), http.MethodPost, "/echo", nil, f, "application/octet-stream", nil)
+	if err != nil {
+		t.Fatalf("upload with a refusing server first: %v", err)
+	}
+	var w struct{ Name, Role string }
+	if err := decode(resp, &w); err != nil {
+		t.Fatal(err)
+	}
+	if w.Name != "live" || w.Role != want {
+		t.Fatalf("answered by %q with %d bytes, want live with %d", w.Name, len(w.Role), len(want))
+	}
+
+	f.Seek(0, io.SeekStart)
+	alone, err := New(refused.URL, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = alone.Do(context.Background(), http.MethodPost, "/echo", nil, f, "application/octet-stream", nil)
+	if err == nil || errors.Is(err, context.Canceled) || !errors.Is(err, syscall.ECONNREFUSED) || !IsTransient(err) {
+		t.Fatalf("upload to a refusing server: %v; want the refusal, transient", err)
+	}
+}
