@@ -56,6 +56,32 @@ func hostBTF(t testing.TB) (string, string) {
 	return p, h.ID.Arch
 }
 
+// variant copies the example program prog into a new directory, its
+// .bpf.c files changed by a comment naming tag, and returns the
+// directory: a new revision of the program.
+func variant(t testing.TB, prog, tag string) string {
+	t.Helper()
+	src := filepath.Join(repoRoot(t), "examples", prog)
+	dst := filepath.Join(t.TempDir(), prog)
+	if err := os.CopyFS(dst, os.DirFS(src)); err != nil {
+		t.Fatal(err)
+	}
+	c, err := filepath.Glob(filepath.Join(dst, "*.bpf.c"))
+	if err != nil || len(c) == 0 {
+		t.Fatalf("no .bpf.c in %s: %v", src, err)
+	}
+	for _, p := range c {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, append(b, "\n/* farmtest "+tag+" */\n"...), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dst
+}
+
 // debianBTF extracts the vmlinux BTF of a real Debian kernel package
 // (the cached 6.1 cloud amd64 one) and returns its path and the kernel's
 // id: imported as raw BTF, it costs the farm a fraction of the package's
@@ -131,8 +157,8 @@ func (w *workload) run(ctx context.Context, t *testing.T, stop <-chan struct{}) 
 				return
 			}
 			prog := progs[i%len(progs)]
-			w.retry(ctx, t, stop, &w.pushOK, &w.pushErr, fmt.Sprintf("push %s #%d", prog, i), "push", filepath.Join(repoRoot(t), "examples", prog),
-				"--name", prog, "--cflag", fmt.Sprintf("-DFARMTEST_REVISION=%d", i), "--json")
+			w.retry(ctx, t, stop, &w.pushOK, &w.pushErr, fmt.Sprintf("push %s #%d", prog, i), "push", variant(t, prog, fmt.Sprint(i)),
+				"--name", prog, "--json")
 		}
 	}()
 	go func() {
