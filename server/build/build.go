@@ -32,7 +32,6 @@ import (
 	"github.com/bpfarm/bpfarm/bpfsrc/compile"
 	"github.com/bpfarm/bpfarm/bpfsrc/inspect"
 	"github.com/bpfarm/bpfarm/btf/kernel"
-	"github.com/bpfarm/bpfarm/internal/notify"
 	"github.com/bpfarm/bpfarm/server/archive"
 	"github.com/bpfarm/bpfarm/server/blob"
 	"github.com/bpfarm/bpfarm/server/quota"
@@ -62,8 +61,7 @@ type Service struct {
 	maxObject int64
 	jobHook   func(kind string, id int64)
 
-	wake    *queue.Waker
-	changed notify.Notifier
+	wake *queue.Waker
 }
 
 // Config configures a Service.
@@ -111,7 +109,7 @@ func New(cfg Config) *Service {
 	}
 	s := &Service{db: cfg.DB, blobs: cfg.Blobs, compiler: cfg.Compiler, log: cfg.Logger,
 		archive: cfg.Archive, key: cfg.Key, workers: cfg.Workers, relocators: cfg.Relocators,
-		wake: queue.NewWaker(), quotas: cfg.Quotas, maxObject: cfg.MaxObjectSize, jobHook: cfg.JobHook}
+		wake: queue.NewWaker(cfg.DB, store.TopicBuildQueued), quotas: cfg.Quotas, maxObject: cfg.MaxObjectSize, jobHook: cfg.JobHook}
 	s.relocator = newRelocator(s)
 	s.metrics = newMetrics(cfg.Registry, cfg.DB)
 	return s
@@ -158,8 +156,12 @@ func (s *Service) Run(ctx context.Context) error {
 	return nil
 }
 
-// kick wakes an idle build worker.
-func (s *Service) kick() { s.wake.Kick() }
+// kick wakes an idle build worker, in this process or another.
+func (s *Service) kick() { s.db.Notify(context.Background(), store.TopicBuildQueued) }
+
+// changed announces a change of a build's or a relocation's state to
+// every process.
+func (s *Service) changed() { s.db.Notify(context.Background(), store.TopicBuilds) }
 
 func (s *Service) worker(ctx context.Context, n int) {
 	log := s.log.With("worker", n)
@@ -173,7 +175,7 @@ func (s *Service) worker(ctx context.Context, n int) {
 				log.Error("record build outcome", "build", job.ID, "err", err)
 			}
 			s.metrics.builds.WithLabelValues("failed_internal").Inc()
-			s.changed.Broadcast()
+			s.changed()
 		})
 }
 
@@ -181,7 +183,7 @@ func (s *Service) worker(ctx context.Context, n int) {
 func (s *Service) run(ctx context.Context, log *slog.Logger, job *store.Job) {
 	log = log.With("build", job.ID, "program", job.Program, "revision", short(job.Revision), "arch", job.Arch)
 	log.Info("build started", "attempt", job.Attempts)
-	s.changed.Broadcast()
+	s.changed()
 	if s.jobHook != nil {
 		s.jobHook("build", job.ID)
 	}
@@ -213,7 +215,7 @@ func (s *Service) run(ctx context.Context, log *slog.Logger, job *store.Job) {
 			s.relocator.kick()
 		}
 	}
-	s.changed.Broadcast()
+	s.changed()
 }
 
 func (s *Service) execute(ctx context.Context, job *store.Job) store.Outcome {
@@ -488,7 +490,7 @@ func cacheKey(b *bpfsrc.Bundle, arch string, flags []string, fingerprint string)
 // (a long poll).
 func (s *Service) Wait(ctx context.Context, id int64) (api.Build, error) {
 	for {
-		ch := s.changed.Wait()
+		ch := s.Changed()
 		b, err := s.db.Build(ctx, id)
 		if err != nil || b.Done() {
 			return b, err
@@ -504,7 +506,8 @@ func (s *Service) Wait(ctx context.Context, id int64) (api.Build, error) {
 // Changed returns a channel closed at the next change of a build's or a
 // relocation's state (a new revision's artifact done for a kernel, ...):
 // long polls subscribe, then re-read what they watch.
-func (s *Service) Changed() <-chan struct{} { return s.changed.Wait() }
+// Changes made by other processes sharing the database count too.
+func (s *Service) Changed() <-chan struct{} { return s.db.Changed(store.TopicBuilds) }
 
 func short(d string) string {
 	if len(d) > 12 {

@@ -30,11 +30,11 @@ type relocator struct {
 }
 
 func newRelocator(s *Service) *relocator {
-	return &relocator{s: s, wake: queue.NewWaker(), objects: map[string]*core.Object{}}
+	return &relocator{s: s, wake: queue.NewWaker(s.db, store.TopicArtifactQueued), objects: map[string]*core.Object{}}
 }
 
-// kick wakes an idle relocator.
-func (r *relocator) kick() { r.wake.Kick() }
+// kick wakes an idle relocator, in this process or another.
+func (r *relocator) kick() { r.s.db.Notify(context.Background(), store.TopicArtifactQueued) }
 
 // run claims and runs relocations until ctx is done, preferring
 // relocations for the kernel whose BTF it parsed last.
@@ -50,7 +50,7 @@ func (r *relocator) run(ctx context.Context, n int) {
 		if err := r.s.db.FinishArtifact(ctx, job.ID, store.ArtifactOutcome{Error: err.Error()}); err != nil {
 			log.Error("record artifact", "artifact", job.ID, "err", err)
 		}
-		r.s.changed.Broadcast()
+		r.s.changed()
 	})
 }
 
@@ -77,7 +77,7 @@ func (r *relocator) relocate(ctx context.Context, log *slog.Logger, job *store.A
 	r.s.metrics.relocationDuration.Observe(time.Since(start).Seconds())
 	log.Debug("relocated", "artifact", job.ID, "program", job.Build.Program, "kernel", job.Kernel.KID,
 		"status", out.Status, "duration", time.Since(start))
-	r.s.changed.Broadcast()
+	r.s.changed()
 }
 
 func (r *relocator) object(ctx context.Context, digest string) (*core.Object, []byte, error) {

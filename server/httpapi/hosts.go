@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"mime"
@@ -11,8 +12,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-
-	"github.com/bpfarm/bpfarm/internal/notify"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/prometheus/client_golang/prometheus"
@@ -35,10 +34,10 @@ const (
 	maxHostBody = 1 << 20
 )
 
-// hostsState is the API's part of hosts and assignments: the change
-// notifier desired-state long polls wait on, and metrics.
+// hostsState is the API's part of hosts and assignments: long polls'
+// shutdown, and metrics. Long polls wait on store.TopicHosts (and
+// TopicBuilds), which changes made through any replica announce.
 type hostsState struct {
-	changed notify.Notifier
 	// stopping is closed when the server shuts down: long polls answer.
 	stopping     chan struct{}
 	stopOnce     sync.Once
@@ -47,6 +46,10 @@ type hostsState struct {
 	reports      *prometheus.CounterVec
 	registration *prometheus.CounterVec
 }
+
+// hostsChanged announces a change of hosts, assignments or trust to every
+// replica's desired-state long polls.
+func (s *Server) hostsChanged() { s.cfg.DB.Notify(context.Background(), store.TopicHosts) }
 
 func newHostsState(reg *prometheus.Registry) *hostsState {
 	h := &hostsState{
@@ -168,7 +171,7 @@ func (s *Server) registerHost(w http.ResponseWriter, r *http.Request) {
 			"previous_host_id", res.PreviousHostID, "by", by)
 	}
 	if res.Changed {
-		s.hosts.changed.Broadcast()
+		s.hostsChanged()
 	}
 	code := http.StatusOK
 	if res.Created {
@@ -284,7 +287,7 @@ func (s *Server) desiredState(w http.ResponseWriter, r *http.Request) {
 	outcome := "immediate"
 	for waited := false; ; waited = true {
 		// Subscribe before computing, so no change slips in between.
-		hostsCh := s.hosts.changed.Wait()
+		hostsCh := s.cfg.DB.Changed(store.TopicHosts)
 		var buildsCh <-chan struct{}
 		if s.cfg.Builds != nil {
 			buildsCh = s.cfg.Builds.Changed()
@@ -385,7 +388,7 @@ func (s *Server) createAssignment(w http.ResponseWriter, r *http.Request) {
 	}
 	s.log.Info("program assigned", "assignment", a.ID, "program", a.Program, "selector", a.Selector,
 		"revision", a.Revision, "exports", len(a.Exports), "by", by)
-	s.hosts.changed.Broadcast()
+	s.hostsChanged()
 	s.json(w, http.StatusCreated, a)
 }
 
@@ -400,7 +403,7 @@ func (s *Server) deleteAssignment(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.log.Info("assignment removed", "assignment", id, "by", auth.FromContext(r.Context()).Name)
-	s.hosts.changed.Broadcast()
+	s.hostsChanged()
 	w.WriteHeader(http.StatusNoContent)
 }
 

@@ -68,7 +68,7 @@ func (s *Server) enrollHost(w http.ResponseWriter, r *http.Request) {
 	by := auth.FromContext(r.Context()).Name
 	s.log.Info("host enrolled", "host", name, "token", tok.Name, "labels", req.Labels, "revoked", revoked, "by", by)
 	if len(req.Labels) > 0 {
-		s.hosts.changed.Broadcast()
+		s.hostsChanged()
 	}
 	s.json(w, http.StatusCreated, api.TokenCreated{Token: tok, Secret: secret})
 }
@@ -99,7 +99,7 @@ func (s *Server) postKernel(w http.ResponseWriter, r *http.Request) {
 	}
 	if changed {
 		s.log.Info("kernel approved", "kernel", k.KID, "source_host", k.SourceHost, "by", auth.FromContext(r.Context()).Name)
-		s.hosts.changed.Broadcast()
+		s.hostsChanged()
 	}
 	counts, _ := s.cfg.DB.ArtifactCounts(r.Context())
 	s.json(w, http.StatusOK, s.kernelJSON(k, s.defaults(r.Context()), counts))

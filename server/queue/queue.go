@@ -1,7 +1,7 @@
-// Package queue runs the server's SQLite-backed job queues: workers claim
-// a job, run it, and otherwise sleep until they are woken (new work was
-// queued) or a poll interval passes (work queued by another process, or a
-// lost wake-up).
+// Package queue runs the server's database-backed job queues: workers
+// claim a job, run it, and otherwise sleep until they are woken (new work
+// was queued, by this process or another: store.DB.Notify) or a poll
+// interval passes (a lost wake-up).
 package queue
 
 import (
@@ -22,10 +22,31 @@ const PollInterval = 5 * time.Second
 
 // Waker wakes one idle worker; the workers wake each other in turn while
 // jobs remain. The zero value is not usable: use NewWaker.
-type Waker struct{ ch chan struct{} }
+type Waker struct {
+	ch chan struct{}
+	// changed, when set, wakes idle workers at a store.DB.Notify of the
+	// waker's topic by any process sharing the database.
+	changed func() <-chan struct{}
+}
 
-// NewWaker returns a Waker.
-func NewWaker() *Waker { return &Waker{ch: make(chan struct{}, 1)} }
+// NewWaker returns a Waker that Kick wakes, and — when db is not nil —
+// every db.Notify(topic), from this process or another.
+func NewWaker(db *store.DB, topic store.Topic) *Waker {
+	w := &Waker{ch: make(chan struct{}, 1)}
+	if db != nil {
+		w.changed = func() <-chan struct{} { return db.Changed(topic) }
+	}
+	return w
+}
+
+// subscribe returns the channel of the next cross-process wake-up (nil:
+// none).
+func (w *Waker) subscribe() <-chan struct{} {
+	if w.changed == nil {
+		return nil
+	}
+	return w.changed()
+}
 
 // Kick wakes an idle worker, if any; it never blocks.
 func (w *Waker) Kick() {
@@ -52,6 +73,7 @@ func Loop[J any](ctx context.Context, log *slog.Logger, what string, w *Waker,
 	poll := time.NewTicker(PollInterval)
 	defer poll.Stop()
 	for {
+		notified := w.subscribe() // before the claim: no wake-up slips in between
 		job, err := claim(ctx)
 		switch {
 		case err == nil:
@@ -68,6 +90,7 @@ func Loop[J any](ctx context.Context, log *slog.Logger, what string, w *Waker,
 		case <-ctx.Done():
 			return
 		case <-w.ch:
+		case <-notified:
 		case <-poll.C:
 		}
 	}

@@ -45,7 +45,7 @@ func TestLoop(t *testing.T) {
 		}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	w := NewWaker()
+	w := NewWaker(nil, "")
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	var wg sync.WaitGroup
 	for range 4 {
@@ -111,7 +111,7 @@ func TestLoopPanic(t *testing.T) {
 	var logs strings.Builder
 	log := slog.New(slog.NewTextHandler(&logs, nil))
 	finished := make(chan struct{})
-	go func() { defer close(finished); Loop(ctx, log, "job", NewWaker(), claim, run, fail) }()
+	go func() { defer close(finished); Loop(ctx, log, "job", NewWaker(nil, ""), claim, run, fail) }()
 	<-done
 	cancel()
 	<-finished

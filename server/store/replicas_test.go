@@ -196,3 +196,39 @@ func TestLeases(t *testing.T) {
 		}
 	})
 }
+
+// TestNotify: a Notify wakes the waiters of its topic, and only those.
+// On PostgreSQL the notifier and the waiter are two handles (two
+// processes' worth of connections) on one database.
+func TestNotify(t *testing.T) {
+	each(t, func(t *testing.T, db *store.DB) {
+		ctx := context.Background()
+		waiter := db
+		hosts := waiter.Changed(store.TopicHosts)
+		builds := waiter.Changed(store.TopicBuilds)
+		db.Notify(ctx, store.TopicBuilds)
+		select {
+		case <-builds:
+		case <-time.After(time.Minute):
+			t.Fatal("no wake-up within a minute")
+		}
+		select {
+		case <-hosts:
+			t.Fatal("a notification of builds woke a waiter of hosts")
+		default:
+		}
+		// A new waiter does not see the old notification.
+		if ch := waiter.Changed(store.TopicBuilds); isClosed(ch) {
+			t.Fatal("a new waiter saw an old notification")
+		}
+	})
+}
+
+func isClosed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
+}

@@ -51,6 +51,8 @@ type DB struct {
 	// url is the PostgreSQL connection URL (for a listening connection of
 	// its own); empty for SQLite.
 	url string
+	// notes are the wake-ups of Notify and Changed.
+	notes notes
 }
 
 // Option configures Open.

@@ -26,8 +26,6 @@ import (
 
 	"github.com/bpfarm/bpfarm/server/queue"
 
-	"github.com/bpfarm/bpfarm/internal/notify"
-
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/bpfarm/bpfarm/api"
@@ -82,11 +80,9 @@ type Service struct {
 	log     *slog.Logger
 	runner  string // sha256 of the runner binary
 	wake    *queue.Waker
-	scan    chan struct{}
 	metrics *metrics
 
 	imagesMu sync.Mutex
-	changed  notify.Notifier
 }
 
 // New returns a Service; Run starts it. With no Runner it does nothing.
@@ -97,7 +93,7 @@ func New(cfg Config) (*Service, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	s := &Service{cfg: cfg, log: cfg.Logger, wake: queue.NewWaker(), scan: make(chan struct{}, 1)}
+	s := &Service{cfg: cfg, log: cfg.Logger, wake: queue.NewWaker(nil, "")}
 	s.metrics = newMetrics(cfg.Registry, cfg.DB)
 	if cfg.Runner == "" {
 		return s, nil
@@ -124,20 +120,22 @@ func New(cfg Config) (*Service, error) {
 // Enabled reports whether the service verifies (it has a runner).
 func (s *Service) Enabled() bool { return s != nil && s.cfg.Runner != "" }
 
-// Kick makes the service look for work now (a kernel got an image, an
-// artifact was queued again).
+// Kick makes the verification scanners of every process sharing the
+// database look for work now (a kernel got an image, an artifact was
+// queued again).
 func (s *Service) Kick() {
 	if s == nil {
 		return
 	}
-	select {
-	case s.scan <- struct{}{}:
-	default:
-	}
+	s.cfg.DB.Notify(context.Background(), store.TopicVerifyQueued)
 }
 
-// Changed returns a channel closed at the next finished verification.
-func (s *Service) Changed() <-chan struct{} { return s.changed.Wait() }
+// Changed returns a channel closed at the next started or finished
+// verification, in any process sharing the database.
+func (s *Service) Changed() <-chan struct{} { return s.cfg.DB.Changed(store.TopicVerifications) }
+
+// changed announces a started or finished verification.
+func (s *Service) changed() { s.cfg.DB.Notify(context.Background(), store.TopicVerifications) }
 
 // kickWorkers wakes an idle VM worker.
 func (s *Service) kickWorkers() { s.wake.Kick() }
@@ -190,6 +188,7 @@ func (s *Service) scanner(ctx context.Context) {
 		if s.cfg.Changed != nil {
 			changed = s.cfg.Changed()
 		}
+		kicked := s.cfg.DB.Changed(store.TopicVerifyQueued)
 		n, err := s.cfg.DB.QueueVerifications(ctx)
 		switch {
 		case err != nil && ctx.Err() == nil:
@@ -202,7 +201,7 @@ func (s *Service) scanner(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-changed:
-		case <-s.scan:
+		case <-kicked:
 		case <-poll.C:
 		}
 	}
@@ -217,7 +216,7 @@ func (s *Service) worker(ctx context.Context, n int) {
 				log.Error("record verification", "err", err)
 			}
 			s.metrics.verifications.WithLabelValues("error").Inc()
-			s.changed.Broadcast()
+			s.changed()
 		})
 }
 
@@ -226,7 +225,7 @@ func (s *Service) run(ctx context.Context, log *slog.Logger, job *store.VerifyJo
 	a := job.Artifact
 	log = log.With("verification", job.ID, "program", a.Program, "revision", short(a.Revision), "kernel", a.Kernel)
 	log.Info("verification started", "attempt", job.Attempts)
-	s.changed.Broadcast()
+	s.changed()
 	start := time.Now()
 	out := s.verify(ctx, log, job)
 	if ctx.Err() != nil {
@@ -249,7 +248,7 @@ func (s *Service) run(ctx context.Context, log *slog.Logger, job *store.VerifyJo
 	log.Info("verification finished", "result", result, "reason", firstOf(out.Reason, out.Error),
 		"boot", time.Duration(out.BootMS)*time.Millisecond, "duration", time.Since(start).Round(time.Millisecond),
 		"accel", out.Accel)
-	s.changed.Broadcast()
+	s.changed()
 }
 
 func firstOf(a, b string) string {
