@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"sync"
 	"testing"
 	"time"
@@ -197,31 +199,50 @@ func TestLeases(t *testing.T) {
 	})
 }
 
-// TestNotify: a Notify wakes the waiters of its topic, and only those.
-// On PostgreSQL the notifier and the waiter are two handles (two
-// processes' worth of connections) on one database.
+// TestNotify: a Notify wakes the waiters of its topic, and only those. On
+// PostgreSQL the notifier and the waiter are two handles on one database,
+// as two processes are: the wake-up crosses through LISTEN/NOTIFY.
 func TestNotify(t *testing.T) {
-	each(t, func(t *testing.T, db *store.DB) {
-		ctx := context.Background()
-		waiter := db
-		hosts := waiter.Changed(store.TopicHosts)
-		builds := waiter.Changed(store.TopicBuilds)
-		db.Notify(ctx, store.TopicBuilds)
-		select {
-		case <-builds:
-		case <-time.After(time.Minute):
-			t.Fatal("no wake-up within a minute")
-		}
-		select {
-		case <-hosts:
-			t.Fatal("a notification of builds woke a waiter of hosts")
-		default:
-		}
-		// A new waiter does not see the old notification.
-		if ch := waiter.Changed(store.TopicBuilds); isClosed(ch) {
-			t.Fatal("a new waiter saw an old notification")
-		}
-	})
+	for _, backend := range storetest.Backends {
+		t.Run(backend, func(t *testing.T) {
+			ctx := context.Background()
+			url := storetest.URL(t, backend)
+			open := func() *store.DB {
+				db, err := store.Open(ctx, url, store.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { db.Close() })
+				return db
+			}
+			db := open()
+			waiter := db
+			if backend == "postgres" {
+				waiter = open()
+			}
+			hosts := waiter.Changed(store.TopicHosts)
+			builds := waiter.Changed(store.TopicBuilds)
+			start := time.Now()
+			db.Notify(ctx, store.TopicBuilds)
+			select {
+			case <-builds:
+				t.Logf("woken after %s", time.Since(start))
+			case <-time.After(time.Minute):
+				t.Fatal("no wake-up within a minute")
+			}
+			// Let a stray wake-up of hosts arrive, if one were sent.
+			again := waiter.Changed(store.TopicBuilds)
+			db.Notify(ctx, store.TopicBuilds)
+			<-again
+			if isClosed(hosts) {
+				t.Fatal("a notification of builds woke a waiter of hosts")
+			}
+			// A new waiter does not see the old notification.
+			if ch := waiter.Changed(store.TopicBuilds); isClosed(ch) {
+				t.Fatal("a new waiter saw an old notification")
+			}
+		})
+	}
 }
 
 func isClosed(ch <-chan struct{}) bool {
@@ -230,5 +251,36 @@ func isClosed(ch <-chan struct{}) bool {
 		return true
 	default:
 		return false
+	}
+}
+
+// TestNotifyReconnect: the listening connection dies (the server ended it);
+// the listener connects again, wakes every waiter (notifications sent
+// meanwhile are lost), and goes on delivering.
+func TestNotifyReconnect(t *testing.T) {
+	db := storetest.Open(t, "postgres")
+	ctx := context.Background()
+	woken := db.Changed(store.TopicHosts)
+	res, err := db.SQL().ExecContext(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+		WHERE datname = current_database() AND query = 'LISTEN bpfarm_changes' AND pid <> pg_backend_pid()`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := res.RowsAffected(); n != 1 {
+		t.Fatalf("%d listening connections ended, want 1", n)
+	}
+	select {
+	case <-woken:
+	case <-time.After(time.Minute):
+		t.Fatal("no wake-up after the listener reconnected")
+	}
+	for i := range 3 {
+		ch := db.Changed(store.TopicHosts)
+		db.Notify(ctx, store.TopicHosts)
+		select {
+		case <-ch:
+		case <-time.After(time.Minute):
+			t.Fatalf("notification %d after the reconnect not delivered", i)
+		}
 	}
 }

@@ -52,7 +52,8 @@ type DB struct {
 	// its own); empty for SQLite.
 	url string
 	// notes are the wake-ups of Notify and Changed.
-	notes notes
+	notes  notes
+	logger *slog.Logger
 }
 
 // Option configures Open.
@@ -97,6 +98,13 @@ func Open(ctx context.Context, dsn string, opts ...Option) (*DB, error) {
 	if err := d.migrate(ctx, o.log); err != nil {
 		d.db.Close()
 		return nil, fmt.Errorf("migrate database %s: %w", name, classify(err))
+	}
+	d.logger = o.log
+	if d.postgres {
+		if err := d.listen(ctx); err != nil {
+			d.db.Close()
+			return nil, fmt.Errorf("open database %s: %w", name, err)
+		}
 	}
 	return d, nil
 }
@@ -229,7 +237,18 @@ func (g gooseLogger) Printf(format string, v ...any) { g.log.Debug(fmt.Sprintf(f
 func (g gooseLogger) Fatalf(format string, v ...any) { g.log.Error(fmt.Sprintf(format, v...)) }
 
 // Close closes the database.
-func (d *DB) Close() error { return d.db.Close() }
+func (d *DB) Close() error {
+	d.stopListening()
+	return d.db.Close()
+}
+
+// log returns the store's logger.
+func (d *DB) log() *slog.Logger {
+	if d.logger == nil {
+		return slog.Default()
+	}
+	return d.logger
+}
 
 // Ping checks that the database answers.
 func (d *DB) Ping(ctx context.Context) error { return d.db.PingContext(ctx) }
