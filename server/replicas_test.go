@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -280,5 +281,193 @@ func TestClientFailover(t *testing.T) {
 	}
 	if w, err := c.Whoami(ctx); err != nil || w.Role != api.RoleAdmin {
 		t.Fatalf("whoami: %+v %v", w, err)
+	}
+}
+
+// pgReplica returns the config of one replica of a PostgreSQL replica set:
+// its own data directory, the shared database, secret key file and blob
+// directory.
+func pgReplica(t *testing.T, dbURL, keyFile, blobs string, role string) Config {
+	return Config{Data: t.TempDir(), Database: dbURL, SecretKeyFile: keyFile, BlobDir: blobs, BlobDirShared: true,
+		Role: role}
+}
+
+func secretKeyFile(t *testing.T) string {
+	t.Helper()
+	keyFile := filepath.Join(t.TempDir(), "secret.key")
+	if err := os.WriteFile(keyFile, []byte("MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return keyFile
+}
+
+// TestReplicaWakeUps: two server processes on one PostgreSQL. A
+// desired-state long poll held on one is answered when an assignment is
+// made through the other: the change crosses by LISTEN/NOTIFY. The poll
+// waits 10 s, less than the 15 s a long poll takes to look again on its
+// own, so only the notification can answer it "changed".
+func TestReplicaWakeUps(t *testing.T) {
+	ctx := context.Background()
+	dbURL := testenv.Postgres(t)
+	keyFile, blobs := secretKeyFile(t), t.TempDir()
+	cfgA := pgReplica(t, dbURL, keyFile, blobs, RoleAPI)
+	urlA, _ := runServer(t, cfgA)
+	cfgB := pgReplica(t, dbURL, keyFile, blobs, RoleAPI)
+	urlB, _ := runServer(t, cfgB)
+	a := adminClient(t, urlA, cfgA.Data)
+
+	pushExample(t, a, "execsnoop")
+	tok, err := a.EnrollHost(ctx, "web-1", map[string]string{"role": "web"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	host, err := client.New(urlB, tok.Secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := host.Register(ctx, api.HostRegistration{Name: "web-1", Kernel: "debian/12/x86_64/6.1.0-1-amd64",
+		HasBTF: true, Labels: map[string]string{"role": "web"}}); err != nil {
+		t.Fatal(err)
+	}
+	ds, err := host.Desired(ctx, "web-1", 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type answer struct {
+		ds  *api.DesiredState
+		err error
+		at  time.Time
+	}
+	got := make(chan answer, 1)
+	go func() {
+		d, err := host.Desired(ctx, "web-1", ds.Version, 10*time.Second)
+		got <- answer{d, err, time.Now()}
+	}()
+	// Let the poll reach the server and wait there.
+	waiting := func() bool {
+		_, body := get(t, urlB+"/metrics")
+		return strings.Contains(body, "bpfarm_desired_polls_waiting 1")
+	}
+	for deadline := time.Now().Add(time.Minute); !waiting(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the long poll never waited on B")
+		}
+	}
+	changed := time.Now()
+	if _, err := a.Assign(ctx, api.AssignmentRequest{Program: "execsnoop", Selector: map[string]string{"role": "web"}}); err != nil {
+		t.Fatal(err)
+	}
+	r := <-got
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	if r.ds.Version == ds.Version || len(r.ds.Programs) != 1 || r.ds.Programs[0].Program != "execsnoop" {
+		t.Fatalf("long poll on B after an assignment through A: %+v (was version %d)", r.ds, ds.Version)
+	}
+	_, metrics := get(t, urlB+"/metrics")
+	if !strings.Contains(metrics, `bpfarm_desired_polls_total{outcome="changed"} 1`) {
+		t.Fatalf("the poll was not answered by a change notification:\n%s", grepLines(metrics, "bpfarm_desired_polls"))
+	}
+	t.Logf("assignment through A seen by the poll on B after %s", r.at.Sub(changed))
+}
+
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
+// TestReplicaSetRefusals: a PostgreSQL replica set refuses a local blob
+// directory not declared shared, and a missing --secret-key-file, each
+// with one clear line.
+func TestReplicaSetRefusals(t *testing.T) {
+	ctx := context.Background()
+	dbURL := testenv.Postgres(t)
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	_, err := Open(ctx, Config{Data: t.TempDir(), Database: dbURL, SecretKeyFile: secretKeyFile(t), Out: io.Discard, Logger: quiet})
+	if !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), "--blob-dir-shared") || strings.Contains(err.Error(), "\n") {
+		t.Fatalf("local blob directory: %v", err)
+	}
+	_, err = Open(ctx, Config{Data: t.TempDir(), Database: dbURL, BlobDirShared: true, Out: io.Discard, Logger: quiet})
+	if !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), "--secret-key-file") || strings.Contains(err.Error(), "\n") {
+		t.Fatalf("no secret key file: %v", err)
+	}
+}
+
+// TestReplicaFirstStartRace: replicas starting together on an empty
+// PostgreSQL database agree on one signing key and one admin token.
+func TestReplicaFirstStartRace(t *testing.T) {
+	if _, err := os.Stat("/usr/bin/clang-19"); err != nil {
+		testenv.Require(t, "clang-19", "the server compiles with clang-19 (make deps installs it)")
+	}
+	ctx := context.Background()
+	dbURL := testenv.Postgres(t)
+	keyFile, blobs := secretKeyFile(t), t.TempDir()
+	const n = 3
+	var (
+		servers [n]*Server
+		errs    [n]error
+		cfgs    [n]Config
+		wg      sync.WaitGroup
+	)
+	for i := range n {
+		cfgs[i] = pgReplica(t, dbURL, keyFile, blobs, RoleAPI)
+		cfgs[i].Out, cfgs[i].Logger = io.Discard, slog.New(slog.NewTextHandler(io.Discard, nil))
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			servers[i], errs[i] = Open(ctx, cfgs[i])
+		}()
+	}
+	wg.Wait()
+	for i := range n {
+		if errs[i] != nil {
+			t.Fatalf("replica %d: %v", i, errs[i])
+		}
+		defer servers[i].DB.Close()
+	}
+	tok0, _ := os.ReadFile(filepath.Join(cfgs[0].Data, "admin.token"))
+	for i := range n {
+		if !servers[i].Key.Public().Equal(servers[0].Key.Public()) {
+			t.Errorf("replica %d has another signing key", i)
+		}
+		if tok, err := os.ReadFile(filepath.Join(cfgs[i].Data, "admin.token")); err != nil || string(tok) != string(tok0) || len(tok) < 16 {
+			t.Errorf("replica %d admin token %q (%v), replica 0 %q", i, tok, err, tok0)
+		}
+	}
+	ts, err := servers[0].DB.Tokens(ctx)
+	if err != nil || len(ts) != 1 || ts[0].Name != "admin" {
+		t.Fatalf("tokens after a racing first start: %+v %v", ts, err)
+	}
+}
+
+// TestReplicaFailover: the CLI's client, given both replicas of a
+// PostgreSQL replica set, goes on through the second when the first stops.
+func TestReplicaFailover(t *testing.T) {
+	ctx := context.Background()
+	dbURL := testenv.Postgres(t)
+	keyFile, blobs := secretKeyFile(t), t.TempDir()
+	cfgA := pgReplica(t, dbURL, keyFile, blobs, RoleAPI)
+	urlA, stopA := runServer(t, cfgA)
+	cfgB := pgReplica(t, dbURL, keyFile, blobs, RoleAll)
+	urlB, _ := runServer(t, cfgB)
+	c := adminClient(t, urlA+","+urlB, cfgA.Data)
+	res := pushExample(t, c, "execsnoop")
+	if c.Server() != urlA {
+		t.Fatalf("push answered by %s, want %s", c.Server(), urlA)
+	}
+	if err := stopA(); err != nil {
+		t.Fatal(err)
+	}
+	b, err := c.WaitBuild(ctx, res.Builds[0].ID, nil)
+	if err != nil || b.State != api.StateSucceeded {
+		t.Fatalf("build through the second replica: %+v %v", b, err)
+	}
+	if c.Server() != urlB {
+		t.Fatalf("in use: %s, want %s", c.Server(), urlB)
 	}
 }

@@ -160,14 +160,14 @@ func TestLoopOnStore(t *testing.T) {
 				close(done)
 			}
 		}
-		w := NewWaker()
+		w := NewWaker(db, store.TopicBuildQueued)
 		log := slog.New(slog.NewTextHandler(io.Discard, nil))
 		var wg sync.WaitGroup
 		for range 4 {
 			wg.Add(1)
 			go func() { defer wg.Done(); Loop(ctx, log, "build", w, db.Claim, run, nil) }()
 		}
-		w.Kick()
+		db.Notify(ctx, store.TopicBuildQueued) // as a push in any process does
 		<-done
 		cancel()
 		wg.Wait()
