@@ -23,8 +23,15 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 # The server finds the runners next to its own executable.
 COPY --from=build /out/bpfarm /out/bpfarm-verifier /out/bpfarm-verifier-arm64 /usr/local/bin/
-# bubblewrap needs user namespaces: run with --security-opt seccomp=unconfined
-# (or a seccomp profile allowing unshare/clone with namespace flags).
+# It needs no root and no capability: it runs as an unprivileged user.
+# bubblewrap sandboxes each compile in a new user namespace, which the
+# runtime's default seccomp profile refuses without CAP_SYS_ADMIN: run
+# workers with --security-opt seccomp=unconfined --cap-drop ALL (or a seccomp
+# profile allowing unshare/clone with namespace flags); see
+# deploy/kubernetes/base/worker.yaml. KVM: --device /dev/kvm --group-add
+# the device's group.
+RUN mkdir -p /var/lib/bpfarm && chown 65532:65532 /var/lib/bpfarm
+USER 65532:65532
 VOLUME /var/lib/bpfarm
 EXPOSE 8080
 ENV BPFARM_ADDR=0.0.0.0:8080 BPFARM_DATA=/var/lib/bpfarm
@@ -32,5 +39,7 @@ ENTRYPOINT ["/usr/local/bin/bpfarm"]
 CMD ["serve"]
 
 FROM scratch AS agent
+# The CA certificates, to reach a server over HTTPS.
+COPY --from=build /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/
 COPY --from=build /out/bpfarm-agent /bpfarm-agent
 ENTRYPOINT ["/bpfarm-agent"]
