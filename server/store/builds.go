@@ -87,6 +87,7 @@ func (d *DB) EnsureBuild(ctx context.Context, in BuildInput) (b api.Build, queue
 	flags, _ := json.Marshal(nonNil(in.Flags))
 	var id int64
 	err = d.tx(ctx, func(tx *sqlTx) error {
+		queued = false
 		var rid int64
 		err := tx.QueryRowContext(ctx, `SELECT r.id FROM revisions r JOIN programs p ON p.id = r.program_id
 			WHERE p.name = ? AND r.digest = ?`, in.Program, in.Revision).Scan(&rid)

@@ -109,6 +109,7 @@ type RevisionGCResult struct {
 func (d *DB) CollectRevisions(ctx context.Context, g RevisionGC) (RevisionGCResult, error) {
 	var res RevisionGCResult
 	err := d.tx(ctx, func(tx *sqlTx) error {
+		res = RevisionGCResult{}
 		rows, err := tx.QueryContext(ctx, `SELECT id, digest, pushed_by, ROW_NUMBER() OVER (
 				PARTITION BY program_id, pushed_by ORDER BY created_at DESC, id DESC)
 			FROM revisions`)

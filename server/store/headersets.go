@@ -20,6 +20,7 @@ type HeaderFile struct {
 // another digest it is refused with ErrConflict.
 func (d *DB) PutHeaderSet(ctx context.Context, hs api.HeaderSet, files []HeaderFile) (out api.HeaderSet, created bool, err error) {
 	err = d.tx(ctx, func(tx *sqlTx) error {
+		created = false
 		old, err := scanHeaderSet(tx.QueryRowContext(ctx, `SELECT `+headerSetColumns+` FROM header_sets WHERE name = ?`, hs.Name))
 		switch {
 		case err == nil && old.Digest == hs.Digest:

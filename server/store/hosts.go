@@ -69,6 +69,7 @@ func (d *DB) RegisterHost(ctx context.Context, reg api.HostRegistration, by stri
 		return out, fmt.Errorf("register host %s: %w", reg.Name, err)
 	}
 	err = d.tx(ctx, func(tx *sqlTx) error {
+		out = Registered{}
 		old, err := scanHost(tx.QueryRowContext(ctx, `SELECT `+hostColumns+` FROM hosts WHERE name = ?`, reg.Name))
 		t := now()
 		switch {

@@ -75,7 +75,9 @@ func (d *DB) PutKernel(ctx context.Context, k Kernel, replace bool) (out Kernel,
 	if k.Trust == api.KernelTrusted {
 		k.SourceHost = ""
 	}
+	replaceAsked := replace
 	err = d.tx(ctx, func(tx *sqlTx) error {
+		replace, created = replaceAsked, false
 		old, err := scanKernel(tx.QueryRowContext(ctx, `SELECT `+kernelColumns+` FROM kernels WHERE kid = ?`, k.KID))
 		if k.Trust == api.KernelTrusted {
 			if _, err := tx.ExecContext(ctx, `UPDATE kernels SET trust = 'trusted', source_host = '' WHERE btf_blob = ?

@@ -3,8 +3,10 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"sort"
+	"sync"
 	"testing"
 	"time"
 
@@ -151,6 +153,61 @@ func TestIdentityAfterRebuild(t *testing.T) {
 		tok, err := db.CreateToken(ctx, "c", api.RoleReader, "h3")
 		if err != nil || tok.ID != 42 {
 			t.Fatalf("token after explicit id 41: %+v %v", tok, err)
+		}
+	})
+}
+
+// TestConcurrentFirstPushes: pushes racing to create one program, and
+// builds racing to create one build, all succeed and agree (on PostgreSQL
+// the losers' transactions are run again).
+func TestConcurrentFirstPushes(t *testing.T) {
+	each(t, func(t *testing.T, db *DB) {
+		ctx := context.Background()
+		const n = 8
+		var wg sync.WaitGroup
+		errs := make([]error, n)
+		for i := range n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				_, errs[i] = db.AddRevision(ctx, RevisionInput{Program: "p", Digest: fmt.Sprint("r", i), Entry: "p.bpf.c",
+					BundleBlob: "b", Size: 1, Files: 1})
+			}()
+		}
+		wg.Wait()
+		for i, err := range errs {
+			if err != nil {
+				t.Errorf("push %d: %v", i, err)
+			}
+		}
+		if revs, err := db.Revisions(ctx, "p"); err != nil || len(revs) != n {
+			t.Fatalf("revisions: %d %v", len(revs), err)
+		}
+		var (
+			ids    [n]int64
+			queued [n]bool
+		)
+		for i := range n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				var b api.Build
+				b, queued[i], errs[i] = db.EnsureBuild(ctx, BuildInput{Program: "p", Revision: "r0", Arch: "x86_64", CacheKey: "k"})
+				ids[i] = b.ID
+			}()
+		}
+		wg.Wait()
+		nq := 0
+		for i := range n {
+			if errs[i] != nil || ids[i] != ids[0] {
+				t.Errorf("ensure %d: build %d (first: %d) %v", i, ids[i], ids[0], errs[i])
+			}
+			if queued[i] {
+				nq++
+			}
+		}
+		if nq != 1 {
+			t.Errorf("%d of the racing calls queued the build, want 1", nq)
 		}
 	})
 }

@@ -44,6 +44,7 @@ func (d *DB) InitSecret(ctx context.Context, name string, sealed []byte) (stored
 // older than replica sets: its admin token file stays what it was).
 func (d *DB) InitAdmin(ctx context.Context, sealed []byte, name, role, hash string) (stored []byte, created bool, err error) {
 	err = d.tx(ctx, func(tx *sqlTx) error {
+		created = false
 		stored, err = readSecret(ctx, tx, SecretAdminToken)
 		if err == nil || !errors.Is(err, ErrNotFound) {
 			return err

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"database/sql/driver"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"strconv"
@@ -242,26 +243,26 @@ func classify(err error) error {
 	case errors.As(err, &pgErr):
 		switch {
 		case pgErr.Code == "53100": // disk_full
-			return fault.Wrap(fault.ErrNoSpace, err)
+			return markFault(fault.ErrNoSpace, err)
 		case strings.HasPrefix(pgErr.Code, "08"), // connection_exception
 			pgErr.Code == "57P01", pgErr.Code == "57P02", pgErr.Code == "57P03", // shutdown, cannot connect now
 			pgErr.Code == "53300": // too_many_connections
-			return fault.Wrap(fault.ErrDatabaseUnavailable, err)
+			return markFault(fault.ErrDatabaseUnavailable, err)
 		}
 		return err
 	case errors.As(err, &liteErr):
 		switch liteErr.Code {
 		case sqlite3.ErrFull:
-			return fault.Wrap(fault.ErrNoSpace, err)
+			return markFault(fault.ErrNoSpace, err)
 		case sqlite3.ErrCantOpen, sqlite3.ErrIoErr, sqlite3.ErrNotADB, sqlite3.ErrCorrupt:
-			return fault.Wrap(fault.ErrDatabaseUnavailable, err)
+			return markFault(fault.ErrDatabaseUnavailable, err)
 		}
 		return err
 	case errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded):
 		return err
 	case errors.As(err, &connErr), errors.As(err, &netErr), errors.Is(err, driver.ErrBadConn),
 		errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ECONNRESET):
-		return fault.Wrap(fault.ErrDatabaseUnavailable, err)
+		return markFault(fault.ErrDatabaseUnavailable, err)
 	}
 	return err
 }
@@ -279,3 +280,8 @@ func concurrencyFailure(err error) bool {
 	}
 	return false
 }
+
+// markFault marks err with the fault sentinel. Unlike fault.Wrap it does
+// so even when err would classify otherwise by itself (a refused TCP
+// connection reads as object storage, not as the database).
+func markFault(sentinel, err error) error { return fmt.Errorf("%w: %w", sentinel, err) }

@@ -25,6 +25,7 @@ func (d *DB) EnrollHost(ctx context.Context, host string, labels map[string]stri
 		revoked []string
 	)
 	err = d.tx(ctx, func(tx *sqlTx) error {
+		revoked = nil
 		rows, err := tx.QueryContext(ctx, `UPDATE tokens SET revoked_at = ? WHERE host = ? AND revoked_at IS NULL
 			RETURNING name`, tok.CreatedAt, host)
 		if err != nil {

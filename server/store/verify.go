@@ -26,6 +26,7 @@ const (
 func (d *DB) QueueVerifications(ctx context.Context) (int, error) {
 	var total int64
 	err := d.tx(ctx, func(tx *sqlTx) error {
+		total = 0
 		res, err := tx.ExecContext(ctx, `INSERT INTO verifications (artifact_id, kernel_image, state, created_at)
 			SELECT a.id, k.image_blob, 'queued', ? FROM artifacts a JOIN kernels k ON k.id = a.kernel_id
 			WHERE a.state = 'done' AND k.image_blob != '' AND (a.relocated_blob != '' OR a.minbtf_blob != '')
