@@ -18,30 +18,34 @@ import (
 func at8(p unsafe.Pointer, off uintptr) *[8]byte { return (*[8]byte)(unsafe.Add(p, off)) }
 
 // appendBounded runs p's bops over b (exactly the type's size): integers
-// and C strings are written in place, without calls; anything rarer
-// (other kinds, escapes, integers of 17 digits or more) goes through
-// boundedState's methods, appending within dst's capacity.
+// and C strings are written in place by a loop without calls (run); the
+// rarer steps (other kinds, escapes, integers of 17 digits or more) go
+// through step, appending within dst's capacity.
 func (p *plan) appendBounded(dst, b []byte) []byte {
 	l := len(dst)
 	if cap(dst)-l < p.max+slack {
 		dst = slices.Grow(dst, p.max+slack)
 	}
 	out := unsafe.Add(unsafe.Pointer(unsafe.SliceData(dst)), l)
-	w := p.run(out, unsafe.Pointer(unsafe.SliceData(b)))
+	rec := unsafe.Pointer(unsafe.SliceData(b))
+	w, i := p.run(out, rec, 0, 0)
+	for i < len(p.bops) {
+		w = p.step(&p.bops[i], out, rec, w)
+		w, i = p.run(out, rec, w, i+1)
+	}
 	*(*[16]byte)(unsafe.Add(out, w)) = p.tail.lit
 	return dst[:l+int(w)+int(p.tail.nlit)]
 }
 
-// run runs p's bops over the record at rec (p.size bytes), writing at out
-// (p.max+slack bytes), and returns how many bytes it wrote. A function of
-// its own, so that its loop keeps only what it uses live (Go saves no
-// register across calls).
-//
-//go:noinline
-func (p *plan) run(out, rec unsafe.Pointer) uintptr {
-	w := uintptr(0)
+// run runs p's bops from the i-th over the record at rec (p.size bytes),
+// writing at out+w (out has p.max+slack bytes), until the end or a step
+// it leaves to step: it returns that step's index (len(p.bops) at the
+// end) and the index in out after that step's literal. It calls nothing,
+// so that its loop keeps its values in registers (Go saves none across
+// calls).
+func (p *plan) run(out, rec unsafe.Pointer, w uintptr, i int) (uintptr, int) {
 	ops := p.bops
-	for i := range ops {
+	for ; i < len(ops); i++ {
 		o := &ops[i]
 		*(*[16]byte)(unsafe.Add(out, w)) = o.lit
 		w += uintptr(o.nlit)
@@ -66,39 +70,38 @@ func (p *plan) run(out, rec unsafe.Pointer) uintptr {
 			v = binary.NativeEndian.Uint64((*[8]byte)(src)[:])
 		case opString:
 			// Whole words copied and scanned at once (see special) up
-			// to the NUL or a byte to escape.
-			*(*byte)(unsafe.Add(out, w)) = '"'
-			w++
+			// to the NUL; a byte to escape, or a tail shorter than a
+			// word, is step's.
 			n := uintptr(o.size)
 			j := uintptr(0)
 			for ; j+8 <= n; j += 8 {
 				x := binary.LittleEndian.Uint64(at8(src, j)[:])
-				binary.LittleEndian.PutUint64(at8(out, w+j)[:], x)
+				binary.LittleEndian.PutUint64(at8(out, w+1+j)[:], x)
 				if m := special(x); m != 0 {
 					j += uintptr(bits.TrailingZeros64(m) / 8)
 					break
 				}
 			}
 			if j >= n || *(*byte)(unsafe.Add(src, j)) != 0 {
-				// A tail shorter than a word, or a byte to escape.
-				w = p.step(o, out, rec, w+j, j)
-				continue
+				return w, i
 			}
-			*(*byte)(unsafe.Add(out, w+j)) = '"'
-			w += j + 1
+			*(*byte)(unsafe.Add(out, w)) = '"'
+			*(*byte)(unsafe.Add(out, w+1+j)) = '"'
+			w += j + 2
 			continue
 		case opEnd:
 			continue
 		default:
-			w = p.step(o, out, rec, w, 0)
-			continue
+			return w, i
 		}
 		// An integer's digits.
+		neg := uintptr(0)
 		if o.kind >= opS8 && int64(v) < 0 {
 			*(*byte)(unsafe.Add(out, w)) = '-'
-			w++
+			neg = 1
 			v = -v
 		}
+		w += neg
 		switch {
 		case v < 10:
 			*(*byte)(unsafe.Add(out, w)) = byte('0' + v)
@@ -118,37 +121,33 @@ func (p *plan) run(out, rec unsafe.Pointer) uintptr {
 			binary.LittleEndian.PutUint64(at8(out, w+uintptr(n))[:], digits8(uint32(v-uint64(hi)*1e8))+ascii8)
 			w += uintptr(n) + 8
 		default:
-			w = p.uint(out, w, v)
+			return w - neg, i // step writes the sign too
 		}
 	}
-	return w
+	return w, i
 }
 
-// step runs a rare step of run: it appends o's value at out+w, within the
-// plan's bound, and returns the new w. A string step comes here at its
-// j-th byte (w is past it): the rest of a tail shorter than a word, or
-// from a byte to escape.
+// step runs a step that run leaves: it appends o's value at out+w (past
+// its literal), within the plan's bound, and returns the index after it.
 //
 //go:noinline
-func (p *plan) step(o *bop, out, rec unsafe.Pointer, w uintptr, j uintptr) uintptr {
+func (p *plan) step(o *bop, out, rec unsafe.Pointer, w uintptr) uintptr {
 	dst := unsafe.Slice((*byte)(out), p.max+slack)[:w]
 	b := unsafe.Slice((*byte)(rec), p.size)
 	switch o.kind {
+	case opU64:
+		dst = appendUint(dst, binary.NativeEndian.Uint64(b[o.off:]))
+	case opS64:
+		dst = appendInt(dst, int64(binary.NativeEndian.Uint64(b[o.off:])))
 	case opString:
-		str := b[uintptr(o.off)+j : o.off+o.size]
-		k := 0
-		for k < len(str) && strClass[str[k]] == 0 {
-			k++
-		}
-		dst = append(dst, str[:k]...)
-		str = str[k:]
+		str := b[o.off : o.off+o.size]
 		for k, c := range str {
 			if c == 0 {
 				str = str[:k]
 				break
 			}
 		}
-		dst = append(appendJSONBody(dst, str), '"')
+		dst = appendJSONBytes(dst, str)
 	case opBool:
 		if p.nodes[o.node].uintAt(b, int(o.off)) != 0 {
 			dst = append(dst, "true"...)
@@ -159,11 +158,4 @@ func (p *plan) step(o *bop, out, rec unsafe.Pointer, w uintptr, j uintptr) uintp
 		dst = p.nodes[o.node].appendJSON(dst, b, int(o.off))
 	}
 	return uintptr(len(dst))
-}
-
-// uint appends v (17 digits or more) at out+w and returns the new w.
-//
-//go:noinline
-func (p *plan) uint(out unsafe.Pointer, w uintptr, v uint64) uintptr {
-	return uintptr(len(appendUint(unsafe.Slice((*byte)(out), p.max+slack)[:w], v)))
 }

@@ -118,7 +118,7 @@ func (s *ringSource) read(ev *Event) error {
 	if err := s.r.ReadInto(&s.rec); err != nil {
 		return err
 	}
-	*ev = Event{Map: s.m, CPU: -1, Raw: s.rec.RawSample}
+	ev.Map, ev.CPU, ev.Raw, ev.Lost = s.m, -1, s.rec.RawSample, 0 // not a literal's copy: see Next
 	return nil
 }
 
@@ -134,7 +134,7 @@ func (s *perfSource) read(ev *Event) error {
 	if err := s.r.ReadInto(&s.rec); err != nil {
 		return err
 	}
-	*ev = Event{Map: s.m, CPU: s.rec.CPU, Raw: s.rec.RawSample, Lost: s.rec.LostSamples}
+	ev.Map, ev.CPU, ev.Raw, ev.Lost = s.m, s.rec.CPU, s.rec.RawSample, s.rec.LostSamples
 	return nil
 }
 
