@@ -43,6 +43,7 @@ var groups = []group{
 	{"./web/", "^BenchmarkRenderPages$", "", 1},
 	{"./client/observe/", "^BenchmarkEvents$", "1000000x", 3},
 	{"./cmd/bpfarm/", "^BenchmarkFleet$", "1x", 1},
+	{"./server/store/", "^BenchmarkNotify$", "200x", 3},
 }
 
 // result is a benchmark's median over its runs: ns/op plus custom metrics.
@@ -182,6 +183,10 @@ var comparisons = []comparison{
 		"cmd/bpfarm:BenchmarkFleet:fanout-1000-cpu-s", "", "budget<=", 60, ""},
 	{"Fleet scale", "server peak RSS during the fan-out (parsed kernels cached: 8 at most, so it does not grow with the kernels)",
 		"cmd/bpfarm:BenchmarkFleet:fanout-peak-rss-MB", "", "budget<=", 1536, ""},
+	{"Replicas", "wake-up across replicas on PostgreSQL: NOTIFY from one connection until a waiter woken by another process's LISTEN connection (budget: the issue's 2 s from an assignment change to every poller)",
+		"server/store:BenchmarkNotify/postgres", "", "abs<=ms", 2000, ""},
+	{"Replicas", "wake-up across replicas vs in-process (SQLite, one process): the price of crossing processes",
+		"server/store:BenchmarkNotify/postgres", "server/store:BenchmarkNotify/sqlite", "info", 0, ""},
 }
 
 var lineRE = regexp.MustCompile(`^(Benchmark\S+?)(?:-\d+)?\s+\d+\s+(.*)$`)
@@ -328,7 +333,12 @@ func value(results map[string]result, ref string) (float64, bool) {
 	return v, ok
 }
 
-func ms(ns float64) string { return fmt.Sprintf("%.2f ms", ns/1e6) }
+func ms(ns float64) string {
+	if ns > 0 && ns < 1e4 { // under 0.01 ms: "0.00 ms" would say nothing
+		return fmt.Sprintf("%.2f µs", ns/1e3)
+	}
+	return fmt.Sprintf("%.2f ms", ns/1e6)
+}
 
 // previous is what an earlier report holds: its table rows by "what"
 // cell and its raw benchmark lines by benchmark name.

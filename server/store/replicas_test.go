@@ -284,3 +284,34 @@ func TestNotifyReconnect(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkNotify measures a wake-up: Notify on one handle until a waiter
+// on another is woken (PostgreSQL: NOTIFY through the server to another
+// connection's LISTEN, as between two replicas), or in-process (SQLite).
+func BenchmarkNotify(b *testing.B) {
+	for _, backend := range storetest.Backends {
+		b.Run(backend, func(b *testing.B) {
+			ctx := context.Background()
+			url := storetest.URL(b, backend)
+			open := func() *store.DB {
+				db, err := store.Open(ctx, url, store.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.Cleanup(func() { db.Close() })
+				return db
+			}
+			db := open()
+			waiter := db
+			if backend == "postgres" {
+				waiter = open()
+			}
+			b.ResetTimer()
+			for range b.N {
+				ch := waiter.Changed(store.TopicHosts)
+				db.Notify(ctx, store.TopicHosts)
+				<-ch
+			}
+		})
+	}
+}
