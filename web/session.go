@@ -193,8 +193,8 @@ func (u *UI) signin(w http.ResponseWriter, r *http.Request) {
 		u.renderSignin(w, r, http.StatusBadRequest, signinData{Next: next, Error: "Paste a token."})
 		return
 	}
-	tok, err := u.cfg.DB.TokenByHash(r.Context(), auth.Hash(secret))
-	if errors.Is(err, store.ErrNotFound) {
+	tok, err := auth.Authenticate(r.Context(), u.cfg.DB, secret)
+	if errors.Is(err, auth.ErrUnknownToken) {
 		u.log.Info("ui: sign-in refused", "reason", "unknown or revoked token", "remote", r.RemoteAddr)
 		u.renderSignin(w, r, http.StatusUnauthorized, signinData{Next: next,
 			Error: "That token is unknown or revoked."})
@@ -220,7 +220,7 @@ func (u *UI) signin(w http.ResponseWriter, r *http.Request) {
 	if len(ua) > 200 {
 		ua = ua[:200]
 	}
-	if err := u.cfg.DB.CreateSession(r.Context(), store.Session{ID: sessionHash(value), TokenID: tok.ID, Role: tok.Role,
+	if err := u.cfg.DB.CreateSession(r.Context(), store.Session{ID: sessionHash(value), TokenID: tok.TokenID, Role: tok.Role,
 		CSRF: randomToken(), CreatedAt: now, ExpiresAt: now.Add(u.cfg.SessionTTL), UserAgent: ua}); err != nil {
 		u.serverError(w, r, err)
 		return

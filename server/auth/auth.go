@@ -20,6 +20,7 @@ import (
 	"strings"
 
 	"github.com/bpfarm/bpfarm/api"
+	"github.com/bpfarm/bpfarm/server/store"
 )
 
 // Prefix starts every token secret, so that leaked tokens are easy to scan for.
@@ -96,12 +97,28 @@ func FromContext(ctx context.Context) Principal {
 	return p
 }
 
-// Lookup resolves a token hash to its token; it returns an error wrapping
-// ErrUnknownToken when no live token has that hash.
-type Lookup func(ctx context.Context, hash string) (api.Token, error)
-
 // ErrUnknownToken is returned for a token that does not exist or was revoked.
 var ErrUnknownToken = errors.New("unknown or revoked token")
+
+// Tokens finds live tokens by the hash of their secret (store.DB does).
+type Tokens interface {
+	TokenByHash(ctx context.Context, hash string) (api.Token, error)
+}
+
+// Authenticate resolves a token's secret to the principal it names: the
+// one check of a secret, for the API's bearer tokens and the UI's sign-in
+// alike. A secret no live token has is ErrUnknownToken; any other error
+// is the store's.
+func Authenticate(ctx context.Context, tokens Tokens, secret string) (Principal, error) {
+	tok, err := tokens.TokenByHash(ctx, Hash(secret))
+	if errors.Is(err, store.ErrNotFound) {
+		return Principal{}, ErrUnknownToken
+	}
+	if err != nil {
+		return Principal{}, fmt.Errorf("look up token: %w", err)
+	}
+	return Principal{Name: tok.Name, Role: tok.Role, Host: tok.Host, TokenID: tok.ID}, nil
+}
 
 // BearerToken extracts the token from an "Authorization: Bearer T" header.
 // ok is false when the header is absent; an error reports a malformed one.

@@ -281,18 +281,16 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
-		tok, err := s.cfg.DB.TokenByHash(r.Context(), auth.Hash(secret))
+		p, err := auth.Authenticate(r.Context(), s.cfg.DB, secret)
 		if err != nil {
-			if errors.Is(err, store.ErrNotFound) {
-				s.error(w, r, http.StatusUnauthorized, auth.ErrUnknownToken)
+			if errors.Is(err, auth.ErrUnknownToken) {
+				s.error(w, r, http.StatusUnauthorized, err)
 			} else {
 				s.serverError(w, r, err)
 			}
 			return
 		}
-		r = r.WithContext(auth.WithPrincipal(r.Context(), auth.Principal{Name: tok.Name, Role: tok.Role, Host: tok.Host,
-			TokenID: tok.ID}))
-		next.ServeHTTP(w, r)
+		next.ServeHTTP(w, r.WithContext(auth.WithPrincipal(r.Context(), p)))
 	})
 }
 
