@@ -211,3 +211,23 @@ func TestConcurrentFirstPushes(t *testing.T) {
 		}
 	})
 }
+
+// TestRevisionPrefix: a revision is found by a unique prefix in any case,
+// the same way on both dialects (SQLite's LIKE ignores case, PostgreSQL's
+// does not).
+func TestRevisionPrefix(t *testing.T) {
+	each(t, func(t *testing.T, db *DB) {
+		ctx := context.Background()
+		addRev(t, db, "p", "abcdef01")
+		addRev(t, db, "p", "abcd9902")
+		if d, _, _, err := db.RevisionBlob(ctx, "p", "ABCDEF"); err != nil || d != "abcdef01" {
+			t.Fatalf("upper-case prefix: %q %v", d, err)
+		}
+		if _, _, _, err := db.RevisionBlob(ctx, "p", "abcd"); !errors.Is(err, ErrInvalid) {
+			t.Fatalf("ambiguous prefix: %v", err)
+		}
+		if _, _, _, err := db.RevisionBlob(ctx, "p", "ab_d"); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("a LIKE wildcard in the prefix: %v", err)
+		}
+	})
+}

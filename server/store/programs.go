@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/bpfarm/bpfarm/api"
@@ -106,14 +107,16 @@ func (d *DB) Revisions(ctx context.Context, program string) ([]api.Revision, err
 }
 
 // RevisionBlob resolves a revision of a program, given by its full digest
-// or a unique prefix (at least 4 characters), to its digest and the blob
-// holding its canonical bundle.
+// or a unique prefix (at least 4 characters, in any case: digests are
+// lowercase hex, and PostgreSQL's LIKE, unlike SQLite's, is
+// case-sensitive), to its digest and the blob holding its canonical
+// bundle.
 func (d *DB) RevisionBlob(ctx context.Context, program, revision string) (digest, blob, entry string, err error) {
 	if len(revision) < 4 {
 		return "", "", "", fmt.Errorf("revision %q: give at least 4 hex characters: %w", revision, ErrInvalid)
 	}
 	rows, err := d.db.QueryContext(ctx, `SELECT r.digest, r.bundle_blob, r.entry FROM revisions r JOIN programs p ON p.id = r.program_id
-		WHERE p.name = ? AND r.digest LIKE ? ESCAPE '\' LIMIT 2`, program, likePrefix(revision))
+		WHERE p.name = ? AND r.digest LIKE ? ESCAPE '\' LIMIT 2`, program, likePrefix(strings.ToLower(revision)))
 	if err != nil {
 		return "", "", "", fmt.Errorf("revision %s of %q: %w", revision, program, err)
 	}

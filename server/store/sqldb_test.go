@@ -1,7 +1,11 @@
 package store
 
 import (
+	"context"
 	"errors"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -52,5 +56,37 @@ func TestClassify(t *testing.T) {
 		if got := fault.Sentinel(classify(tc.err)); got != tc.want {
 			t.Errorf("classify(%v): sentinel %v, want %v", tc.err, got, tc.want)
 		}
+	}
+}
+
+func TestOpenURL(t *testing.T) {
+	dir := t.TempDir()
+	for _, dsn := range []string{"sqlite:" + dir + "/a.db", dir + "/b.db", "sqlite://" + dir + "/c.db"} {
+		db, err := Open(context.Background(), dsn, WithLogger(quiet))
+		if err != nil {
+			t.Fatalf("open %s: %v", dsn, err)
+		}
+		if db.Postgres() {
+			t.Errorf("%s: opened as PostgreSQL", dsn)
+		}
+		db.Close()
+	}
+	for _, name := range []string{"a.db", "b.db", "c.db"} {
+		if _, err := os.Stat(filepath.Join(dir, name)); err != nil {
+			t.Error(err)
+		}
+	}
+	for dsn, want := range map[string]string{
+		"mysql://u@h/db": `unknown scheme "mysql"`,
+		"sqlite:":        "empty SQLite path",
+	} {
+		if _, err := Open(context.Background(), dsn); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("open %s: %v, want %q", dsn, err, want)
+		}
+	}
+	// A password in the URL stays out of errors.
+	_, err := Open(context.Background(), "postgres://u:hunter2@127.0.0.1:1/db?connect_timeout=2", WithLogger(quiet))
+	if err == nil || strings.Contains(err.Error(), "hunter2") {
+		t.Errorf("open with a password: %v", err)
 	}
 }
