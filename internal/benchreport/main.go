@@ -44,6 +44,7 @@ var groups = []group{
 	{"./client/observe/", "^BenchmarkEvents$", "1000000x", 3},
 	{"./cmd/bpfarm/", "^BenchmarkFleet$", "1x", 1},
 	{"./server/store/", "^BenchmarkNotify$", "200x", 3},
+	{"./server/store/", "^BenchmarkStore$", "200x", 3},
 }
 
 // result is a benchmark's median over its runs: ns/op plus custom metrics.
@@ -187,6 +188,13 @@ var comparisons = []comparison{
 		"server/store:BenchmarkNotify/postgres", "", "abs<=ms", 2000, ""},
 	{"Replicas", "wake-up across replicas vs in-process (SQLite, one process): the price of crossing processes",
 		"server/store:BenchmarkNotify/postgres", "server/store:BenchmarkNotify/sqlite", "info", 0, ""},
+	{"Metadata database", "one job cycle (push a revision, queue, claim and finish its build, queue, claim and finish a relocation) on PostgreSQL over loopback vs SQLite",
+		"server/store:BenchmarkStore/cycle/postgres", "server/store:BenchmarkStore/cycle/sqlite", "info", 0,
+		"eight transactions and a few reads: network round trips against SQLite's in-process calls and fsyncs"},
+	{"Metadata database", "a host's desired state (5 assignments, what agents long-poll) on PostgreSQL vs SQLite",
+		"server/store:BenchmarkStore/desired/postgres", "server/store:BenchmarkStore/desired/sqlite", "info", 0, ""},
+	{"Metadata database", "one job cycle on PostgreSQL", "server/store:BenchmarkStore/cycle/postgres", "", "abs<=ms", 50,
+		"a farm's database work per build stays far below a compile (~1 s)"},
 }
 
 var lineRE = regexp.MustCompile(`^(Benchmark\S+?)(?:-\d+)?\s+\d+\s+(.*)$`)
