@@ -34,6 +34,7 @@ import (
 	"github.com/bpfarm/bpfarm/btf/kernel"
 	"github.com/bpfarm/bpfarm/server/archive"
 	"github.com/bpfarm/bpfarm/server/blob"
+	"github.com/bpfarm/bpfarm/server/fault"
 	"github.com/bpfarm/bpfarm/server/quota"
 	"github.com/bpfarm/bpfarm/server/signing"
 	"github.com/bpfarm/bpfarm/server/store"
@@ -447,6 +448,11 @@ func (s *Service) buildInputs(ctx context.Context, req PushRequest) ([]store.Bui
 	for _, a := range req.Arches {
 		fp, err := s.compiler.FingerprintWith(ctx, a, set)
 		if err != nil && !req.PerKernel {
+			if fault.IsInfra(err) {
+				// The farm's failure (a full disk writing vmlinux.h,
+				// storage reading the kernel): not the request's.
+				return nil, fmt.Errorf("arch %s: %w", a, err)
+			}
 			return nil, &InputError{fmt.Errorf("arch %s: %w", a, err)}
 		}
 		if !req.PerKernel {
