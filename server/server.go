@@ -31,6 +31,7 @@ import (
 	"github.com/bpfarm/bpfarm/server/intake"
 	"github.com/bpfarm/bpfarm/server/queue"
 	"github.com/bpfarm/bpfarm/server/quota"
+	"github.com/bpfarm/bpfarm/server/relocate"
 	"github.com/bpfarm/bpfarm/server/signing"
 	"github.com/bpfarm/bpfarm/server/store"
 	"github.com/bpfarm/bpfarm/server/verify"
@@ -105,6 +106,9 @@ type Config struct {
 	// JobHook runs at the start of every build and relocation job (tests
 	// inject panics with it).
 	JobHook func(kind string, id int64)
+	// Jobs holds the terms of the job queues' leases and retries (builds,
+	// relocations, verifications); zero fields: queue's defaults.
+	Jobs queue.Policy
 }
 
 // VerifyConfig configures verification on real kernels.
@@ -135,6 +139,7 @@ type Server struct {
 	// Intake imports kernels and takes pushes for every door (API, UI,
 	// first start).
 	Intake   *intake.Service
+	Relocate *relocate.Service
 	Verify   *verify.Service
 	Quotas   *quota.Service
 	GC       *gc.Collector
@@ -183,8 +188,8 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("data directory: %w", err)
 	}
 	s := &Server{cfg: cfg, Registry: prometheus.NewRegistry()}
-	s.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		queue.Collector())
+	s.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	s.Registry.MustRegister(queue.Collectors()...)
 
 	if s.DB, err = store.Open(ctx, cfg.Database, store.WithLogger(log)); err != nil {
 		return nil, err
@@ -241,7 +246,8 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("temp directory: %w", err)
 	}
 	s.Archive, err = archive.New(archive.Config{DB: s.DB, Blobs: s.Blobs, Log: log,
-		CacheDir: filepath.Join(farm, "kernels"), Defaults: cfg.DefaultKernels})
+		CacheDir: filepath.Join(farm, "kernels"), Defaults: cfg.DefaultKernels,
+		Queued: func() { s.Relocate.Kick(); s.Verify.Kick() }})
 	if err != nil {
 		s.DB.Close()
 		return nil, err
@@ -263,9 +269,13 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 
 	s.Quotas = quota.New(s.DB, cfg.Quota)
 	s.GC = &gc.Collector{DB: s.DB, Blobs: s.Blobs, Quotas: s.Quotas, Grace: cfg.GCGrace, Log: log}
+	// Builds, relocations and verifications wake each other's workers and
+	// the long polls through the store (store.DB.Notify), across processes.
+	s.Relocate = relocate.New(relocate.Config{DB: s.DB, Blobs: s.Blobs, Archive: s.Archive, Key: s.Key,
+		Workers: cfg.Relocators, Policy: cfg.Jobs, Logger: log, Registry: s.Registry, JobHook: cfg.JobHook})
 	s.Builds = build.New(build.Config{DB: s.DB, Blobs: s.Blobs, Compiler: s.Compiler, Workers: cfg.Workers,
-		Logger: log, Registry: s.Registry, Archive: s.Archive, Key: s.Key, Relocators: cfg.Relocators,
-		Quotas: s.Quotas, MaxObjectSize: cfg.MaxObjectSize, JobHook: cfg.JobHook})
+		Logger: log, Registry: s.Registry, Archive: s.Archive, Policy: cfg.Jobs, Quotas: s.Quotas,
+		MaxObjectSize: cfg.MaxObjectSize, JobHook: cfg.JobHook})
 	if s.Verify, err = s.openVerify(); err != nil {
 		s.DB.Close()
 		return nil, err
@@ -297,7 +307,7 @@ func (s *Server) openVerify() (*verify.Service, error) {
 	}
 	return verify.New(verify.Config{DB: s.DB, Blobs: s.Blobs, Key: s.Key, Runner: runner, VMs: vc.VMs,
 		Timeout: vc.Timeout, Memory: vc.Memory, Accel: vc.Accel, WorkDir: filepath.Join(s.cfg.Data, "verify"),
-		Changed: s.Builds.Changed, Logger: s.cfg.Logger, Registry: s.Registry})
+		Changed: s.Builds.Changed, Policy: s.cfg.Jobs, Logger: s.cfg.Logger, Registry: s.Registry})
 }
 
 // hostKernelMarker, under Data, records that the first start looked at
@@ -366,10 +376,12 @@ func (s *Server) Run(ctx context.Context) error {
 	srv.RegisterOnShutdown(s.API.StopLongPolls) // agents' desired-state long polls
 	workCtx, stopWork := context.WithCancel(context.WithoutCancel(ctx))
 	workersDone := make(chan error, 1)
+	relocateDone := make(chan struct{})
 	verifyDone := make(chan error, 1)
 	gcDone := make(chan struct{})
 	if runsJobs(s.cfg.Role) {
 		go func() { workersDone <- s.Builds.Run(workCtx) }()
+		go func() { defer close(relocateDone); s.Relocate.Run(workCtx) }()
 		go func() { verifyDone <- s.Verify.Run(workCtx) }()
 		go func() {
 			defer close(gcDone)
@@ -382,6 +394,7 @@ func (s *Server) Run(ctx context.Context) error {
 		}()
 	} else {
 		workersDone <- nil
+		close(relocateDone)
 		verifyDone <- nil
 		close(gcDone)
 	}
@@ -399,6 +412,7 @@ func (s *Server) Run(ctx context.Context) error {
 	srv.Shutdown(shutdownCtx)
 	stopWork()
 	<-workersDone
+	<-relocateDone
 	<-verifyDone
 	<-gcDone
 	if errors.Is(err, http.ErrServerClosed) {

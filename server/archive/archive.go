@@ -26,6 +26,7 @@ import (
 	"github.com/bpfarm/bpfarm/btf/core"
 	"github.com/bpfarm/bpfarm/btf/kernel"
 	"github.com/bpfarm/bpfarm/btf/source"
+	"github.com/bpfarm/bpfarm/internal/failpoint"
 	"github.com/bpfarm/bpfarm/server/blob"
 	"github.com/bpfarm/bpfarm/server/store"
 )
@@ -40,6 +41,8 @@ type Archive struct {
 	blobs blob.Store
 	log   *slog.Logger
 	dir   string // vmlinux.h cache
+	// queued wakes the workers of jobs an import queued (Config.Queued).
+	queued func()
 
 	// Defaults names each arch's reference kernel for CO-RE compiles; an
 	// arch without one uses its newest kernel.
@@ -67,6 +70,10 @@ type Config struct {
 	Defaults map[string]string
 	// ParsedKernels bounds how many parsed kernels stay in memory (default 8).
 	ParsedKernels int
+	// Queued, when set, is called after an import queued jobs (the
+	// relocations and verifications a kernel implies, committed with it):
+	// it wakes their workers.
+	Queued func()
 }
 
 // New returns an Archive.
@@ -90,7 +97,7 @@ func New(cfg Config) (*Archive, error) {
 		}
 	}
 	return &Archive{db: cfg.DB, blobs: cfg.Blobs, log: cfg.Log, dir: cfg.CacheDir, defaults: cfg.Defaults,
-		parsed: map[string]*parsedEntry{}, limit: cfg.ParsedKernels}, nil
+		queued: cfg.Queued, parsed: map[string]*parsedEntry{}, limit: cfg.ParsedKernels}, nil
 }
 
 // ImportOptions qualify an import.
@@ -110,6 +117,8 @@ type ImportOptions struct {
 type Imported struct {
 	Kernel  store.Kernel
 	Created bool
+	// Queued counts the relocations queued for the kernel.
+	Queued int
 }
 
 // Store stores one kernel read by package source.
@@ -164,16 +173,21 @@ func (a *Archive) Store(ctx context.Context, k *source.Kernel, opt ImportOptions
 		}
 		row.ImageBlob, row.ImageSize = info.Digest.String(), info.Size
 	}
-	out, created, err := a.db.PutKernel(ctx, row, opt.Replace)
+	failpoint.Hit("kernel/before-put")
+	out, created, queued, err := a.db.PutKernel(ctx, row, opt.Replace)
 	if err != nil {
 		if errors.Is(err, store.ErrConflict) {
 			return Imported{}, &InputError{err}
 		}
 		return Imported{}, err
 	}
+	failpoint.Hit("kernel/stored")
+	if a.queued != nil {
+		a.queued()
+	}
 	a.log.Info("kernel imported", "kernel", out.KID, "created", created, "btf_bytes", out.BTFSize,
-		"modules", out.ModulesCount, "source", out.Source)
-	return Imported{Kernel: out, Created: created}, nil
+		"modules", out.ModulesCount, "source", out.Source, "relocations_queued", queued)
+	return Imported{Kernel: out, Created: created, Queued: queued}, nil
 }
 
 // InputError is an import refused for its input (a 4xx).

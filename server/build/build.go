@@ -3,8 +3,14 @@
 // exists (a cache hit); workers claim queued builds from SQLite, compile
 // them in the sandbox, inspect the object and record the outcome.
 //
-// The queue lives in the database, so it survives crashes: builds left
-// running when the server died are queued again on start.
+// The queue lives in the database and builds are claimed with a lease
+// (package queue), so it survives crashes: a build whose worker died is
+// claimed again by any worker once its lease runs out. A build that fails
+// for an infrastructure reason (storage, disk, a deadline, an internal
+// error) is retried with backoff and never served as a cache hit; only
+// successes and the source's own failures (kind user) are. Finishing a
+// build queues its relocations (package relocate) in the same
+// transaction.
 package build
 
 import (
@@ -17,13 +23,10 @@ import (
 	"fmt"
 	"log/slog"
 	"regexp"
-	"runtime"
 	"slices"
 	"strings"
 	"sync"
 	"time"
-
-	"github.com/bpfarm/bpfarm/server/queue"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -32,17 +35,14 @@ import (
 	"github.com/bpfarm/bpfarm/bpfsrc/compile"
 	"github.com/bpfarm/bpfarm/bpfsrc/inspect"
 	"github.com/bpfarm/bpfarm/btf/kernel"
+	"github.com/bpfarm/bpfarm/internal/failpoint"
 	"github.com/bpfarm/bpfarm/server/archive"
 	"github.com/bpfarm/bpfarm/server/blob"
 	"github.com/bpfarm/bpfarm/server/fault"
+	"github.com/bpfarm/bpfarm/server/queue"
 	"github.com/bpfarm/bpfarm/server/quota"
-	"github.com/bpfarm/bpfarm/server/signing"
 	"github.com/bpfarm/bpfarm/server/store"
 )
-
-// MaxAttempts bounds how often a build is retried after the server died
-// while running it.
-const MaxAttempts = 3
 
 // Service is the build queue and its workers.
 type Service struct {
@@ -51,12 +51,9 @@ type Service struct {
 	compiler *compile.Compiler
 	log      *slog.Logger
 	archive  *archive.Archive
-	key      *signing.Key
 	metrics  *metrics
 	workers  int
-
-	relocator  *relocator
-	relocators int
+	policy   queue.Policy
 
 	quotas    *quota.Service
 	maxObject int64
@@ -71,23 +68,21 @@ type Config struct {
 	Blobs    blob.Store
 	Compiler *compile.Compiler
 	Workers  int // concurrent compiles; at least 1
-	// Archive is the BTF archive builds are relocated against; nil turns
-	// relocation off.
+	// Archive is the BTF archive (per-kernel builds); nil turns per-kernel
+	// builds off.
 	Archive *archive.Archive
-	// Key signs artifact manifests.
-	Key *signing.Key
-	// Relocators is the number of concurrent relocations (default: cores).
-	Relocators int
-	Logger     *slog.Logger
-	Registry   prometheus.Registerer
+	// Policy holds the leases' and retries' terms.
+	Policy   queue.Policy
+	Logger   *slog.Logger
+	Registry prometheus.Registerer
 	// Quotas enforces per-token limits on pushes and build outputs; nil:
 	// no limits.
 	Quotas *quota.Service
 	// MaxObjectSize bounds a compiled object (the server's
 	// --max-object-size); 0: DefaultMaxObjectSize.
 	MaxObjectSize int64
-	// JobHook, when set, runs at the start of every build ("build") and
-	// relocation ("artifact") job with its id: tests inject panics with it.
+	// JobHook, when set, runs at the start of every build ("build") with
+	// its id: tests inject panics with it.
 	JobHook func(kind string, id int64)
 }
 
@@ -102,49 +97,21 @@ func New(cfg Config) *Service {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	if cfg.Relocators < 1 {
-		cfg.Relocators = runtime.GOMAXPROCS(0)
-	}
 	if cfg.MaxObjectSize <= 0 {
 		cfg.MaxObjectSize = DefaultMaxObjectSize
 	}
 	s := &Service{db: cfg.DB, blobs: cfg.Blobs, compiler: cfg.Compiler, log: cfg.Logger,
-		archive: cfg.Archive, key: cfg.Key, workers: cfg.Workers, relocators: cfg.Relocators,
-		wake: queue.NewWaker(cfg.DB, store.TopicBuildQueued), quotas: cfg.Quotas, maxObject: cfg.MaxObjectSize, jobHook: cfg.JobHook}
-	s.relocator = newRelocator(s)
+		archive: cfg.Archive, workers: cfg.Workers, policy: cfg.Policy.Defaults(),
+		wake: queue.NewWaker(cfg.DB, store.TopicBuildQueued), quotas: cfg.Quotas, maxObject: cfg.MaxObjectSize,
+		jobHook: cfg.JobHook}
 	s.metrics = newMetrics(cfg.Registry, cfg.DB)
 	return s
 }
 
-// Run recovers builds interrupted by a crash, then runs the workers until
-// ctx is done. Builds running at that moment are left "running" and queued
-// again on the next start.
+// Run runs the workers until ctx is done. Builds running at that moment
+// are given back to the queue.
 func (s *Service) Run(ctx context.Context) error {
-	requeued, failed, err := s.db.Recover(ctx, MaxAttempts)
-	if err != nil {
-		return err
-	}
-	if requeued > 0 || failed > 0 {
-		s.log.Info("recovered interrupted builds", "requeued", requeued, "failed", failed)
-	}
 	var wg sync.WaitGroup
-	if s.archive != nil {
-		n, err := s.db.RecoverArtifacts(ctx)
-		if err != nil {
-			return err
-		}
-		if n > 0 {
-			s.log.Info("recovered interrupted relocations", "requeued", n)
-		}
-		for i := range s.relocators {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				s.relocator.run(ctx, i)
-			}()
-		}
-		s.relocator.kick()
-	}
 	for i := range s.workers {
 		wg.Add(1)
 		go func() {
@@ -164,41 +131,76 @@ func (s *Service) kick() { s.db.Notify(context.Background(), store.TopicBuildQue
 // every process.
 func (s *Service) changed() { s.db.Notify(context.Background(), store.TopicBuilds) }
 
+// relocationsQueued wakes the relocation workers (package relocate) of
+// every process.
+func (s *Service) relocationsQueued() {
+	s.db.Notify(context.Background(), store.TopicArtifactQueued)
+}
+
 func (s *Service) worker(ctx context.Context, n int) {
-	log := s.log.With("worker", n)
-	queue.Loop(ctx, log, "build", s.wake, s.db.Claim, func(ctx context.Context, job *store.Job) { s.run(ctx, log, job) },
-		func(ctx context.Context, job *store.Job, err error) {
-			out := store.Outcome{State: api.StateFailed, ErrorKind: "internal", Error: err.Error()}
-			if s.compiler != nil {
-				out.Compiler = s.compiler.Version()
-			}
-			if err := s.db.Finish(ctx, job.ID, out); err != nil {
-				log.Error("record build outcome", "build", job.ID, "err", err)
-			}
-			s.metrics.builds.WithLabelValues("failed_internal").Inc()
-			s.changed()
-		})
+	w := &queue.Worker[*store.Job]{Name: "build", Queue: store.QueueBuilds, DB: s.db, Owner: queue.Owner("build", n),
+		Policy: s.policy, Log: s.log.With("worker", n), Wake: s.wake, Claim: s.db.Claim,
+		Lease:   func(j *store.Job) store.Lease { return j.Lease },
+		Expired: func(j *store.Job) bool { return j.Expired },
+	}
+	w.Run = func(ctx context.Context, job *store.Job) { s.run(ctx, w, job) }
+	w.Panicked = func(ctx context.Context, job *store.Job, err error) {
+		out := store.Outcome{State: api.StateFailed, ErrorKind: store.ErrorKindInfra, Error: err.Error()}
+		if s.compiler != nil {
+			out.Compiler = s.compiler.Version()
+		}
+		s.record(ctx, w, job, out, time.Now())
+	}
+	w.Loop(ctx)
 }
 
 // run executes one claimed build and records its outcome.
-func (s *Service) run(ctx context.Context, log *slog.Logger, job *store.Job) {
-	log = log.With("build", job.ID, "program", job.Program, "revision", short(job.Revision), "arch", job.Arch)
+func (s *Service) run(ctx context.Context, w *queue.Worker[*store.Job], job *store.Job) {
+	log := w.Log.With("build", job.ID, "program", job.Program, "revision", short(job.Revision), "arch", job.Arch)
 	log.Info("build started", "attempt", job.Attempts)
 	s.changed()
 	if s.jobHook != nil {
 		s.jobHook("build", job.ID)
 	}
+	failpoint.Hit("build/claimed")
 	start := time.Now()
 	out := s.execute(ctx, job)
 	if ctx.Err() != nil {
-		// Shutting down: leave the build running; it is queued again on start.
-		log.Info("build interrupted by shutdown")
+		// Shutting down (the build is given back to the queue) or the
+		// lease is lost (another worker has it).
+		log.Info("build interrupted", "cause", context.Cause(ctx))
 		return
 	}
-	if err := s.db.Finish(context.WithoutCancel(ctx), job.ID, out); err != nil {
+	failpoint.Hit("build/before-finish")
+	s.record(ctx, w, job, out, start)
+}
+
+// record records a build's outcome: an infrastructure failure goes back
+// to the queue with backoff until its attempts run out; anything else is
+// final and, for a success, queues its relocations in the same
+// transaction.
+func (s *Service) record(ctx context.Context, w *queue.Worker[*store.Job], job *store.Job, out store.Outcome, start time.Time) {
+	ctx = context.WithoutCancel(ctx)
+	log := w.Log.With("build", job.ID)
+	defer s.changed()
+	if out.State == api.StateFailed && out.ErrorKind == store.ErrorKindInfra {
+		retried, err := w.Fail(ctx, job.Lease, job.Attempts, errors.New(out.Error))
+		if err != nil {
+			log.Error("retry build", "err", err)
+			return
+		}
+		if retried {
+			s.metrics.builds.WithLabelValues("retried").Inc()
+			return
+		}
+		out.Error = queue.GiveUpReason(job.Attempts, errors.New(out.Error))
+	}
+	queued, err := s.db.Finish(ctx, job.Lease, out)
+	if err != nil {
 		log.Error("record build outcome", "err", err)
 		return
 	}
+	failpoint.Hit("build/finished")
 	d := time.Since(start)
 	result := out.State
 	if out.State == api.StateFailed {
@@ -206,59 +208,57 @@ func (s *Service) run(ctx context.Context, log *slog.Logger, job *store.Job) {
 	}
 	s.metrics.builds.WithLabelValues(result).Inc()
 	s.metrics.duration.WithLabelValues(result).Observe(d.Seconds())
-	log.Info("build finished", "state", out.State, "error", out.Error, "duration", d, "pch", out.UsedPCH)
-	if out.State == api.StateSucceeded && s.archive != nil {
-		n, err := s.db.QueueArtifacts(context.WithoutCancel(ctx), job.ID)
-		if err != nil {
-			log.Error("queue relocations", "err", err)
-		} else if n > 0 {
-			log.Info("relocations queued", "kernels", n)
-			s.relocator.kick()
-		}
+	log.Info("build finished", "state", out.State, "error", out.Error, "duration", d, "pch", out.UsedPCH,
+		"relocations_queued", queued)
+	if queued > 0 {
+		s.relocationsQueued()
 	}
-	s.changed()
 }
 
 func (s *Service) execute(ctx context.Context, job *store.Job) store.Outcome {
-	fail := func(kind string, err error) store.Outcome {
-		return store.Outcome{State: api.StateFailed, ErrorKind: kind, Error: err.Error(), Compiler: s.compiler.Version()}
+	fail := func(kind fault.Kind, err error) store.Outcome {
+		return store.Outcome{State: api.StateFailed, ErrorKind: string(kind), Error: err.Error(), Compiler: s.compiler.Version()}
 	}
+	// The farm's own failures: retried, never cached.
+	infra := func(err error) store.Outcome { return fail(fault.Infra, err) }
 	d, err := blob.ParseDigest(job.BundleBlob)
 	if err != nil {
-		return fail("internal", fmt.Errorf("bundle blob: %w", err))
+		return infra(fmt.Errorf("bundle blob: %w", err))
 	}
 	rc, err := s.blobs.Get(ctx, d)
 	if err != nil {
-		return fail("internal", fmt.Errorf("read source bundle: %w", err))
+		return infra(fmt.Errorf("read source bundle: %w", err))
 	}
 	bundle, err := bpfsrc.ReadTarGz(rc, job.Entry, bpfsrc.DefaultLimits)
 	rc.Close()
 	if err != nil {
-		return fail("internal", fmt.Errorf("read source bundle: %w", err))
+		return infra(fmt.Errorf("read source bundle: %w", err))
 	}
 	req := compile.Request{Bundle: bundle, Arch: job.Arch, Flags: job.Flags}
 	if req.Libbpf, err = s.libbpfSet(ctx, job.HeaderSet); err != nil {
-		return fail("internal", err)
+		return infra(err)
 	}
 	if job.KernelID != 0 {
 		k, err := s.db.KernelByID(ctx, job.KernelID)
 		if err != nil {
-			return fail("internal", err)
+			return infra(err)
 		}
 		if req.Kernel, err = s.archive.Target(ctx, k); err != nil {
-			return fail("internal", err)
+			return infra(err)
 		}
 	}
 	res, err := s.compiler.Compile(ctx, req)
 	var cerr *compile.Error
 	if errors.As(err, &cerr) {
-		out := fail("user", err)
+		// The source's fault, unless the farm failed under the compiler
+		// (a full disk, a deadline).
+		out := fail(fault.Classify(err), err)
 		out.Diagnostics = cerr.Diagnostics
 		out.LogBlob = s.putLog(ctx, job, nil, cerr.Log, err)
 		return out
 	}
 	if err != nil {
-		return fail("internal", err)
+		return infra(err)
 	}
 	out := store.Outcome{Compiler: s.compiler.Version(), Diagnostics: res.Diagnostics, UsedPCH: res.UsedPCH}
 	obj, err := inspect.Inspect(res.Object)
@@ -266,20 +266,27 @@ func (s *Service) execute(ctx context.Context, job *store.Job) store.Outcome {
 		err = obj.Check()
 	}
 	if err != nil {
-		o := fail("user", err)
+		o := fail(fault.User, err)
 		o.Diagnostics, o.UsedPCH, o.Inspection = res.Diagnostics, res.UsedPCH, obj
 		o.LogBlob = s.putLog(ctx, job, res, res.Log, err)
 		return o
 	}
 	if err := s.checkObject(ctx, job, int64(len(res.Object))); err != nil {
-		o := fail("user", err)
+		var qe *quota.Error
+		if !errors.As(err, &qe) {
+			return infra(fmt.Errorf("check quota: %w", err))
+		}
+		o := fail(fault.User, err)
 		o.Diagnostics, o.UsedPCH, o.Inspection = res.Diagnostics, res.UsedPCH, obj
 		o.LogBlob = s.putLog(ctx, job, res, res.Log, err)
 		return o
 	}
+	if err := failpoint.Error("build/store-object"); err != nil {
+		return infra(fault.Wrap(fault.ErrStorageUnavailable, err))
+	}
 	od, err := blob.PutBytes(ctx, s.blobs, res.Object)
 	if err != nil {
-		return fail("internal", fmt.Errorf("store object: %w", err))
+		return infra(fmt.Errorf("store object: %w", err))
 	}
 	out.State = api.StateSucceeded
 	out.Inspection = obj
@@ -410,6 +417,7 @@ func (s *Service) Push(ctx context.Context, req PushRequest) (api.PushResult, er
 	if err != nil {
 		return res, fmt.Errorf("store bundle: %w", err)
 	}
+	failpoint.Hit("push/bundle-stored")
 	res.Program, res.Revision = req.Program, req.Bundle.Digest()
 	res.Created, err = s.db.AddRevision(ctx, store.RevisionInput{Program: req.Program, Digest: res.Revision,
 		Entry: req.Bundle.Entry, BundleBlob: bd.String(), Size: req.Bundle.Size(), Files: len(req.Bundle.Files),
@@ -417,16 +425,19 @@ func (s *Service) Push(ctx context.Context, req PushRequest) (api.PushResult, er
 	if err != nil {
 		return res, err
 	}
+	failpoint.Hit("push/revision-added")
 	for _, in := range inputs {
 		in.Program, in.Revision = req.Program, res.Revision
 		b, queued, err := s.db.EnsureBuild(ctx, in)
 		if err != nil {
 			return res, err
 		}
+		failpoint.Hit("push/build-ensured")
 		if queued {
 			s.kick()
 		} else {
 			s.metrics.cacheHits.Inc()
+			s.relocationsQueued() // a copied success queued its relocations
 		}
 		res.Builds = append(res.Builds, b)
 	}

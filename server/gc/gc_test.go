@@ -66,11 +66,11 @@ func newFixture(t *testing.T, backend string) *fixture {
 			CacheKey: fmt.Sprint("key", i)}); err != nil {
 			t.Fatal(err)
 		}
-		job, err := db.Claim(ctx)
+		job, err := db.Claim(ctx, store.ClaimOptions{Owner: "test", TTL: time.Minute, MaxAttempts: 3})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := db.Finish(ctx, job.ID, store.Outcome{State: api.StateSucceeded, ObjectBlob: put(fmt.Sprint("object ", i)),
+		if _, err := db.Finish(ctx, job.Lease, store.Outcome{State: api.StateSucceeded, ObjectBlob: put(fmt.Sprint("object ", i)),
 			ObjectSize: 8, LogBlob: put(fmt.Sprint("log ", i))}); err != nil {
 			t.Fatal(err)
 		}

@@ -429,12 +429,12 @@ func TestAssignmentExportsAPI(t *testing.T) {
 		if _, _, err := h.db.EnsureBuild(ctx, store.BuildInput{Program: "p", Revision: "abcdef0123", Arch: "x86_64", CacheKey: "k"}); err != nil {
 			t.Fatal(err)
 		}
-		job, err := h.db.Claim(ctx)
+		job, err := h.db.Claim(ctx, store.ClaimOptions{Owner: "test", TTL: time.Minute, MaxAttempts: 3})
 		if err != nil {
 			t.Fatal(err)
 		}
 		insp := &inspect.Object{Maps: []inspect.Map{{Name: "counts", Type: "Hash"}, {Name: "hist", Type: "Array"}}}
-		if err := h.db.Finish(ctx, job.ID, store.Outcome{State: api.StateSucceeded, ObjectBlob: "o", Inspection: insp}); err != nil {
+		if _, err := h.db.Finish(ctx, job.Lease, store.Outcome{State: api.StateSucceeded, ObjectBlob: "o", Inspection: insp}); err != nil {
 			t.Fatal(err)
 		}
 		for _, bad := range []api.AssignmentRequest{
@@ -587,21 +587,21 @@ func TestUnverifiedKernelServedOnlyToItsHost(t *testing.T) {
 		if _, _, err := h.db.EnsureBuild(ctx, store.BuildInput{Program: "p", Revision: "abcdef0123", Arch: "x86_64", CacheKey: "k"}); err != nil {
 			t.Fatal(err)
 		}
-		job, err := h.db.Claim(ctx)
+		job, err := h.db.Claim(ctx, store.ClaimOptions{Owner: "test", TTL: time.Minute, MaxAttempts: 3})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := h.db.Finish(ctx, job.ID, store.Outcome{State: api.StateSucceeded, ObjectBlob: "o"}); err != nil {
+		if _, err := h.db.Finish(ctx, job.Lease, store.Outcome{State: api.StateSucceeded, ObjectBlob: "o"}); err != nil {
 			t.Fatal(err)
 		}
-		if _, _, err := h.db.PutKernel(ctx, store.Kernel{KID: testKernel, Distro: "debian", Version: "12", Arch: "x86_64",
+		if _, _, _, err := h.db.PutKernel(ctx, store.Kernel{KID: testKernel, Distro: "debian", Version: "12", Arch: "x86_64",
 			Release: "6.1.0-1-amd64", BTFBlob: "btf", BTFSize: 3, Trust: api.KernelUnverified, SourceHost: "web-1"}, false); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := h.db.QueueArtifacts(ctx, job.ID); err != nil {
 			t.Fatal(err)
 		}
-		aj, err := h.db.ClaimArtifact(ctx, "")
+		aj, err := h.db.ClaimArtifact(ctx, store.ClaimOptions{Owner: "test", TTL: time.Minute, MaxAttempts: 3}, "")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -609,7 +609,7 @@ func TestUnverifiedKernelServedOnlyToItsHost(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := h.db.FinishArtifact(ctx, aj.ID, store.ArtifactOutcome{Status: "ok", MinBTFBlob: minBTF.String(), MinBTFSize: 10,
+		if err := h.db.FinishArtifact(ctx, aj.Lease, store.ArtifactOutcome{Status: "ok", MinBTFBlob: minBTF.String(), MinBTFSize: 10,
 			ManifestBlob: minBTF.String()}); err != nil {
 			t.Fatal(err)
 		}

@@ -51,20 +51,17 @@ type Imported struct {
 	Queued  int
 }
 
-// Import stores a kernel that package source read and queues the work a
-// new kernel implies: the relocation of every program's latest build for
-// it. Bad input is an *archive.InputError.
+// Import stores a kernel that package source read with the work a new
+// kernel implies, committed with it (store.DB.PutKernel): the relocation
+// of every program's latest build for it, and the verifications its image
+// allows. Bad input is an *archive.InputError.
 func (s *Service) Import(ctx context.Context, k *source.Kernel, opt archive.ImportOptions) (Imported, error) {
 	defer removeImage(k)
 	imp, err := s.archive.Store(ctx, k, opt)
 	if err != nil {
 		return Imported{}, err
 	}
-	queued, err := s.builds.KernelAdded(ctx, imp.Kernel.ID)
-	if err != nil {
-		return Imported{}, fmt.Errorf("kernel %s imported, its relocations not queued: %w", imp.Kernel.KID, err)
-	}
-	return Imported{Kernel: imp.Kernel, Created: imp.Created, Queued: queued}, nil
+	return Imported{Kernel: imp.Kernel, Created: imp.Created, Queued: imp.Queued}, nil
 }
 
 // FileImport is the outcome of importing a file.

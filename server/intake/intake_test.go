@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ulikunitz/xz"
 
@@ -73,11 +74,11 @@ func succeededBuild(t *testing.T, db *store.DB) {
 	if _, _, err := db.EnsureBuild(ctx, store.BuildInput{Program: "p", Revision: "rev", Arch: "x86_64", CacheKey: "k"}); err != nil {
 		t.Fatal(err)
 	}
-	job, err := db.Claim(ctx)
+	job, err := db.Claim(ctx, store.ClaimOptions{Owner: "test", TTL: time.Minute, MaxAttempts: 3})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := db.Finish(ctx, job.ID, store.Outcome{State: api.StateSucceeded, ObjectBlob: "obj", ObjectSize: 1}); err != nil {
+	if _, err := db.Finish(ctx, job.Lease, store.Outcome{State: api.StateSucceeded, ObjectBlob: "obj", ObjectSize: 1}); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -12,26 +12,40 @@ import (
 	"github.com/bpfarm/bpfarm/manifest"
 )
 
-// QueueArtifacts queues the relocation of a succeeded build for kernels
-// (every kernel of its arch when kernels is nil; for a per-kernel build,
-// only its own kernel). It returns how many were queued.
+// execer is a sqlDB or a sqlTx.
+type execer interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+}
+
+// QueueArtifacts queues the relocation of a succeeded build for every
+// kernel of its arch (a per-kernel build: its own kernel) that it has no
+// artifact for. It returns how many were queued. Finish and EnsureBuild
+// do this in their own transactions; this is for repairs.
 func (d *DB) QueueArtifacts(ctx context.Context, buildID int64) (int, error) {
-	res, err := d.db.ExecContext(ctx, `INSERT INTO artifacts (build_id, kernel_id, state, created_at)
+	n, err := queueArtifacts(ctx, d.db, buildID)
+	if err != nil {
+		return 0, fmt.Errorf("queue artifacts of build %d: %w", buildID, err)
+	}
+	return n, nil
+}
+
+func queueArtifacts(ctx context.Context, db execer, buildID int64) (int, error) {
+	res, err := db.ExecContext(ctx, `INSERT INTO artifacts (build_id, kernel_id, state, created_at)
 		SELECT b.id, k.id, 'queued', ? FROM builds b JOIN kernels k ON k.arch = b.arch
 		WHERE b.id = ? AND b.state = 'succeeded' AND (b.kernel_id IS NULL OR b.kernel_id = k.id)
 		ON CONFLICT (build_id, kernel_id) DO NOTHING`, now(), buildID)
 	if err != nil {
-		return 0, fmt.Errorf("queue artifacts of build %d: %w", buildID, err)
+		return 0, err
 	}
 	n, _ := res.RowsAffected()
 	return int(n), nil
 }
 
-// QueueArtifactsForKernel queues, for a newly imported kernel, the
+// queueArtifactsForKernel queues, for a newly imported kernel, the
 // relocation of the latest revision of every program: its succeeded CO-RE
 // builds of the kernel's arch.
-func (d *DB) QueueArtifactsForKernel(ctx context.Context, kernelID int64) (int, error) {
-	res, err := d.db.ExecContext(ctx, `INSERT INTO artifacts (build_id, kernel_id, state, created_at)
+func queueArtifactsForKernel(ctx context.Context, db execer, kernelID int64) (int, error) {
+	res, err := db.ExecContext(ctx, `INSERT INTO artifacts (build_id, kernel_id, state, created_at)
 		SELECT b.id, k.id, 'queued', ? FROM kernels k
 		JOIN builds b ON b.arch = k.arch AND b.state = 'succeeded' AND b.kernel_id IS NULL
 		WHERE k.id = ? AND b.revision_id IN (
@@ -47,30 +61,36 @@ func (d *DB) QueueArtifactsForKernel(ctx context.Context, kernelID int64) (int, 
 
 // ArtifactJob is a claimed relocation: everything a worker needs.
 type ArtifactJob struct {
-	ID        int64
+	Lease
 	Build     api.Build
 	PerKernel bool
 	Kernel    Kernel
 	Attempts  int
+	// Expired is set when the job was claimed from a worker whose lease
+	// ran out.
+	Expired bool
 }
 
-// ClaimArtifact takes the oldest queued relocation, preferring kernels
-// whose BTF was parsed last (prefer), and marks it running. It returns
-// ErrNotFound when none is queued.
-func (d *DB) ClaimArtifact(ctx context.Context, preferBTF string) (*ArtifactJob, error) {
-	var (
-		j                 ArtifactJob
-		buildID, kernelID int64
-	)
+// ClaimArtifact leases the oldest claimable relocation (queued, or
+// running with a lease that ran out) to o.Owner, preferring kernels whose
+// BTF was parsed last (preferBTF), and marks it running. It returns
+// ErrNotFound when there is none.
+func (d *DB) ClaimArtifact(ctx context.Context, o ClaimOptions, preferBTF string) (*ArtifactJob, error) {
+	j := ArtifactJob{Lease: Lease{Queue: QueueArtifacts, Owner: o.Owner}}
+	var buildID, kernelID int64
 	err := d.tx(ctx, func(tx *sqlTx) error {
-		return tx.QueryRowContext(ctx, `UPDATE artifacts SET state = 'running', attempts = attempts + 1
-			WHERE id = (SELECT a.id FROM artifacts a JOIN kernels k ON k.id = a.kernel_id WHERE a.state = 'queued'
-				ORDER BY (k.btf_blob = ?) DESC, a.id LIMIT 1`+d.skipLocked("a")+`) AND state = 'queued'
-			RETURNING id, build_id, kernel_id, attempts`, preferBTF).Scan(&j.ID, &buildID, &kernelID, &j.Attempts)
+		var err error
+		j.ID, j.Attempts, j.Expired, err = d.claimJob(ctx, tx, QueueArtifacts, o,
+			`artifacts j JOIN kernels k ON k.id = j.kernel_id`,
+			`CASE WHEN k.btf_blob = ? THEN 0 ELSE 1 END, j.id`, preferBTF)
+		if err != nil {
+			return err
+		}
+		return tx.QueryRowContext(ctx, `SELECT build_id, kernel_id FROM artifacts WHERE id = ?`, j.ID).Scan(&buildID, &kernelID)
 	})
 	if err != nil {
-		if errors.Is(err, sql.ErrNoRows) {
-			return nil, ErrNotFound
+		if errors.Is(err, ErrNotFound) {
+			return nil, err
 		}
 		return nil, fmt.Errorf("claim artifact: %w", err)
 	}
@@ -80,15 +100,13 @@ func (d *DB) ClaimArtifact(ctx context.Context, preferBTF string) (*ArtifactJob,
 	if j.Kernel, err = d.KernelByID(ctx, kernelID); err != nil {
 		return nil, err
 	}
-	var kid sql.NullInt64
-	d.db.QueryRowContext(ctx, `SELECT kernel_id FROM builds WHERE id = ?`, buildID).Scan(&kid)
-	j.PerKernel = kid.Valid
+	j.PerKernel = j.Build.Kernel != ""
 	return &j, nil
 }
 
 // ArtifactOutcome is the result of a relocation.
 type ArtifactOutcome struct {
-	Error         string // internal failure: state error
+	Error         string // a failure: state error
 	Status        string // ok, poisoned, unsupported, failed
 	Report        *manifest.Report
 	MinBTFBlob    string
@@ -98,8 +116,11 @@ type ArtifactOutcome struct {
 	ManifestBlob  string
 }
 
-// FinishArtifact records a running relocation's outcome.
-func (d *DB) FinishArtifact(ctx context.Context, id int64, o ArtifactOutcome) error {
+// FinishArtifact records the outcome of the relocation leased by l and, in
+// the same transaction, queues the verification a done artifact implies
+// when its kernel has an image to boot. It returns ErrLeaseLost when l is
+// no longer held.
+func (d *DB) FinishArtifact(ctx context.Context, l Lease, o ArtifactOutcome) error {
 	state := api.ArtifactDone
 	if o.Error != "" {
 		state = api.ArtifactError
@@ -108,26 +129,27 @@ func (d *DB) FinishArtifact(ctx context.Context, id int64, o ArtifactOutcome) er
 	if o.Report != nil {
 		report, _ = json.Marshal(o.Report)
 	}
-	res, err := d.db.ExecContext(ctx, `UPDATE artifacts SET state = ?, status = ?, error = ?, report = ?, minbtf_blob = ?,
-		minbtf_size = ?, relocated_blob = ?, relocated_size = ?, manifest_blob = ?, finished_at = ?
-		WHERE id = ? AND state = 'running'`, state, o.Status, o.Error, string(report), o.MinBTFBlob, o.MinBTFSize,
-		o.RelocatedBlob, o.RelocatedSize, o.ManifestBlob, now(), id)
+	err := d.tx(ctx, func(tx *sqlTx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE artifacts SET state = ?, status = ?, error = ?, report = ?, minbtf_blob = ?,
+			minbtf_size = ?, relocated_blob = ?, relocated_size = ?, manifest_blob = ?, finished_at = ?,
+			lease_owner = '', lease_expires = NULL`+finishCond, state, o.Status, o.Error, string(report), o.MinBTFBlob,
+			o.MinBTFSize, o.RelocatedBlob, o.RelocatedSize, o.ManifestBlob, now(), l.ID, l.Owner)
+		if err != nil {
+			return err
+		}
+		if err := leaseHeld(res, l); err != nil {
+			return err
+		}
+		if state != api.ArtifactDone {
+			return nil
+		}
+		_, err = queueVerifications(ctx, tx, `a.id = ?`, l.ID)
+		return err
+	})
 	if err != nil {
-		return fmt.Errorf("finish artifact %d: %w", id, err)
-	}
-	if n, _ := res.RowsAffected(); n != 1 {
-		return fmt.Errorf("finish artifact %d: not running", id)
+		return fmt.Errorf("finish artifact %d: %w", l.ID, err)
 	}
 	return nil
-}
-
-// RecoverArtifacts queues again relocations left running by a crash.
-func (d *DB) RecoverArtifacts(ctx context.Context) (int64, error) {
-	res, err := d.db.ExecContext(ctx, `UPDATE artifacts SET state = 'queued' WHERE state = 'running'`)
-	if err != nil {
-		return 0, fmt.Errorf("recover artifacts: %w", err)
-	}
-	return res.RowsAffected()
 }
 
 // ArtifactFilter selects artifacts; zero fields match everything.

@@ -76,10 +76,11 @@ type BuildInput struct {
 // EnsureBuild returns the build of in, creating it when needed:
 //   - an existing build of the same revision, arch and flags is returned as
 //     is, unless its inputs changed (another cache key, e.g. a new compiler)
-//     or it failed for an internal reason: then it is queued again;
+//     or it failed for an infrastructure reason: then it is queued again;
 //   - else, when another build has the same cache key and a final result
 //     (success, or a failure caused by the source), the new build copies that
-//     result without compiling (a cache hit);
+//     result without compiling (a cache hit) and, in the same transaction,
+//     a copied success queues its relocations for every kernel of its arch;
 //   - else a new build is queued.
 //
 // It reports whether a compile was queued.
@@ -100,14 +101,19 @@ func (d *DB) EnsureBuild(ctx context.Context, in BuildInput) (b api.Build, queue
 			rid, in.Arch, string(flags), in.KernelID).Scan(&id, &state, &key, &kind)
 		switch {
 		case err == nil:
-			if key == in.CacheKey && !(state == api.StateFailed && kind == "internal") {
+			if key == in.CacheKey && !(state == api.StateFailed && kind == ErrorKindInfra) {
 				return nil
 			}
 			queued = true
 			_, err = tx.ExecContext(ctx, `UPDATE builds SET cache_key = ?, state = 'queued', error = '', error_kind = '',
 				diagnostics = '[]', inspection = '', object_blob = '', object_size = 0, log_blob = '', compiler = '',
 				used_pch = 0, attempts = 0, cached_from = NULL, started_at = NULL, finished_at = NULL, created_at = ?,
-				header_set = ? WHERE id = ?`, in.CacheKey, now(), in.HeaderSet, id)
+				header_set = ?, lease_owner = '', lease_expires = NULL, not_before = NULL WHERE id = ?`,
+				in.CacheKey, now(), in.HeaderSet, id)
+			if err == nil {
+				// Its artifacts are of the old object.
+				_, err = tx.ExecContext(ctx, `DELETE FROM artifacts WHERE build_id = ?`, id)
+			}
 			return err
 		case !errors.Is(err, sql.ErrNoRows):
 			return err
@@ -120,16 +126,20 @@ func (d *DB) EnsureBuild(ctx context.Context, in BuildInput) (b api.Build, queue
 			SELECT ?, ?, ?, cache_key, state, error, error_kind, diagnostics, inspection, object_blob, object_size,
 				log_blob, compiler, used_pch, id, ?, ?, ?, NULLIF(?, 0), ?
 			FROM builds WHERE cache_key = ? AND (state = 'succeeded' OR (state = 'failed' AND error_kind = 'user'))
-			ORDER BY id DESC LIMIT 1
-			RETURNING id`,
+			ORDER BY id DESC LIMIT 1 RETURNING id`,
 			rid, in.Arch, string(flags), t, t, t, in.KernelID, in.HeaderSet, in.CacheKey).Scan(&id)
-		if err == nil || !errors.Is(err, sql.ErrNoRows) {
+		if err == nil {
+			_, err = queueArtifacts(ctx, tx, id)
 			return err
 		}
-		queued = true
-		return tx.QueryRowContext(ctx, `INSERT INTO builds (revision_id, arch, flags, cache_key, state, created_at, kernel_id, header_set)
+		if !errors.Is(err, sql.ErrNoRows) {
+			return err
+		}
+		err = tx.QueryRowContext(ctx, `INSERT INTO builds (revision_id, arch, flags, cache_key, state, created_at, kernel_id, header_set)
 			VALUES (?, ?, ?, ?, 'queued', ?, NULLIF(?, 0), ?) RETURNING id`,
 			rid, in.Arch, string(flags), in.CacheKey, t, in.KernelID, in.HeaderSet).Scan(&id)
+		queued = err == nil
+		return err
 	})
 	if err != nil {
 		return b, false, fmt.Errorf("ensure build of %s@%s for %s: %w", in.Program, short(in.Revision), in.Arch, err)
@@ -138,9 +148,18 @@ func (d *DB) EnsureBuild(ctx context.Context, in BuildInput) (b api.Build, queue
 	return b, queued, err
 }
 
+// Failure kinds of builds (api.Build.ErrorKind).
+const (
+	// ErrorKindUser: the source is wrong; the failure is final and cached.
+	ErrorKindUser = "user"
+	// ErrorKindInfra: the farm failed (storage, disk, timeout, internal);
+	// such builds are retried and never served as cache hits.
+	ErrorKindInfra = "infra"
+)
+
 // Job is a claimed build: everything a worker needs to run it.
 type Job struct {
-	ID         int64
+	Lease
 	Program    string
 	Revision   string
 	Entry      string
@@ -152,25 +171,28 @@ type Job struct {
 	KernelID   int64  // per-kernel build: compile against this kernel's headers
 	HeaderSet  string // libbpf header set; "" is the built-in one
 	PushedBy   string // the token that pushed the revision (its quota pays)
+	// Expired is set when the job was claimed from a worker whose lease
+	// ran out.
+	Expired bool
 }
 
-// Claim takes the oldest queued build, marks it running and returns it.
-// It returns ErrNotFound when the queue is empty.
-func (d *DB) Claim(ctx context.Context) (*Job, error) {
-	var j Job
+// Claim leases the oldest claimable build (queued, or running with a
+// lease that ran out) to o.Owner, marks it running and returns it. It
+// returns ErrNotFound when there is none.
+func (d *DB) Claim(ctx context.Context, o ClaimOptions) (*Job, error) {
+	j := Job{Lease: Lease{Queue: QueueBuilds, Owner: o.Owner}}
 	var flags string
 	err := d.tx(ctx, func(tx *sqlTx) error {
-		err := tx.QueryRowContext(ctx, `UPDATE builds SET state = 'running', started_at = ?, attempts = attempts + 1
-			WHERE id = (SELECT id FROM builds WHERE state = 'queued' ORDER BY id LIMIT 1`+d.skipLocked()+`)
-				AND state = 'queued'
-			RETURNING id, revision_id, arch, flags, cache_key, attempts, COALESCE(kernel_id, 0), header_set`, now()).
-			Scan(&j.ID, new(int64), &j.Arch, &flags, &j.CacheKey, &j.Attempts, &j.KernelID, &j.HeaderSet)
+		var err error
+		j.ID, j.Attempts, j.Expired, err = d.claimJob(ctx, tx, QueueBuilds, o, `builds j`, `j.id`)
 		if err != nil {
-			return notFound(err)
+			return err
 		}
-		return tx.QueryRowContext(ctx, `SELECT p.name, r.digest, r.entry, r.bundle_blob, r.pushed_by FROM builds b
+		return tx.QueryRowContext(ctx, `SELECT b.arch, b.flags, b.cache_key, COALESCE(b.kernel_id, 0), b.header_set,
+			p.name, r.digest, r.entry, r.bundle_blob, r.pushed_by FROM builds b
 			JOIN revisions r ON r.id = b.revision_id JOIN programs p ON p.id = r.program_id WHERE b.id = ?`, j.ID).
-			Scan(&j.Program, &j.Revision, &j.Entry, &j.BundleBlob, &j.PushedBy)
+			Scan(&j.Arch, &flags, &j.CacheKey, &j.KernelID, &j.HeaderSet, &j.Program, &j.Revision, &j.Entry,
+				&j.BundleBlob, &j.PushedBy)
 	})
 	if err != nil {
 		if errors.Is(err, ErrNotFound) {
@@ -188,7 +210,7 @@ func (d *DB) Claim(ctx context.Context) (*Job, error) {
 type Outcome struct {
 	State       string // api.StateSucceeded or api.StateFailed
 	Error       string
-	ErrorKind   string // "user" or "internal" for failures
+	ErrorKind   string // ErrorKindUser or ErrorKindInfra for failures
 	Diagnostics []bpfsrc.Diagnostic
 	Inspection  *inspect.Object
 	ObjectBlob  string
@@ -198,51 +220,40 @@ type Outcome struct {
 	UsedPCH     bool
 }
 
-// Finish records a running build's outcome. Blobs it names must already be
-// stored.
-func (d *DB) Finish(ctx context.Context, id int64, o Outcome) error {
+// Finish records the outcome of the build leased by l and, in the same
+// transaction, queues the relocations a success implies (one per kernel
+// of its arch; a per-kernel build's own kernel only). It returns how many
+// relocations it queued, and ErrLeaseLost when l is no longer held. Blobs
+// it names must already be stored.
+func (d *DB) Finish(ctx context.Context, l Lease, o Outcome) (queued int, err error) {
 	diags, _ := json.Marshal(nonNil(o.Diagnostics))
 	var insp []byte
 	if o.Inspection != nil {
 		insp, _ = json.Marshal(o.Inspection)
 	}
-	res, err := d.db.ExecContext(ctx, `UPDATE builds SET state = ?, error = ?, error_kind = ?, diagnostics = ?, inspection = ?,
-		object_blob = ?, object_size = ?, log_blob = ?, compiler = ?, used_pch = ?, finished_at = ?
-		WHERE id = ? AND state = 'running'`,
-		o.State, o.Error, o.ErrorKind, string(diags), string(insp), o.ObjectBlob, o.ObjectSize, o.LogBlob, o.Compiler,
-		o.UsedPCH, now(), id)
-	if err != nil {
-		return fmt.Errorf("finish build %d: %w", id, err)
-	}
-	if n, _ := res.RowsAffected(); n != 1 {
-		return fmt.Errorf("finish build %d: not running", id)
-	}
-	return nil
-}
-
-// Recover makes the queue whole after a crash: builds left running are
-// queued again, except those that already used maxAttempts (a build that
-// keeps killing the server), which fail.
-func (d *DB) Recover(ctx context.Context, maxAttempts int) (requeued, failed int64, err error) {
 	err = d.tx(ctx, func(tx *sqlTx) error {
-		res, err := tx.ExecContext(ctx, `UPDATE builds SET state = 'failed', error_kind = 'internal',
-			error = ?, finished_at = ? WHERE state = 'running' AND attempts >= ?`,
-			fmt.Sprintf("build interrupted %d times (the server stopped while running it); giving up", maxAttempts), now(), maxAttempts)
+		queued = 0 // the transaction may run again (PostgreSQL)
+		res, err := tx.ExecContext(ctx, `UPDATE builds SET state = ?, error = ?, error_kind = ?, diagnostics = ?, inspection = ?,
+			object_blob = ?, object_size = ?, log_blob = ?, compiler = ?, used_pch = ?, finished_at = ?,
+			lease_owner = '', lease_expires = NULL`+finishCond,
+			o.State, o.Error, o.ErrorKind, string(diags), string(insp), o.ObjectBlob, o.ObjectSize, o.LogBlob, o.Compiler,
+			o.UsedPCH, now(), l.ID, l.Owner)
 		if err != nil {
 			return err
 		}
-		failed, _ = res.RowsAffected()
-		res, err = tx.ExecContext(ctx, `UPDATE builds SET state = 'queued', started_at = NULL WHERE state = 'running'`)
-		if err != nil {
+		if err := leaseHeld(res, l); err != nil {
 			return err
 		}
-		requeued, _ = res.RowsAffected()
-		return nil
+		if o.State != api.StateSucceeded {
+			return nil
+		}
+		queued, err = queueArtifacts(ctx, tx, l.ID)
+		return err
 	})
 	if err != nil {
-		return 0, 0, fmt.Errorf("recover builds: %w", err)
+		return 0, fmt.Errorf("finish build %d: %w", l.ID, err)
 	}
-	return requeued, failed, nil
+	return queued, nil
 }
 
 // QueueDepth counts queued and running builds.

@@ -13,7 +13,7 @@ import (
 func putKernel(t *testing.T, db *DB, kid string) Kernel {
 	t.Helper()
 	p := strings.Split(kid, "/")
-	k, _, err := db.PutKernel(context.Background(), Kernel{KID: kid, Distro: p[0], Version: p[1], Arch: p[2], Release: p[3],
+	k, _, _, err := db.PutKernel(context.Background(), Kernel{KID: kid, Distro: p[0], Version: p[1], Arch: p[2], Release: p[3],
 		BTFBlob: "btf-" + kid, BTFSize: 1}, false)
 	if err != nil {
 		t.Fatal(err)
@@ -31,11 +31,11 @@ func buildAndRelocate(t *testing.T, db *DB, prog, rev string, leaveQueued bool) 
 	if _, _, err := db.EnsureBuild(ctx, BuildInput{Program: prog, Revision: rev, Arch: "x86_64", CacheKey: "k-" + prog + rev}); err != nil {
 		t.Fatal(err)
 	}
-	job, err := db.Claim(ctx)
+	job, err := db.Claim(ctx, testClaim)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := db.Finish(ctx, job.ID, Outcome{State: api.StateSucceeded, ObjectBlob: "obj-" + rev, ObjectSize: 1}); err != nil {
+	if _, err := db.Finish(ctx, job.Lease, Outcome{State: api.StateSucceeded, ObjectBlob: "obj-" + rev, ObjectSize: 1}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := db.QueueArtifacts(ctx, job.ID); err != nil {
@@ -45,14 +45,14 @@ func buildAndRelocate(t *testing.T, db *DB, prog, rev string, leaveQueued bool) 
 		return
 	}
 	for {
-		aj, err := db.ClaimArtifact(ctx, "")
+		aj, err := db.ClaimArtifact(ctx, testClaim, "")
 		if errors.Is(err, ErrNotFound) {
 			return
 		}
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := db.FinishArtifact(ctx, aj.ID, ArtifactOutcome{Status: "ok", ManifestBlob: "m-" + rev}); err != nil {
+		if err := db.FinishArtifact(ctx, aj.Lease, ArtifactOutcome{Status: "ok", ManifestBlob: "m-" + rev}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -209,11 +209,11 @@ func TestDesiredState(t *testing.T) {
 			t.Fatalf("r3 queued: %+v", ds)
 		}
 		for {
-			aj, err := db.ClaimArtifact(ctx, "")
+			aj, err := db.ClaimArtifact(ctx, testClaim, "")
 			if errors.Is(err, ErrNotFound) {
 				break
 			}
-			if err := db.FinishArtifact(ctx, aj.ID, ArtifactOutcome{Status: "ok", ManifestBlob: "m"}); err != nil {
+			if err := db.FinishArtifact(ctx, aj.Lease, ArtifactOutcome{Status: "ok", ManifestBlob: "m"}); err != nil {
 				t.Fatal(err)
 			}
 		}

@@ -68,74 +68,90 @@ func scanKernel(row rowScanner) (Kernel, error) {
 // trusted one; a trusted import of the same BTF makes every unverified
 // kernel holding it trusted, and a trusted import of another BTF replaces
 // an unverified kernel of its id.
-func (d *DB) PutKernel(ctx context.Context, k Kernel, replace bool) (out Kernel, created bool, err error) {
+//
+// In the same transaction it queues the jobs the kernel implies: the
+// relocation of the latest revision of every program for it, and the
+// verification of its done artifacts when it has an image. queued counts
+// the relocations.
+func (d *DB) PutKernel(ctx context.Context, k Kernel, replace bool) (out Kernel, created bool, queued int, err error) {
 	if k.Trust == "" {
 		k.Trust = api.KernelTrusted
 	}
 	if k.Trust == api.KernelTrusted {
 		k.SourceHost = ""
 	}
-	replaceAsked := replace
 	err = d.tx(ctx, func(tx *sqlTx) error {
-		replace, created = replaceAsked, false
-		old, err := scanKernel(tx.QueryRowContext(ctx, `SELECT `+kernelColumns+` FROM kernels WHERE kid = ?`, k.KID))
-		if k.Trust == api.KernelTrusted {
-			if _, err := tx.ExecContext(ctx, `UPDATE kernels SET trust = 'trusted', source_host = '' WHERE btf_blob = ?
-				AND trust = 'unverified'`, k.BTFBlob); err != nil {
-				return err
-			}
-			if err == nil && old.Unverified() && old.BTFBlob == k.BTFBlob {
-				old.Trust, old.SourceHost = api.KernelTrusted, ""
-			}
-			if err == nil && old.Unverified() {
-				replace = true // a trusted import replaces what a host uploaded
-			}
-		} else if err == nil && !old.Unverified() && old.BTFBlob != k.BTFBlob {
-			replace = false // a host's upload never replaces a trusted kernel
-		}
-		switch {
-		case err == nil && old.BTFBlob == k.BTFBlob && old.ModulesBlob == k.ModulesBlob:
-			// Same kernel: fill in what the earlier import lacked.
-			_, err = tx.ExecContext(ctx, `UPDATE kernels SET
-				build = CASE WHEN build = '' THEN ? ELSE build END,
-				version_code = CASE WHEN version_code = 0 THEN ? ELSE version_code END,
-				config_blob = CASE WHEN config_blob = '' THEN ? ELSE config_blob END,
-				image_blob = CASE WHEN image_blob = '' THEN ? ELSE image_blob END,
-				image_size = CASE WHEN image_blob = '' THEN ? ELSE image_size END
-				WHERE id = ?`, k.Build, k.VersionCode, k.ConfigBlob, k.ImageBlob, k.ImageSize, old.ID)
-			k.ID = old.ID
-			return err
-		case err == nil && !replace:
-			return fmt.Errorf("kernel %s already holds another BTF (%s): %w", k.KID, short(old.BTFBlob), ErrConflict)
-		case err == nil:
-			k.ID = old.ID
-			created = true
-			_, err = tx.ExecContext(ctx, `DELETE FROM artifacts WHERE kernel_id = ?`, old.ID)
-			if err == nil {
-				_, err = tx.ExecContext(ctx, `UPDATE kernels SET build = ?, version_code = ?, btf_blob = ?, btf_size = ?,
-					modules_blob = ?, modules_count = ?, modules_size = ?, config_blob = ?, image_blob = ?, image_size = ?,
-					source = ?, imported_by = ?, trust = ?, source_host = ?, created_at = ? WHERE id = ?`,
-					k.Build, k.VersionCode, k.BTFBlob, k.BTFSize, k.ModulesBlob, k.ModulesCount, k.ModulesSize,
-					k.ConfigBlob, k.ImageBlob, k.ImageSize, k.Source, k.ImportedBy, k.Trust, k.SourceHost, now(), k.ID)
-			}
-			return err
-		case !errors.Is(err, ErrNotFound):
+		// The transaction may run again (PostgreSQL): everything it
+		// reports is set from scratch; replace is putKernel's copy.
+		var err error
+		if created, err = d.putKernel(ctx, tx, &k, replace); err != nil {
 			return err
 		}
-		created = true
-		return tx.QueryRowContext(ctx, `INSERT INTO kernels (kid, distro, version, arch, release, build, version_code,
-			btf_blob, btf_size, modules_blob, modules_count, modules_size, config_blob, image_blob, image_size, source,
-			imported_by, trust, source_host, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-			RETURNING id`,
-			k.KID, k.Distro, k.Version, k.Arch, k.Release, k.Build, k.VersionCode, k.BTFBlob, k.BTFSize, k.ModulesBlob,
-			k.ModulesCount, k.ModulesSize, k.ConfigBlob, k.ImageBlob, k.ImageSize, k.Source, k.ImportedBy, k.Trust,
-			k.SourceHost, now()).Scan(&k.ID)
+		if queued, err = queueArtifactsForKernel(ctx, tx, k.ID); err != nil {
+			return err
+		}
+		_, err = queueVerifications(ctx, tx, `k.id = ?`, k.ID)
+		return err
 	})
 	if err != nil {
-		return k, false, fmt.Errorf("store kernel %s: %w", k.KID, err)
+		return k, false, 0, fmt.Errorf("store kernel %s: %w", k.KID, err)
 	}
 	out, err = d.KernelByID(ctx, k.ID)
-	return out, created, err
+	return out, created, queued, err
+}
+
+// putKernel writes the row of PutKernel, setting k.ID.
+func (d *DB) putKernel(ctx context.Context, tx *sqlTx, k *Kernel, replace bool) (bool, error) {
+	old, err := scanKernel(tx.QueryRowContext(ctx, `SELECT `+kernelColumns+` FROM kernels WHERE kid = ?`, k.KID))
+	if k.Trust == api.KernelTrusted {
+		if _, err := tx.ExecContext(ctx, `UPDATE kernels SET trust = 'trusted', source_host = '' WHERE btf_blob = ?
+			AND trust = 'unverified'`, k.BTFBlob); err != nil {
+			return false, err
+		}
+		if err == nil && old.Unverified() && old.BTFBlob == k.BTFBlob {
+			old.Trust, old.SourceHost = api.KernelTrusted, ""
+		}
+		if err == nil && old.Unverified() {
+			replace = true // a trusted import replaces what a host uploaded
+		}
+	} else if err == nil && !old.Unverified() && old.BTFBlob != k.BTFBlob {
+		replace = false // a host's upload never replaces a trusted kernel
+	}
+	switch {
+	case err == nil && old.BTFBlob == k.BTFBlob && old.ModulesBlob == k.ModulesBlob:
+		// Same kernel: fill in what the earlier import lacked.
+		_, err = tx.ExecContext(ctx, `UPDATE kernels SET
+			build = CASE WHEN build = '' THEN ? ELSE build END,
+			version_code = CASE WHEN version_code = 0 THEN ? ELSE version_code END,
+			config_blob = CASE WHEN config_blob = '' THEN ? ELSE config_blob END,
+			image_blob = CASE WHEN image_blob = '' THEN ? ELSE image_blob END,
+			image_size = CASE WHEN image_blob = '' THEN ? ELSE image_size END
+			WHERE id = ?`, k.Build, k.VersionCode, k.ConfigBlob, k.ImageBlob, k.ImageSize, old.ID)
+		k.ID = old.ID
+		return false, err
+	case err == nil && !replace:
+		return false, fmt.Errorf("kernel %s already holds another BTF (%s): %w", k.KID, short(old.BTFBlob), ErrConflict)
+	case err == nil:
+		k.ID = old.ID
+		_, err = tx.ExecContext(ctx, `DELETE FROM artifacts WHERE kernel_id = ?`, old.ID)
+		if err == nil {
+			_, err = tx.ExecContext(ctx, `UPDATE kernels SET build = ?, version_code = ?, btf_blob = ?, btf_size = ?,
+				modules_blob = ?, modules_count = ?, modules_size = ?, config_blob = ?, image_blob = ?, image_size = ?,
+				source = ?, imported_by = ?, trust = ?, source_host = ?, created_at = ? WHERE id = ?`,
+				k.Build, k.VersionCode, k.BTFBlob, k.BTFSize, k.ModulesBlob, k.ModulesCount, k.ModulesSize,
+				k.ConfigBlob, k.ImageBlob, k.ImageSize, k.Source, k.ImportedBy, k.Trust, k.SourceHost, now(), k.ID)
+		}
+		return true, err
+	case !errors.Is(err, ErrNotFound):
+		return false, err
+	}
+	return true, tx.QueryRowContext(ctx, `INSERT INTO kernels (kid, distro, version, arch, release, build, version_code,
+		btf_blob, btf_size, modules_blob, modules_count, modules_size, config_blob, image_blob, image_size, source,
+		imported_by, trust, source_host, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+		RETURNING id`,
+		k.KID, k.Distro, k.Version, k.Arch, k.Release, k.Build, k.VersionCode, k.BTFBlob, k.BTFSize, k.ModulesBlob,
+		k.ModulesCount, k.ModulesSize, k.ConfigBlob, k.ImageBlob, k.ImageSize, k.Source, k.ImportedBy, k.Trust,
+		k.SourceHost, now()).Scan(&k.ID)
 }
 
 // KernelByID returns a kernel by row id.

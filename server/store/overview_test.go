@@ -21,6 +21,7 @@ type overviewFixture struct {
 	kernels   map[string]int64 // kid → row id
 	rev2      int64
 	build     int64
+	lease     store.Lease
 	artifacts map[string]int64 // kid → artifact id
 }
 
@@ -34,7 +35,7 @@ func seedOverview(t *testing.T, db *store.DB) overviewFixture {
 		if strings.HasSuffix(kid, "-2-amd64") {
 			image = "image-" + kid
 		}
-		k, _, err := db.PutKernel(ctx, store.Kernel{KID: kid, Distro: p[0], Version: p[1], Arch: p[2], Release: p[3],
+		k, _, _, err := db.PutKernel(ctx, store.Kernel{KID: kid, Distro: p[0], Version: p[1], Arch: p[2], Release: p[3],
 			BTFBlob: "btf-" + kid, BTFSize: 1, ImageBlob: image, ImageSize: int64(len(image))}, false)
 		if err != nil {
 			t.Fatal(err)
@@ -55,11 +56,11 @@ func seedOverview(t *testing.T, db *store.DB) overviewFixture {
 	if _, _, err := db.EnsureBuild(ctx, store.BuildInput{Program: "execsnoop", Revision: "rev2", Arch: "x86_64", CacheKey: "k"}); err != nil {
 		t.Fatal(err)
 	}
-	job, err := db.Claim(ctx)
+	job, err := db.Claim(ctx, store.ClaimOptions{Owner: "test", TTL: time.Minute, MaxAttempts: 3})
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.build = job.ID
+	f.build, f.lease = job.ID, job.Lease
 	return f
 }
 
@@ -72,7 +73,7 @@ func (f *overviewFixture) relocateAll(t *testing.T, db *store.DB) {
 		t.Fatal(err)
 	}
 	for {
-		aj, err := db.ClaimArtifact(ctx, "")
+		aj, err := db.ClaimArtifact(ctx, store.ClaimOptions{Owner: "test", TTL: time.Minute, MaxAttempts: 3}, "")
 		if errors.Is(err, store.ErrNotFound) {
 			break
 		}
@@ -84,7 +85,7 @@ func (f *overviewFixture) relocateAll(t *testing.T, db *store.DB) {
 			status = "poisoned"
 		}
 		rep := &manifest.Report{Programs: []manifest.ProgramReport{{Name: "handle_exec", Status: status}}}
-		if err := db.FinishArtifact(ctx, aj.ID, store.ArtifactOutcome{Status: status, Report: rep, RelocatedBlob: "rel",
+		if err := db.FinishArtifact(ctx, aj.Lease, store.ArtifactOutcome{Status: status, Report: rep, RelocatedBlob: "rel",
 			RelocatedSize: 1, ManifestBlob: "manifest"}); err != nil {
 			t.Fatal(err)
 		}
@@ -128,16 +129,15 @@ func testOverview(t *testing.T, db *store.DB) {
 		t.Fatalf("opensnoop: %+v", p)
 	}
 
-	// Succeeded moments ago without artifacts: its relocations are being
-	// queued, and still count as pending within the grace period.
-	if err := db.Finish(ctx, f.build, store.Outcome{State: api.StateSucceeded, ObjectBlob: "obj", ObjectSize: 1}); err != nil {
-		t.Fatal(err)
+	// Succeeded: its relocations were queued with its outcome, one per
+	// x86_64 kernel, and are pending, grace period or not.
+	if n, err := db.Finish(ctx, f.lease, store.Outcome{State: api.StateSucceeded, ObjectBlob: "obj", ObjectSize: 1}); err != nil || n != 2 {
+		t.Fatalf("finish: %d relocations queued, %v", n, err)
 	}
-	if n, err := db.RevisionPending(ctx, f.rev2, time.Minute); err != nil || n != 1 {
-		t.Fatalf("pending while queueing: %d %v", n, err)
-	}
-	if n, err := db.RevisionPending(ctx, f.rev2, -time.Minute); err != nil || n != 0 {
-		t.Fatalf("pending after the grace period: %d %v", n, err)
+	for _, grace := range []time.Duration{time.Minute, -time.Minute} {
+		if n, err := db.RevisionPending(ctx, f.rev2, grace); err != nil || n != 2 {
+			t.Fatalf("pending relocations (grace %v): %d %v", grace, n, err)
+		}
 	}
 	f.relocateAll(t, db)
 	if n, err := db.RevisionPending(ctx, f.rev2, time.Minute); err != nil || n != 0 {
@@ -174,15 +174,16 @@ func testOverview(t *testing.T, db *store.DB) {
 		t.Fatalf("artifacts of kernel: %+v %v", kas, err)
 	}
 
-	// A verification on the kernel with an image shows with its artifact.
-	if n, err := db.QueueVerifications(ctx); err != nil || n != 1 {
-		t.Fatalf("queue verifications: %d %v", n, err)
+	// A verification on the kernel with an image (queued when its
+	// relocation finished) shows with its artifact.
+	if n, err := db.QueueVerifications(ctx); err != nil || n != 0 {
+		t.Fatalf("sweep verifications: %d %v", n, err)
 	}
-	vj, err := db.ClaimVerification(ctx)
+	vj, err := db.ClaimVerification(ctx, store.ClaimOptions{Owner: "test", TTL: time.Minute, MaxAttempts: 3})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := db.FinishVerification(ctx, vj.ID, vj.Artifact.ID, store.VerifyOutcome{Result: api.VerificationRejected,
+	if err := db.FinishVerification(ctx, vj.Lease, vj.Artifact.ID, store.VerifyOutcome{Result: api.VerificationRejected,
 		Programs: []api.ProgramVerification{{Program: "handle_exec", Mode: "relocated", Error: "R1 invalid mem access"}}}); err != nil {
 		t.Fatal(err)
 	}

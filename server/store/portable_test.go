@@ -48,11 +48,11 @@ func TestQuotasAndUsage(t *testing.T) {
 		if _, _, err := db.EnsureBuild(ctx, BuildInput{Program: "p", Revision: "r1", Arch: "x86_64", CacheKey: "k1"}); err != nil {
 			t.Fatal(err)
 		}
-		job, err := db.Claim(ctx)
+		job, err := db.Claim(ctx, testClaim)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := db.Finish(ctx, job.ID, Outcome{State: api.StateSucceeded, ObjectBlob: "o", ObjectSize: 1000, UsedPCH: true}); err != nil {
+		if _, err := db.Finish(ctx, job.Lease, Outcome{State: api.StateSucceeded, ObjectBlob: "o", ObjectSize: 1000, UsedPCH: true}); err != nil {
 			t.Fatal(err)
 		}
 		// A cache hit: another revision, the same key. Its object is not

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/bpfarm/bpfarm/api"
 	"github.com/bpfarm/bpfarm/internal/testenv"
@@ -111,33 +112,52 @@ func TestQueueLifecycle(t *testing.T) {
 		if err != nil || queued || b2.ID != b.ID {
 			t.Fatalf("second ensure: %+v queued=%v err=%v", b2, queued, err)
 		}
-		job, err := db.Claim(ctx)
-		if err != nil || job.ID != b.ID || job.BundleBlob != "br1" || job.Attempts != 1 {
-			t.Fatalf("claim: %+v %v", job, err)
+		// A worker claims it and dies: its lease runs out (a TTL in the past).
+		dead := ClaimOptions{Owner: "dead", TTL: -time.Millisecond, MaxAttempts: 3}
+		lost, err := db.Claim(ctx, dead)
+		if err != nil || lost.ID != b.ID || lost.BundleBlob != "br1" || lost.Attempts != 1 || lost.Expired {
+			t.Fatalf("claim: %+v %v", lost, err)
 		}
-		if _, err := db.Claim(ctx); !errors.Is(err, ErrNotFound) {
+		// Another worker claims it again, no restart needed.
+		job, err := db.Claim(ctx, testClaim)
+		if err != nil || job.ID != b.ID || job.Attempts != 2 || !job.Expired {
+			t.Fatalf("claim after the lease ran out: %+v %v", job, err)
+		}
+		if _, err := db.Claim(ctx, testClaim); !errors.Is(err, ErrNotFound) {
 			t.Fatalf("claim on empty queue: %v", err)
 		}
-		// A crash: the running build is queued again, then claimed again.
-		if n, f, err := db.Recover(ctx, 3); err != nil || n != 1 || f != 0 {
-			t.Fatalf("recover: %d %d %v", n, f, err)
+		// The dead worker's lease is lost: it can neither renew nor finish.
+		if err := db.RenewLease(ctx, lost.Lease, time.Minute); !errors.Is(err, ErrLeaseLost) {
+			t.Fatalf("renew a lost lease: %v", err)
 		}
-		job, err = db.Claim(ctx)
-		if err != nil || job.Attempts != 2 {
-			t.Fatalf("claim after recover: %+v %v", job, err)
+		if _, err := db.Finish(ctx, lost.Lease, Outcome{State: api.StateFailed}); !errors.Is(err, ErrLeaseLost) {
+			t.Fatalf("finish with a lost lease: %v", err)
 		}
-		if err := db.Finish(ctx, job.ID, Outcome{State: api.StateSucceeded, ObjectBlob: "obj", ObjectSize: 3, LogBlob: "log"}); err != nil {
+		if err := db.RenewLease(ctx, job.Lease, time.Minute); err != nil {
 			t.Fatal(err)
 		}
-		if err := db.Finish(ctx, job.ID, Outcome{State: api.StateFailed}); err == nil {
-			t.Fatal("finishing a finished build succeeded")
+		putKernel(t, db, "debian/12/x86_64/6.1.0-1")
+		putKernel(t, db, "debian/12/arm64/6.1.0-1")
+		n, err := db.Finish(ctx, job.Lease, Outcome{State: api.StateSucceeded, ObjectBlob: "obj", ObjectSize: 3, LogBlob: "log"})
+		if err != nil || n != 1 {
+			t.Fatalf("finish: %d relocations queued, %v", n, err)
+		}
+		if _, err := db.Finish(ctx, job.Lease, Outcome{State: api.StateFailed}); !errors.Is(err, ErrLeaseLost) {
+			t.Fatalf("finishing a finished build: %v", err)
 		}
 
-		// Same inputs under another program: a cache hit, not queued.
+		// Same inputs under another program: a cache hit, not queued, with the
+		// relocations of the build it copies.
 		addRev(t, db, "q", "r1")
 		hit, queued, err := db.EnsureBuild(ctx, BuildInput{Program: "q", Revision: "r1", Arch: "x86_64", CacheKey: "k1"})
 		if err != nil || queued || hit.State != api.StateSucceeded || hit.CachedFrom != job.ID || hit.Object.Digest != "obj" {
 			t.Fatalf("cache hit: %+v queued=%v err=%v", hit, queued, err)
+		}
+		for _, id := range []int64{job.ID, hit.ID} {
+			as, err := db.Artifacts(ctx, ArtifactFilter{BuildID: id})
+			if err != nil || len(as) != 1 || as[0].Kernel != "debian/12/x86_64/6.1.0-1" || as[0].State != api.ArtifactQueued {
+				t.Fatalf("artifacts of build %d: %+v %v", id, as, err)
+			}
 		}
 		// A new compiler (another key) rebuilds the same build row.
 		re, queued, err := db.EnsureBuild(ctx, BuildInput{Program: "p", Revision: "r1", Arch: "x86_64", CacheKey: "k2"})
@@ -145,31 +165,45 @@ func TestQueueLifecycle(t *testing.T) {
 			t.Fatalf("rebuild: %+v queued=%v err=%v", re, queued, err)
 		}
 		refs, err := db.BlobRefs(ctx)
-		if err != nil || len(refs) != 3 { // br1 (twice, deduplicated), obj, log of the cache hit
+		if err != nil || len(refs) != 5 { // br1 (twice, deduplicated), obj, log of the cache hit, 2 kernels' BTF
 			t.Fatalf("blob refs: %v %v", refs, err)
 		}
 	})
 }
 
-func TestRecoverGivesUp(t *testing.T) {
+// TestGiveUpExpired: a build whose worker died on every attempt fails
+// (kind infra) instead of being claimed again, and is retried on the next
+// push.
+func TestGiveUpExpired(t *testing.T) {
 	each(t, func(t *testing.T, db *DB) {
 		ctx := context.Background()
 		addRev(t, db, "p", "r1")
 		db.EnsureBuild(ctx, BuildInput{Program: "p", Revision: "r1", Arch: "x86_64", CacheKey: "k"})
+		dead := ClaimOptions{Owner: "dead", TTL: -time.Millisecond, MaxAttempts: 3}
 		for range 3 {
-			if _, err := db.Claim(ctx); err != nil {
+			if _, err := db.Claim(ctx, dead); err != nil {
 				t.Fatal(err)
 			}
-			db.Recover(ctx, 3)
+		}
+		if _, err := db.Claim(ctx, dead); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("claimed past the attempts cap: %v", err)
+		}
+		if n, err := db.GiveUpExpired(ctx, QueueBuilds, 3); err != nil || n != 1 {
+			t.Fatalf("give up: %d %v", n, err)
 		}
 		bs, _ := db.Builds(ctx, BuildFilter{})
-		if bs[0].State != api.StateFailed || bs[0].ErrorKind != "internal" {
-			t.Fatalf("build that crashed the server 3 times: %+v", bs[0])
+		if bs[0].State != api.StateFailed || bs[0].ErrorKind != ErrorKindInfra || !strings.Contains(bs[0].Error, "gave up after 3 attempts") {
+			t.Fatalf("build whose worker died 3 times: %+v", bs[0])
 		}
-		// An internal failure is retried on the next push.
+		// An infrastructure failure is never a cache hit, and is retried on
+		// the next push.
+		addRev(t, db, "q", "r1")
+		if _, queued, _ := db.EnsureBuild(ctx, BuildInput{Program: "q", Revision: "r1", Arch: "x86_64", CacheKey: "k"}); !queued {
+			t.Fatal("infra failure served as a cache hit")
+		}
 		_, queued, _ := db.EnsureBuild(ctx, BuildInput{Program: "p", Revision: "r1", Arch: "x86_64", CacheKey: "k"})
 		if !queued {
-			t.Fatal("internal failure not retried")
+			t.Fatal("infra failure not retried")
 		}
 	})
 }
@@ -191,7 +225,7 @@ func TestConcurrentClaims(t *testing.T) {
 			go func() {
 				defer wg.Done()
 				for {
-					j, err := db.Claim(ctx)
+					j, err := db.Claim(ctx, testClaim)
 					if errors.Is(err, ErrNotFound) {
 						return
 					}
@@ -240,3 +274,6 @@ func TestTokens(t *testing.T) {
 		}
 	})
 }
+
+// testClaim are the claim terms of tests that claim by hand.
+var testClaim = ClaimOptions{Owner: "test", TTL: time.Minute, MaxAttempts: 3}

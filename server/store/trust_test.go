@@ -57,7 +57,7 @@ func TestKernelTrust(t *testing.T) {
 				Trust: trust, SourceHost: host}
 		}
 		const a, b = "ubuntu/22.04/x86_64/5.15.0-1", "debian/12/x86_64/6.1.0-1"
-		up, created, err := db.PutKernel(ctx, k(a, "btf1", api.KernelUnverified, "web-1"), false)
+		up, created, _, err := db.PutKernel(ctx, k(a, "btf1", api.KernelUnverified, "web-1"), false)
 		if err != nil || !created || !up.Unverified() || up.SourceHost != "web-1" {
 			t.Fatalf("host upload: %+v %v", up, err)
 		}
@@ -65,14 +65,14 @@ func TestKernelTrust(t *testing.T) {
 			t.Fatal("ServedTo")
 		}
 		// A trusted kernel is never replaced by a host's upload.
-		if _, _, err := db.PutKernel(ctx, k(b, "btf2", "", ""), false); err != nil {
+		if _, _, _, err := db.PutKernel(ctx, k(b, "btf2", "", ""), false); err != nil {
 			t.Fatal(err)
 		}
-		if _, _, err := db.PutKernel(ctx, k(b, "evil", api.KernelUnverified, "web-1"), true); !errors.Is(err, ErrConflict) {
+		if _, _, _, err := db.PutKernel(ctx, k(b, "evil", api.KernelUnverified, "web-1"), true); !errors.Is(err, ErrConflict) {
 			t.Fatalf("a host's upload replaced a trusted kernel: %v", err)
 		}
 		// The same BTF from a trusted import under another id trusts it.
-		if _, _, err := db.PutKernel(ctx, k("other/1/x86_64/5.15.0-1", "btf1", "", ""), false); err != nil {
+		if _, _, _, err := db.PutKernel(ctx, k("other/1/x86_64/5.15.0-1", "btf1", "", ""), false); err != nil {
 			t.Fatal(err)
 		}
 		if got, _ := db.Kernel(ctx, a); got.Unverified() {
@@ -80,15 +80,15 @@ func TestKernelTrust(t *testing.T) {
 		}
 		// A trusted import of another BTF replaces an unverified kernel.
 		const c = "ubuntu/22.04/x86_64/5.15.0-2"
-		if _, _, err := db.PutKernel(ctx, k(c, "btf3", api.KernelUnverified, "web-2"), false); err != nil {
+		if _, _, _, err := db.PutKernel(ctx, k(c, "btf3", api.KernelUnverified, "web-2"), false); err != nil {
 			t.Fatal(err)
 		}
-		if got, _, err := db.PutKernel(ctx, k(c, "btf4", "", ""), false); err != nil || got.Unverified() || got.BTFBlob != "btf4" {
+		if got, _, _, err := db.PutKernel(ctx, k(c, "btf4", "", ""), false); err != nil || got.Unverified() || got.BTFBlob != "btf4" {
 			t.Fatalf("trusted import over an unverified kernel: %+v %v", got, err)
 		}
 		// Approval.
 		const d = "ubuntu/22.04/x86_64/5.15.0-3"
-		if _, _, err := db.PutKernel(ctx, k(d, "btf5", api.KernelUnverified, "web-3"), false); err != nil {
+		if _, _, _, err := db.PutKernel(ctx, k(d, "btf5", api.KernelUnverified, "web-3"), false); err != nil {
 			t.Fatal(err)
 		}
 		if got, changed, err := db.ApproveKernel(ctx, d); err != nil || !changed || got.Unverified() {

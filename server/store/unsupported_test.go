@@ -16,7 +16,7 @@ func TestUnsupportedStatus(t *testing.T) {
 		ctx := context.Background()
 		const kid = "debian/12/x86_64/6.1.0-50-cloud-amd64"
 		arts := verifyFixture(t, db, map[string]string{kid: "image-1"})
-		if n, err := db.QueueVerifications(ctx); err != nil || n != 1 {
+		if n, err := db.QueueVerifications(ctx); err != nil || n != 0 { // queued as the relocation finished
 			t.Fatalf("queue: %d %v", n, err)
 		}
 
@@ -40,6 +40,14 @@ func TestUnsupportedStatus(t *testing.T) {
 				t.Fatalf("%s: %v", stmt, err)
 			}
 		}
+		// The columns later migrations added (00010: leases) come back.
+		for _, stmt := range []string{`ALTER TABLE artifacts ADD COLUMN lease_owner TEXT NOT NULL DEFAULT ''`,
+			`ALTER TABLE artifacts ADD COLUMN lease_expires TIMESTAMP`, `ALTER TABLE artifacts ADD COLUMN not_before TIMESTAMP`} {
+			if _, err := tx.ExecContext(ctx, stmt); err != nil {
+				tx.Rollback()
+				t.Fatalf("%s: %v", stmt, err)
+			}
+		}
 		if err := tx.Commit(); err != nil {
 			t.Fatal(err)
 		}
@@ -49,10 +57,14 @@ func TestUnsupportedStatus(t *testing.T) {
 		}
 
 		// Relocate again, unsupported this time.
-		if _, err := db.db.ExecContext(ctx, `UPDATE artifacts SET state = 'running' WHERE id = ?`, arts[kid]); err != nil {
+		if _, err := db.db.ExecContext(ctx, `UPDATE artifacts SET state = 'queued' WHERE id = ?`, arts[kid]); err != nil {
 			t.Fatal(err)
 		}
-		if err := db.FinishArtifact(ctx, arts[kid], ArtifactOutcome{Status: "unsupported", ManifestBlob: "m"}); err != nil {
+		aj, err := db.ClaimArtifact(ctx, testClaim, "")
+		if err != nil || aj.ID != arts[kid] {
+			t.Fatalf("claim: %+v %v", aj, err)
+		}
+		if err := db.FinishArtifact(ctx, aj.Lease, ArtifactOutcome{Status: "unsupported", ManifestBlob: "m"}); err != nil {
 			t.Fatal(err)
 		}
 		a, err := db.Artifact(ctx, arts[kid])
@@ -69,9 +81,9 @@ func TestUnsupportedStatus(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		putKernel(t, db, "debian/12/x86_64/6.12.1-cloud-amd64")
-		if n, err := db.QueueArtifacts(ctx, a.BuildID); err != nil || n != 1 {
-			t.Fatalf("queue for a new kernel: %d %v", n, err)
+		putKernel(t, db, "debian/12/x86_64/6.12.1-cloud-amd64") // queues its relocation
+		if as, err := db.Artifacts(ctx, ArtifactFilter{BuildID: a.BuildID}); err != nil || len(as) != 2 {
+			t.Fatalf("artifacts with a new kernel: %d %v", len(as), err)
 		}
 		// The verifications' foreign key names the new table: deleting the
 		// artifact deletes its verification.

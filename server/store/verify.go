@@ -22,36 +22,45 @@ const (
 // QueueVerifications queues a verification for every done artifact whose
 // kernel has an image and that has none yet, and queues again the
 // finished verifications whose kernel got another image since. It returns
-// how many were queued.
+// how many were queued. FinishArtifact and PutKernel do this in their own
+// transactions; this repairs what is missing (the verifier's sweep).
 func (d *DB) QueueVerifications(ctx context.Context) (int, error) {
-	var total int64
+	var total int
 	err := d.tx(ctx, func(tx *sqlTx) error {
-		total = 0
-		res, err := tx.ExecContext(ctx, `INSERT INTO verifications (artifact_id, kernel_image, state, created_at)
-			SELECT a.id, k.image_blob, 'queued', ? FROM artifacts a JOIN kernels k ON k.id = a.kernel_id
-			WHERE a.state = 'done' AND k.image_blob != '' AND (a.relocated_blob != '' OR a.minbtf_blob != '')
-				AND NOT EXISTS (SELECT 1 FROM verifications v WHERE v.artifact_id = a.id)
-			ON CONFLICT (artifact_id) DO NOTHING`, now())
-		if err != nil {
-			return err
-		}
-		n, _ := res.RowsAffected()
-		total += n
-		const image = `(SELECT k.image_blob FROM artifacts a JOIN kernels k ON k.id = a.kernel_id
-			WHERE a.id = verifications.artifact_id)`
-		res, err = tx.ExecContext(ctx, `UPDATE verifications SET state = 'queued', attempts = 0, kernel_image = `+image+`
-			WHERE state IN ('done', 'error') AND kernel_image != `+image+` AND `+image+` != ''`)
-		if err != nil {
-			return err
-		}
-		n, _ = res.RowsAffected()
-		total += n
-		return nil
+		var err error
+		total, err = queueVerifications(ctx, tx, `1 = 1`)
+		return err
 	})
 	if err != nil {
 		return 0, fmt.Errorf("queue verifications: %w", err)
 	}
-	return int(total), nil
+	return total, nil
+}
+
+// queueVerifications queues the verifications of the done artifacts that
+// cond (on artifacts a, kernels k) selects, as QueueVerifications does.
+func queueVerifications(ctx context.Context, db execer, cond string, args ...any) (int, error) {
+	res, err := db.ExecContext(ctx, `INSERT INTO verifications (artifact_id, kernel_image, state, created_at)
+		SELECT a.id, k.image_blob, 'queued', ? FROM artifacts a JOIN kernels k ON k.id = a.kernel_id
+		WHERE a.state = 'done' AND k.image_blob != '' AND (a.relocated_blob != '' OR a.minbtf_blob != '')
+			AND NOT EXISTS (SELECT 1 FROM verifications v WHERE v.artifact_id = a.id) AND `+cond+`
+		ON CONFLICT (artifact_id) DO NOTHING`, append([]any{now()}, args...)...)
+	if err != nil {
+		return 0, err
+	}
+	n, _ := res.RowsAffected()
+	total := int(n)
+	const image = `(SELECT k.image_blob FROM artifacts a JOIN kernels k ON k.id = a.kernel_id
+		WHERE a.id = verifications.artifact_id)`
+	res, err = db.ExecContext(ctx, `UPDATE verifications SET state = 'queued', attempts = 0, not_before = NULL,
+		kernel_image = `+image+`
+		WHERE state IN ('done', 'error') AND kernel_image != `+image+` AND `+image+` != ''
+			AND artifact_id IN (SELECT a.id FROM artifacts a JOIN kernels k ON k.id = a.kernel_id WHERE `+cond+`)`, args...)
+	if err != nil {
+		return 0, err
+	}
+	n, _ = res.RowsAffected()
+	return total + int(n), nil
 }
 
 // RequeueVerification queues the verification of an artifact again (or
@@ -76,7 +85,8 @@ func (d *DB) RequeueVerification(ctx context.Context, artifactID int64) error {
 		}
 		res, err := tx.ExecContext(ctx, `INSERT INTO verifications (artifact_id, kernel_image, state, created_at)
 			VALUES (?, ?, 'queued', ?)
-			ON CONFLICT (artifact_id) DO UPDATE SET state = 'queued', attempts = 0, kernel_image = excluded.kernel_image
+			ON CONFLICT (artifact_id) DO UPDATE SET state = 'queued', attempts = 0, not_before = NULL,
+				kernel_image = excluded.kernel_image
 			WHERE verifications.state != 'running'`, artifactID, image, now())
 		if err != nil {
 			return err
@@ -90,37 +100,38 @@ func (d *DB) RequeueVerification(ctx context.Context, artifactID int64) error {
 
 // VerifyJob is a claimed verification: the artifact and its kernel.
 type VerifyJob struct {
-	ID       int64
+	Lease
 	Artifact api.Artifact
 	Kernel   Kernel
 	Attempts int
+	// Expired is set when the job was claimed from a worker whose lease
+	// ran out.
+	Expired bool
 }
 
-// ClaimVerification takes the oldest queued verification and marks it
-// running. It returns ErrNotFound when none is queued.
-func (d *DB) ClaimVerification(ctx context.Context) (*VerifyJob, error) {
-	var (
-		j          VerifyJob
-		artifactID int64
-	)
+// ClaimVerification leases the oldest claimable verification (queued, or
+// running with a lease that ran out) to o.Owner and marks it running. It
+// returns ErrNotFound when there is none.
+func (d *DB) ClaimVerification(ctx context.Context, o ClaimOptions) (*VerifyJob, error) {
+	j := VerifyJob{Lease: Lease{Queue: QueueVerifications, Owner: o.Owner}}
+	var artifactID, kernelID int64
 	err := d.tx(ctx, func(tx *sqlTx) error {
-		return tx.QueryRowContext(ctx, `UPDATE verifications SET state = 'running', attempts = attempts + 1, started_at = ?
-			WHERE id = (SELECT id FROM verifications WHERE state = 'queued' ORDER BY id LIMIT 1`+d.skipLocked()+`)
-				AND state = 'queued'
-			RETURNING id, artifact_id, attempts`, now()).Scan(&j.ID, &artifactID, &j.Attempts)
+		var err error
+		j.ID, j.Attempts, j.Expired, err = d.claimJob(ctx, tx, QueueVerifications, o, `verifications j`, `j.id`)
+		if err != nil {
+			return err
+		}
+		return tx.QueryRowContext(ctx, `SELECT v.artifact_id, a.kernel_id FROM verifications v
+			JOIN artifacts a ON a.id = v.artifact_id WHERE v.id = ?`, j.ID).Scan(&artifactID, &kernelID)
 	})
 	if err != nil {
-		if errors.Is(err, sql.ErrNoRows) {
-			return nil, ErrNotFound
+		if errors.Is(err, ErrNotFound) {
+			return nil, err
 		}
 		return nil, fmt.Errorf("claim verification: %w", err)
 	}
 	if j.Artifact, err = d.Artifact(ctx, artifactID); err != nil {
 		return nil, err
-	}
-	var kernelID int64
-	if err := d.db.QueryRowContext(ctx, `SELECT kernel_id FROM artifacts WHERE id = ?`, artifactID).Scan(&kernelID); err != nil {
-		return nil, fmt.Errorf("verification %d: %w", j.ID, notFound(err))
 	}
 	if j.Kernel, err = d.KernelByID(ctx, kernelID); err != nil {
 		return nil, err
@@ -149,9 +160,10 @@ type VerifyOutcome struct {
 	OldManifestBlob string
 }
 
-// FinishVerification records a running verification's outcome and, in the
-// same transaction, the artifact's new manifest.
-func (d *DB) FinishVerification(ctx context.Context, id, artifactID int64, o VerifyOutcome) error {
+// FinishVerification records the outcome of the verification leased by l
+// and, in the same transaction, the artifact's new manifest. It returns
+// ErrLeaseLost when l is no longer held.
+func (d *DB) FinishVerification(ctx context.Context, l Lease, artifactID int64, o VerifyOutcome) error {
 	state := verifyDone
 	if o.Error != "" {
 		state, o.Reason = verifyError, o.Error
@@ -166,14 +178,15 @@ func (d *DB) FinishVerification(ctx context.Context, id, artifactID int64, o Ver
 	return d.tx(ctx, func(tx *sqlTx) error {
 		res, err := tx.ExecContext(ctx, `UPDATE verifications SET state = ?, result = ?, reason = ?, programs = ?,
 			kernel_image = CASE WHEN ? != '' THEN ? ELSE kernel_image END, release = ?, accel = ?, runner = ?,
-			console_tail = ?, console_blob = ?, boot_ms = ?, duration_ms = ?, finished_at = ?
-			WHERE id = ? AND state = 'running'`, state, o.Result, o.Reason, string(progs), o.KernelImage, o.KernelImage,
-			o.Release, o.Accel, o.Runner, o.ConsoleTail, o.ConsoleBlob, o.BootMS, o.DurationMS, now(), id)
+			console_tail = ?, console_blob = ?, boot_ms = ?, duration_ms = ?, finished_at = ?,
+			lease_owner = '', lease_expires = NULL`+finishCond, state, o.Result, o.Reason, string(progs), o.KernelImage,
+			o.KernelImage, o.Release, o.Accel, o.Runner, o.ConsoleTail, o.ConsoleBlob, o.BootMS, o.DurationMS, now(),
+			l.ID, l.Owner)
 		if err != nil {
-			return fmt.Errorf("finish verification %d: %w", id, err)
+			return fmt.Errorf("finish verification %d: %w", l.ID, err)
 		}
-		if n, _ := res.RowsAffected(); n != 1 {
-			return fmt.Errorf("finish verification %d: not running", id)
+		if err := leaseHeld(res, l); err != nil {
+			return fmt.Errorf("finish verification: %w", err)
 		}
 		if o.ManifestBlob == "" {
 			return nil
@@ -187,30 +200,15 @@ func (d *DB) FinishVerification(ctx context.Context, id, artifactID int64, o Ver
 	})
 }
 
-// RecoverVerifications queues again verifications left running by a
-// crash, failing those interrupted maxAttempts times, and queues again the
-// skipped ones (the server may be able to boot them now).
-func (d *DB) RecoverVerifications(ctx context.Context, maxAttempts int) (requeued, failed int64, err error) {
-	err = d.tx(ctx, func(tx *sqlTx) error {
-		res, err := tx.ExecContext(ctx, `UPDATE verifications SET state = 'error',
-			reason = 'the server stopped while verifying this ' || attempts || ' times', finished_at = ?
-			WHERE state = 'running' AND attempts >= ?`, now(), maxAttempts)
-		if err != nil {
-			return err
-		}
-		failed, _ = res.RowsAffected()
-		res, err = tx.ExecContext(ctx, `UPDATE verifications SET state = 'queued'
-			WHERE state = 'running' OR (state = 'done' AND result = 'skipped')`)
-		if err != nil {
-			return err
-		}
-		requeued, _ = res.RowsAffected()
-		return nil
-	})
+// RequeueSkipped queues again the verifications skipped for want of a
+// qemu or runner for their arch: a verifier starting may have them now.
+func (d *DB) RequeueSkipped(ctx context.Context) (int64, error) {
+	res, err := d.db.ExecContext(ctx, `UPDATE verifications SET state = 'queued', attempts = 0, not_before = NULL
+		WHERE state = 'done' AND result = 'skipped'`)
 	if err != nil {
-		return 0, 0, fmt.Errorf("recover verifications: %w", err)
+		return 0, fmt.Errorf("requeue skipped verifications: %w", err)
 	}
-	return requeued, failed, nil
+	return res.RowsAffected()
 }
 
 // VerificationFilter selects verifications; zero fields match everything.
@@ -355,15 +353,21 @@ func (d *DB) VerificationCounts(ctx context.Context) (states, results map[string
 }
 
 // SetKernelImage attaches an image (a stored blob) to a kernel, replacing
-// any earlier one; the kernel's verifications are queued again by the
-// next QueueVerifications.
+// any earlier one, and in the same transaction queues (again) the
+// verifications of the kernel's done artifacts.
 func (d *DB) SetKernelImage(ctx context.Context, kid, digest string, size int64) (Kernel, error) {
-	res, err := d.db.ExecContext(ctx, `UPDATE kernels SET image_blob = ?, image_size = ? WHERE kid = ?`, digest, size, kid)
+	err := d.tx(ctx, func(tx *sqlTx) error {
+		var id int64
+		err := tx.QueryRowContext(ctx, `UPDATE kernels SET image_blob = ?, image_size = ? WHERE kid = ? RETURNING id`,
+			digest, size, kid).Scan(&id)
+		if err != nil {
+			return notFound(err)
+		}
+		_, err = queueVerifications(ctx, tx, `k.id = ?`, id)
+		return err
+	})
 	if err != nil {
 		return Kernel{}, fmt.Errorf("kernel %s: set image: %w", kid, err)
-	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		return Kernel{}, fmt.Errorf("kernel %s: %w", kid, ErrNotFound)
 	}
 	return d.Kernel(ctx, kid)
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/bpfarm/bpfarm/api"
 )
@@ -15,7 +16,7 @@ func verifyFixture(t *testing.T, db *DB, kernels map[string]string) map[string]i
 	ctx := context.Background()
 	for kid, image := range kernels {
 		p := strings.Split(kid, "/")
-		if _, _, err := db.PutKernel(ctx, Kernel{KID: kid, Distro: p[0], Version: p[1], Arch: p[2], Release: p[3],
+		if _, _, _, err := db.PutKernel(ctx, Kernel{KID: kid, Distro: p[0], Version: p[1], Arch: p[2], Release: p[3],
 			BTFBlob: "btf-" + kid, BTFSize: 1, ImageBlob: image, ImageSize: int64(len(image))}, false); err != nil {
 			t.Fatal(err)
 		}
@@ -27,11 +28,11 @@ func verifyFixture(t *testing.T, db *DB, kernels map[string]string) map[string]i
 	if _, _, err := db.EnsureBuild(ctx, BuildInput{Program: "p", Revision: "rev1", Arch: "x86_64", CacheKey: "k"}); err != nil {
 		t.Fatal(err)
 	}
-	job, err := db.Claim(ctx)
+	job, err := db.Claim(ctx, testClaim)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := db.Finish(ctx, job.ID, Outcome{State: api.StateSucceeded, ObjectBlob: "obj", ObjectSize: 1}); err != nil {
+	if _, err := db.Finish(ctx, job.Lease, Outcome{State: api.StateSucceeded, ObjectBlob: "obj", ObjectSize: 1}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := db.QueueArtifacts(ctx, job.ID); err != nil {
@@ -39,14 +40,14 @@ func verifyFixture(t *testing.T, db *DB, kernels map[string]string) map[string]i
 	}
 	artifacts := map[string]int64{}
 	for {
-		aj, err := db.ClaimArtifact(ctx, "")
+		aj, err := db.ClaimArtifact(ctx, testClaim, "")
 		if errors.Is(err, ErrNotFound) {
 			break
 		}
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := db.FinishArtifact(ctx, aj.ID, ArtifactOutcome{Status: "ok", RelocatedBlob: "rel", RelocatedSize: 1,
+		if err := db.FinishArtifact(ctx, aj.Lease, ArtifactOutcome{Status: "ok", RelocatedBlob: "rel", RelocatedSize: 1,
 			ManifestBlob: "manifest-1"}); err != nil {
 			t.Fatal(err)
 		}
@@ -61,26 +62,26 @@ func TestVerificationQueue(t *testing.T) {
 		const withImage, without = "debian/12/x86_64/6.1.0-50-cloud-amd64", "debian/12/x86_64/6.12.1-cloud-amd64"
 		arts := verifyFixture(t, db, map[string]string{withImage: "image-1", without: ""})
 
-		// Only the kernel with an image gets a verification, once.
-		for i, want := range []int{1, 0} {
-			if n, err := db.QueueVerifications(ctx); err != nil || n != want {
-				t.Fatalf("queue #%d: %d, %v; want %d", i, n, err, want)
-			}
+		// Finishing the relocations queued a verification for the kernel with
+		// an image only, once: the sweep finds nothing missing.
+		if states, _, err := db.VerificationCounts(ctx); err != nil || states["queued"] != 1 || len(states) != 1 {
+			t.Fatalf("verifications after relocation: %v %v", states, err)
 		}
-		job, err := db.ClaimVerification(ctx)
+		if n, err := db.QueueVerifications(ctx); err != nil || n != 0 {
+			t.Fatalf("sweep: %d, %v", n, err)
+		}
+		// A worker claims it and dies: its lease runs out.
+		dead := ClaimOptions{Owner: "dead", TTL: -time.Millisecond, MaxAttempts: 3}
+		if _, err := db.ClaimVerification(ctx, dead); err != nil {
+			t.Fatal(err)
+		}
+		job, err := db.ClaimVerification(ctx, testClaim)
 		if err != nil || job.Artifact.ID != arts[withImage] || job.Kernel.KID != withImage || job.Kernel.ImageBlob != "image-1" ||
-			job.Attempts != 1 || job.Artifact.Manifest == nil {
-			t.Fatalf("claim: %+v, %v", job, err)
+			job.Attempts != 2 || !job.Expired || job.Artifact.Manifest == nil {
+			t.Fatalf("claim after the lease ran out: %+v, %v", job, err)
 		}
-		if _, err := db.ClaimVerification(ctx); !errors.Is(err, ErrNotFound) {
+		if _, err := db.ClaimVerification(ctx, testClaim); !errors.Is(err, ErrNotFound) {
 			t.Fatalf("claim on an empty queue: %v", err)
-		}
-		// A restart queues it again.
-		if n, f, err := db.RecoverVerifications(ctx, 3); err != nil || n != 1 || f != 0 {
-			t.Fatalf("recover: %d %d %v", n, f, err)
-		}
-		if job, err = db.ClaimVerification(ctx); err != nil || job.Attempts != 2 {
-			t.Fatalf("claim after recover: %+v %v", job, err)
 		}
 		if err := db.RequeueVerification(ctx, job.Artifact.ID); !errors.Is(err, ErrConflict) {
 			t.Errorf("requeue while running: %v, want a conflict", err)
@@ -89,12 +90,12 @@ func TestVerificationQueue(t *testing.T) {
 			{Program: "a", Mode: "relocated", Accepted: true, Instructions: 10},
 			{Program: "b", Mode: "relocated", Accepted: false, Verifier: true, Error: "BPF_MOV uses reserved fields"},
 		}
-		if err := db.FinishVerification(ctx, job.ID, job.Artifact.ID, VerifyOutcome{Result: api.VerificationRejected,
+		if err := db.FinishVerification(ctx, job.Lease, job.Artifact.ID, VerifyOutcome{Result: api.VerificationRejected,
 			Programs: progs, KernelImage: "image-1", Release: "6.1.0-50-cloud-amd64", Accel: "tcg", BootMS: 2000,
 			ManifestBlob: "manifest-2", OldManifestBlob: "manifest-1"}); err != nil {
 			t.Fatal(err)
 		}
-		if err := db.FinishVerification(ctx, job.ID, job.Artifact.ID, VerifyOutcome{Result: api.VerificationVerified}); err == nil {
+		if err := db.FinishVerification(ctx, job.Lease, job.Artifact.ID, VerifyOutcome{Result: api.VerificationVerified}); err == nil {
 			t.Error("finished twice")
 		}
 		a, err := db.Artifact(ctx, job.Artifact.ID)
@@ -118,18 +119,18 @@ func TestVerificationQueue(t *testing.T) {
 			t.Errorf("with verifications: %+v %v", as, err)
 		}
 
-		// Another image for the kernel: verified again.
+		// Another image for the kernel: verified again (queued with the image).
 		if _, err := db.SetKernelImage(ctx, withImage, "image-2", 7); err != nil {
 			t.Fatal(err)
 		}
-		if n, err := db.QueueVerifications(ctx); err != nil || n != 1 {
-			t.Fatalf("queue after a new image: %d %v", n, err)
+		if n, err := db.QueueVerifications(ctx); err != nil || n != 0 {
+			t.Fatalf("sweep after a new image: %d %v", n, err)
 		}
-		if job, err = db.ClaimVerification(ctx); err != nil || job.Kernel.ImageBlob != "image-2" || job.Attempts != 1 {
+		if job, err = db.ClaimVerification(ctx, testClaim); err != nil || job.Kernel.ImageBlob != "image-2" || job.Attempts != 1 {
 			t.Fatalf("claim after a new image: %+v %v", job, err)
 		}
 		// A manifest replaced meanwhile is not overwritten.
-		if err := db.FinishVerification(ctx, job.ID, job.Artifact.ID, VerifyOutcome{Result: api.VerificationVerified,
+		if err := db.FinishVerification(ctx, job.Lease, job.Artifact.ID, VerifyOutcome{Result: api.VerificationVerified,
 			KernelImage: "image-2", ManifestBlob: "manifest-3", OldManifestBlob: "manifest-1"}); err != nil {
 			t.Fatal(err)
 		}
@@ -157,37 +158,39 @@ func TestVerificationQueue(t *testing.T) {
 	})
 }
 
-// Verifications interrupted too often fail; skipped ones are retried on
-// start.
-func TestVerificationRecoverGivesUp(t *testing.T) {
+// Verifications whose workers died too often fail; skipped ones are
+// retried when a verifier starts.
+func TestVerificationGivesUp(t *testing.T) {
 	each(t, func(t *testing.T, db *DB) {
 		ctx := context.Background()
 		const kid = "debian/12/x86_64/6.1.0-50-cloud-amd64"
 		verifyFixture(t, db, map[string]string{kid: "image"})
-		db.QueueVerifications(ctx)
+		dead := ClaimOptions{Owner: "dead", TTL: -time.Millisecond, MaxAttempts: 3}
 		for i := range 3 {
-			if _, err := db.ClaimVerification(ctx); err != nil {
+			if _, err := db.ClaimVerification(ctx, dead); err != nil {
 				t.Fatalf("claim %d: %v", i, err)
 			}
-			db.RecoverVerifications(ctx, 3)
+		}
+		if n, err := db.GiveUpExpired(ctx, QueueVerifications, 3); err != nil || n != 1 {
+			t.Fatalf("give up: %d %v", n, err)
 		}
 		vs, _ := db.Verifications(ctx, VerificationFilter{})
-		if len(vs) != 1 || vs[0].State != "error" || !strings.Contains(vs[0].Reason, "3 times") {
-			t.Fatalf("after 3 interruptions: %+v", vs)
+		if len(vs) != 1 || vs[0].State != "error" || !strings.Contains(vs[0].Reason, "gave up after 3 attempts") {
+			t.Fatalf("after 3 dead workers: %+v", vs)
 		}
 		if err := db.RequeueVerification(ctx, vs[0].ArtifactID); err != nil {
 			t.Fatal(err)
 		}
-		job, err := db.ClaimVerification(ctx)
+		job, err := db.ClaimVerification(ctx, testClaim)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := db.FinishVerification(ctx, job.ID, job.Artifact.ID, VerifyOutcome{Result: api.VerificationSkipped,
+		if err := db.FinishVerification(ctx, job.Lease, job.Artifact.ID, VerifyOutcome{Result: api.VerificationSkipped,
 			Reason: "no qemu"}); err != nil {
 			t.Fatal(err)
 		}
-		if n, _, err := db.RecoverVerifications(ctx, 3); err != nil || n != 1 {
-			t.Errorf("skipped verifications queued again on start: %d %v", n, err)
+		if n, err := db.RequeueSkipped(ctx); err != nil || n != 1 {
+			t.Errorf("skipped verifications queued again: %d %v", n, err)
 		}
 	})
 }

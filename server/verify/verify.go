@@ -4,11 +4,13 @@
 // bpfarm/verify), records each program's verdict in SQLite, and re-signs
 // the artifact's manifest with the verdicts in its "verified" field.
 //
-// The queue lives in the database like the build and relocation queues: a
-// scanner queues a verification for each done artifact that lacks one (on
-// each relocation, and every few seconds), workers claim them, and
-// verifications left running by a crash are queued again on start. At most
-// VMs VMs run at once.
+// The queue lives in the database like the build and relocation queues,
+// over the same lease mechanism (package queue): finishing a relocation
+// and importing a kernel queue verifications in their own transactions, a
+// scanner repairs what is missing (on each relocation, and every few
+// seconds), workers claim them with a lease, and a verification whose
+// worker died is claimed again once its lease runs out. At most VMs VMs
+// run at once.
 package verify
 
 import (
@@ -24,21 +26,19 @@ import (
 	"sync"
 	"time"
 
-	"github.com/bpfarm/bpfarm/server/queue"
+	"github.com/bpfarm/bpfarm/internal/failpoint"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/bpfarm/bpfarm/api"
 	"github.com/bpfarm/bpfarm/manifest"
 	"github.com/bpfarm/bpfarm/server/blob"
+	"github.com/bpfarm/bpfarm/server/fault"
+	"github.com/bpfarm/bpfarm/server/queue"
 	"github.com/bpfarm/bpfarm/server/signing"
 	"github.com/bpfarm/bpfarm/server/store"
 	bpfverify "github.com/bpfarm/bpfarm/verify"
 )
-
-// MaxAttempts bounds how often a verification is retried after the server
-// died while running it.
-const MaxAttempts = 3
 
 // Size bounds of what a verification reads back from the blob store.
 const (
@@ -69,7 +69,9 @@ type Config struct {
 	// relocations (build.Service.Changed): new artifacts to verify.
 	Changed func() <-chan struct{}
 	// Modes are the load modes (default: relocated and host-btf).
-	Modes    []string
+	Modes []string
+	// Policy holds the leases' and retries' terms.
+	Policy   queue.Policy
 	Logger   *slog.Logger
 	Registry prometheus.Registerer
 }
@@ -147,12 +149,12 @@ func (s *Service) Run(ctx context.Context) error {
 	if !s.Enabled() {
 		return nil
 	}
-	requeued, failed, err := s.cfg.DB.RecoverVerifications(ctx, MaxAttempts)
+	requeued, err := s.cfg.DB.RequeueSkipped(ctx)
 	if err != nil {
 		return err
 	}
-	if requeued > 0 || failed > 0 {
-		s.log.Info("recovered interrupted verifications", "requeued", requeued, "failed", failed)
+	if requeued > 0 {
+		s.log.Info("skipped verifications queued again", "requeued", requeued)
 	}
 	s.log.Info("verifier ready", "runner", s.cfg.Runner, "vms", s.cfg.VMs, "accel", orAuto(s.cfg.Accel))
 	var wg sync.WaitGroup
@@ -208,31 +210,55 @@ func (s *Service) scanner(ctx context.Context) {
 }
 
 func (s *Service) worker(ctx context.Context, n int) {
-	log := s.log.With("vm", n)
-	queue.Loop(ctx, log, "verification", s.wake, s.cfg.DB.ClaimVerification,
-		func(ctx context.Context, job *store.VerifyJob) { s.run(ctx, log, job) },
-		func(ctx context.Context, job *store.VerifyJob, err error) {
-			if err := s.cfg.DB.FinishVerification(ctx, job.ID, job.Artifact.ID, store.VerifyOutcome{Error: err.Error()}); err != nil {
-				log.Error("record verification", "err", err)
-			}
-			s.metrics.verifications.WithLabelValues("error").Inc()
-			s.changed()
-		})
+	w := &queue.Worker[*store.VerifyJob]{Name: "verification", Queue: store.QueueVerifications, DB: s.cfg.DB,
+		Owner: queue.Owner("verification", n), Policy: s.cfg.Policy, Log: s.log.With("vm", n), Wake: s.wake,
+		Claim:   s.cfg.DB.ClaimVerification,
+		Lease:   func(j *store.VerifyJob) store.Lease { return j.Lease },
+		Expired: func(j *store.VerifyJob) bool { return j.Expired },
+	}
+	w.Run = func(ctx context.Context, job *store.VerifyJob) { s.run(ctx, w, job) }
+	w.Panicked = func(ctx context.Context, job *store.VerifyJob, err error) {
+		s.record(ctx, w, job, store.VerifyOutcome{Error: err.Error()}, err, time.Now())
+	}
+	w.Loop(ctx)
 }
 
 // run executes one claimed verification and records its outcome.
-func (s *Service) run(ctx context.Context, log *slog.Logger, job *store.VerifyJob) {
+func (s *Service) run(ctx context.Context, w *queue.Worker[*store.VerifyJob], job *store.VerifyJob) {
 	a := job.Artifact
-	log = log.With("verification", job.ID, "program", a.Program, "revision", short(a.Revision), "kernel", a.Kernel)
+	log := w.Log.With("verification", job.ID, "program", a.Program, "revision", short(a.Revision), "kernel", a.Kernel)
 	log.Info("verification started", "attempt", job.Attempts)
 	s.changed()
+	failpoint.Hit("verify/claimed")
 	start := time.Now()
-	out := s.verify(ctx, log, job)
+	out, cause := s.verify(ctx, log, job)
 	if ctx.Err() != nil {
-		log.Info("verification interrupted by shutdown")
+		log.Info("verification interrupted", "cause", context.Cause(ctx))
 		return
 	}
-	if err := s.cfg.DB.FinishVerification(context.WithoutCancel(ctx), job.ID, a.ID, out); err != nil {
+	failpoint.Hit("verify/before-finish")
+	s.record(ctx, w, job, out, cause, start)
+}
+
+// record records a verification's outcome: a failure of the farm itself
+// (cause an infrastructure fault) goes back to the queue with backoff
+// until its attempts run out.
+func (s *Service) record(ctx context.Context, w *queue.Worker[*store.VerifyJob], job *store.VerifyJob, out store.VerifyOutcome, cause error, start time.Time) {
+	ctx = context.WithoutCancel(ctx)
+	log := w.Log.With("verification", job.ID)
+	defer s.changed()
+	if cause != nil && fault.IsInfra(cause) {
+		retried, err := w.Fail(ctx, job.Lease, job.Attempts, cause)
+		if err != nil {
+			log.Error("retry verification", "err", err)
+			return
+		}
+		if retried {
+			return
+		}
+		out.Error = queue.GiveUpReason(job.Attempts, cause)
+	}
+	if err := s.cfg.DB.FinishVerification(ctx, job.Lease, job.Artifact.ID, out); err != nil {
 		log.Error("record verification", "err", err)
 		return
 	}
@@ -248,7 +274,6 @@ func (s *Service) run(ctx context.Context, log *slog.Logger, job *store.VerifyJo
 	log.Info("verification finished", "result", result, "reason", firstOf(out.Reason, out.Error),
 		"boot", time.Duration(out.BootMS)*time.Millisecond, "duration", time.Since(start).Round(time.Millisecond),
 		"accel", out.Accel)
-	s.changed()
 }
 
 func firstOf(a, b string) string {
@@ -259,13 +284,14 @@ func firstOf(a, b string) string {
 }
 
 // verify boots the kernel and loads the artifact; failures of the server
-// itself are Outcome.Error.
-func (s *Service) verify(ctx context.Context, log *slog.Logger, job *store.VerifyJob) store.VerifyOutcome {
+// itself are Outcome.Error, and the error returned (infrastructure faults
+// among them are retried).
+func (s *Service) verify(ctx context.Context, log *slog.Logger, job *store.VerifyJob) (store.VerifyOutcome, error) {
 	a, k := job.Artifact, job.Kernel
 	out := store.VerifyOutcome{KernelImage: k.ImageBlob, Runner: s.runner}
-	fail := func(err error) store.VerifyOutcome {
+	fail := func(err error) (store.VerifyOutcome, error) {
 		out.Error = err.Error()
-		return out
+		return out, err
 	}
 	if k.ImageBlob == "" {
 		return fail(fmt.Errorf("kernel %s has no image", k.KID))
@@ -273,7 +299,7 @@ func (s *Service) verify(ctx context.Context, log *slog.Logger, job *store.Verif
 	qemu, err := bpfverify.QemuFor(k.Arch)
 	if errors.Is(err, bpfverify.ErrNoQemu) {
 		out.Result, out.Reason = api.VerificationSkipped, err.Error()
-		return out
+		return out, nil
 	}
 	if err != nil {
 		return fail(err)
@@ -281,14 +307,14 @@ func (s *Service) verify(ctx context.Context, log *slog.Logger, job *store.Verif
 	runner, err := bpfverify.RunnerFor(s.cfg.Runner, k.Arch)
 	if errors.Is(err, bpfverify.ErrNoRunner) {
 		out.Result, out.Reason = api.VerificationSkipped, err.Error()
-		return out
+		return out, nil
 	}
 	if err != nil {
 		return fail(err)
 	}
 	image, err := s.image(ctx, k.ImageBlob)
 	if err != nil {
-		return fail(err)
+		return fail(fault.Wrap(fault.ErrStorageUnavailable, err))
 	}
 	read := func(b *api.Blob) ([]byte, error) {
 		if b == nil || b.Digest == "" {
@@ -307,7 +333,7 @@ func (s *Service) verify(ctx context.Context, log *slog.Logger, job *store.Verif
 		}
 	}
 	if err != nil {
-		return fail(fmt.Errorf("artifact files: %w", err))
+		return fail(fault.Wrap(fault.ErrStorageUnavailable, fmt.Errorf("artifact files: %w", err)))
 	}
 	rep, err := bpfverify.Run(ctx, bpfverify.Request{Runner: runner, Image: image, Arch: k.Arch, Release: k.Release,
 		Kernel: k.KID, Program: a.Program, Revision: a.Revision, Object: obj, Relocated: rel, MinBTF: minBTF,
@@ -346,11 +372,11 @@ func (s *Service) verify(ctx context.Context, log *slog.Logger, job *store.Verif
 		}
 		md, err := s.resign(ctx, a.Manifest.Digest, verdicts)
 		if err != nil {
-			return fail(fmt.Errorf("re-sign manifest: %w", err))
+			return fail(fault.Wrap(fault.ErrStorageUnavailable, fmt.Errorf("re-sign manifest: %w", err)))
 		}
 		out.ManifestBlob, out.OldManifestBlob = md, a.Manifest.Digest
 	}
-	return out
+	return out, nil
 }
 
 // resign stores the manifest with the verdicts, signed again.
