@@ -1,7 +1,6 @@
 package core
 
 import (
-	"cmp"
 	"debug/elf"
 	"errors"
 	"fmt"
@@ -113,9 +112,8 @@ type enumIndex map[uint32]string
 // parsed kernel (kernelState.features).
 type features struct {
 	mapTypes, progTypes, attachTypes, helpers enumIndex
-	// isaV4 says whether the kernel runs BPF ISA v4 instructions: present,
-	// missing or unknown (isa.go).
-	isaV4 string
+	// isa says whether the kernel runs BPF ISA v4 instructions (isa.go).
+	isa isaSupport
 	// kfuncTags is set when the kernel's BTF marks its kfuncs with the
 	// "bpf_kfunc" decl tag (pahole 1.27+ with decl_tag_kfuncs): a kfunc is
 	// then present only if its FUNC carries the tag.
@@ -125,9 +123,10 @@ type features struct {
 // kfuncDeclTag is the decl tag pahole puts on every registered kfunc.
 const kfuncDeclTag = "bpf_kfunc"
 
-// loadFeatures reads the BPF enums from a kernel's vmlinux BTF.
-func loadFeatures(vmlinux *btf.Spec, kfuncTags bool) (*features, error) {
-	f := &features{kfuncTags: kfuncTags}
+// loadFeatures reads the BPF enums from a kernel's vmlinux BTF; kfuncTags
+// and isa were read from its raw BTF.
+func loadFeatures(vmlinux *btf.Spec, kfuncTags bool, isa isaSupport) (*features, error) {
+	f := &features{kfuncTags: kfuncTags, isa: isa}
 	for _, e := range []struct {
 		name string
 		dst  *enumIndex
@@ -163,21 +162,18 @@ func loadFeatures(vmlinux *btf.Spec, kfuncTags bool) (*features, error) {
 			break
 		}
 	}
-	var err error
-	if f.isaV4, err = kernelISAv4(vmlinux); err != nil {
-		return nil, fmt.Errorf("instruction set: %w", err)
-	}
 	return f, nil
 }
 
 // features returns the kernel's BPF features, parsed once per kernel.
 func (k *Kernel) features(st *kernelState) (*features, error) {
 	if k.state == nil {
-		// A Kernel not made by LoadKernel: parse every time.
-		return loadFeatures(k.VMLinux, false)
+		// A Kernel not made by LoadKernel: parse every time (without the
+		// raw BTF, the instruction set is unknown).
+		return loadFeatures(k.VMLinux, false, isaSupport{})
 	}
 	st.featuresOnce.Do(func() {
-		st.feats, st.featuresErr = loadFeatures(k.VMLinux, st.kfuncTags)
+		st.feats, st.featuresErr = loadFeatures(k.VMLinux, st.kfuncTags, st.isa)
 		if st.featuresErr != nil {
 			st.featuresErr = fmt.Errorf("kernel %s: %w", k.ID, st.featuresErr)
 		}
@@ -298,7 +294,7 @@ func resolveNeeds(f *features, reqs []needReq) []Need {
 	out := make([]Need, 0, len(reqs))
 	for _, r := range reqs {
 		if r.kind == NeedInstructionSet {
-			out = append(out, Need{Kind: r.kind, Name: r.name, Status: cmp.Or(f.isaV4, TargetUnknown),
+			out = append(out, Need{Kind: r.kind, Name: r.name, Status: f.isa.statusOf(r.insns),
 				Instructions: firstOfEachKind(r.insns)})
 			continue
 		}

@@ -1,13 +1,14 @@
 package core
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 
 	"github.com/cilium/ebpf/asm"
-	"github.com/cilium/ebpf/btf"
 )
 
 // This file decides whether a kernel accepts the instructions of version 4
@@ -25,7 +26,8 @@ import (
 // Older verifiers refuse them: "unknown opcode", "BPF_LDX uses reserved
 // fields" or "BPF_MOV uses reserved fields". No enum of the UAPI describes
 // the instruction set, so the answer comes from the verifier's and the
-// JIT's own code as the kernel's BTF describes it; see kernelISAv4.
+// JIT's own code as the kernel's BTF describes it; see kernelISAv4 (and
+// isaSupport.status for gotol, which stable kernels got alone).
 
 // NeedInstructionSet is the Need kind of a program whose instructions need
 // a newer BPF instruction set than the kernel may have.
@@ -165,9 +167,61 @@ func isaReason(name string, insns []ISAInstruction) string {
 	return fmt.Sprintf("%s instructions (%s) are not in this kernel", name, strings.Join(parts, ", "))
 }
 
+// isaSupport is what a kernel's BTF says of its ISA v4 support: whether its
+// verifier knows the instructions and whether its JIT compiles them (where
+// the verifier accepts them) (TargetPresent, TargetMissing or
+// TargetUnknown each; the zero value knows nothing).
+type isaSupport struct {
+	verifier, jit string
+}
+
+// status reports whether the kernel runs instructions of kind k.
+//
+// A verifier without the ISA may still know the 32-bit offset jump: its
+// commit (4cd58e9af8b9, "bpf: Support new 32bit offset jmp instruction")
+// went to stable kernels on its own, as a dependency of a fix (Linux
+// 6.1.72, with x86-64 JIT support; Debian's 6.1 amd64 kernels have it and
+// load gotol), and changed no type or function signature that BTF would
+// show. So gotol is unknown there, not missing; unless the JIT lacks it:
+// the arm64 JIT before its ISA v4 series (Debian's 6.1 arm64 refuses
+// gotol, "operation not supported").
+func (s isaSupport) status(k v4Kind) string {
+	if s.jit == TargetMissing {
+		return TargetMissing
+	}
+	switch s.verifier {
+	case TargetMissing:
+		if k == v4Gotol {
+			return TargetUnknown
+		}
+		return TargetMissing
+	case TargetPresent:
+		if s.jit == "" {
+			return TargetUnknown
+		}
+		return s.jit
+	}
+	return TargetUnknown
+}
+
+// statusOf summarizes the status of a program's ISA v4 instructions:
+// missing if the kernel lacks any of them, else unknown if it may lack one,
+// else present.
+func (s isaSupport) statusOf(insns []v4Insn) string {
+	out := TargetPresent
+	for _, in := range insns {
+		switch s.status(in.kind) {
+		case TargetMissing:
+			return TargetMissing
+		case TargetUnknown:
+			out = TargetUnknown
+		}
+	}
+	return out
+}
+
 // kernelISAv4 decides from a kernel's BTF whether it runs ISA v4
-// programs: TargetPresent, TargetMissing, or TargetUnknown when its BTF
-// can't tell. Two things must hold.
+// programs (TargetUnknown where its BTF can't tell). Two things must hold.
 //
 // The verifier must know the instructions. The series' first commit
 // (1f9a1ea821ff, Linux 6.6) gave the verifier's check_mem_access() a
@@ -202,90 +256,181 @@ func isaReason(name string, insns []ISAInstruction) string {
 // architecture itself comes from the BTF: arm64 kernels have that enum,
 // x86-64 ones a struct pt_regs with r15 and orig_ax. Other architectures'
 // JITs are not known here: unknown.
-func kernelISAv4(vmlinux *btf.Spec) (string, error) {
-	verifier, err := verifierISAv4(vmlinux)
-	if err != nil || verifier != TargetPresent {
-		return verifier, err
-	}
-	arm64, err := typesNamed[*btf.Enum](vmlinux, "aarch64_insn_ldst_type")
+//
+// The markers are read from the raw BTF when the kernel is loaded, without
+// decoding types: cilium/ebpf would inflate a FUNC's whole type graph
+// (struct bpf_verifier_env reaches most of the kernel's types: 130 ms for
+// check_mem_access on this host's 6.18), where the raw pass costs about 3
+// ms of CPU (the flavoured-names pass of LoadKernel about 6).
+func kernelISAv4(types, strs []byte, bo binary.ByteOrder) (isaSupport, error) {
+	m, err := scanISAMarks(types, strs, bo)
 	if err != nil {
-		return "", err
+		return isaSupport{}, fmt.Errorf("instruction set: %w", err)
 	}
-	if len(arm64) > 0 {
-		for _, e := range arm64 {
-			if slices.ContainsFunc(e.Values, func(v btf.EnumValue) bool {
-				return v.Name == "AARCH64_INSN_LDST_SIGNED_LOAD_IMM_OFFSET"
-			}) {
-				return TargetPresent, nil
+	var s isaSupport
+	switch {
+	case m.has("check_mem_access", "is_ldsx"), m.has("coerce_reg_to_size_sx", ""),
+		m.has("bpf_insn_access_aux", "is_ldsx"):
+		s.verifier = TargetPresent
+	case m.has("check_mem_access", ""):
+		s.verifier = TargetMissing
+	default:
+		s.verifier = TargetUnknown
+	}
+	switch {
+	case m.has("aarch64_insn_ldst_type", "AARCH64_INSN_LDST_SIGNED_LOAD_IMM_OFFSET"):
+		s.jit = TargetPresent
+	case m.has("aarch64_insn_ldst_type", ""):
+		s.jit = TargetMissing
+	case m.has("pt_regs", "r15") && m.has("pt_regs", "orig_ax"):
+		s.jit = TargetPresent
+	default:
+		s.jit = TargetUnknown
+	}
+	return s, nil
+}
+
+// isaMarkTypes are the types whose names and member names kernelISAv4
+// reads, by name, with their BTF kind.
+var isaMarkTypes = map[string]uint32{
+	"check_mem_access":       kindFunc,
+	"coerce_reg_to_size_sx":  kindFunc,
+	"bpf_insn_access_aux":    kindStruct,
+	"aarch64_insn_ldst_type": kindEnum,
+	"pt_regs":                kindStruct,
+}
+
+// isaMarks are the marker types a kernel's BTF has: for each name, the
+// names of its members, enumerators or (for a function) parameters, of
+// every type of that name.
+type isaMarks map[string][]string
+
+// has reports whether the BTF has a type name with a member (enumerator,
+// parameter) named member, or any type name when member is "".
+func (m isaMarks) has(name, member string) bool {
+	members, ok := m[name]
+	return ok && (member == "" || slices.Contains(members, member))
+}
+
+// scanISAMarks reads the marker types of a raw BTF type section: one pass
+// for the named types, a second one, up to the last FUNC_PROTO needed, for
+// the parameters of the FUNCs.
+func scanISAMarks(types, strs []byte, bo binary.ByteOrder) (isaMarks, error) {
+	out := make(isaMarks)
+	members := func(off int, vlen, size int) ([]string, error) {
+		var names []string
+		for i := range vlen {
+			n, err := cstring(strs, bo.Uint32(types[off+12+i*size:]))
+			if err != nil {
+				return nil, err
+			}
+			names = append(names, n)
+		}
+		return names, nil
+	}
+	protos := make(map[uint32][]string) // FUNC_PROTO ID -> FUNC names
+	var lastProto uint32
+	err := walkTypes(types, bo, func(id uint32, off int, kind uint32, vlen int) error {
+		nameOff := bo.Uint32(types[off:])
+		if nameOff == 0 || uint64(nameOff) >= uint64(len(strs)) {
+			return nil
+		}
+		name, ok := markName(strs[nameOff:])
+		if !ok {
+			return nil
+		}
+		var m []string
+		var err error
+		switch want := isaMarkTypes[name]; {
+		case kind == kindFunc && want == kindFunc:
+			proto := bo.Uint32(types[off+8:])
+			protos[proto] = append(protos[proto], name)
+			lastProto = max(lastProto, proto)
+			m = []string{}
+		case kind == kindStruct && want == kindStruct:
+			m, err = members(off, vlen, 12)
+		case kind == kindEnum && want == kindEnum:
+			m, err = members(off, vlen, 8)
+		case kind == kindEnum64 && want == kindEnum:
+			m, err = members(off, vlen, 12)
+		default:
+			return nil
+		}
+		out[name] = append(out[name], m...)
+		return err
+	})
+	if err != nil || len(protos) == 0 {
+		return out, err
+	}
+	err = walkTypes(types, bo, func(id uint32, off int, kind uint32, vlen int) error {
+		if id > lastProto {
+			return errStopWalk
+		}
+		if fns, ok := protos[id]; ok && kind == kindFuncProto {
+			params, err := members(off, vlen, 8)
+			if err != nil {
+				return err
+			}
+			for _, fn := range fns {
+				out[fn] = append(out[fn], params...)
 			}
 		}
-		return TargetMissing, nil
+		return nil
+	})
+	if errors.Is(err, errStopWalk) {
+		err = nil
 	}
-	regs, err := typesNamed[*btf.Struct](vmlinux, "pt_regs")
-	if err != nil {
-		return "", err
-	}
-	for _, s := range regs {
-		if hasMember(s, "r15") && hasMember(s, "orig_ax") {
-			return TargetPresent, nil
-		}
-	}
-	return TargetUnknown, nil
+	return out, err
 }
 
-// verifierISAv4 decides whether the kernel's verifier knows the ISA v4
-// instructions (see kernelISAv4).
-func verifierISAv4(vmlinux *btf.Spec) (string, error) {
-	funcs, err := typesNamed[*btf.Func](vmlinux, "check_mem_access")
-	if err != nil {
-		return "", err
-	}
-	for _, fn := range funcs {
-		if proto, ok := fn.Type.(*btf.FuncProto); ok && slices.ContainsFunc(proto.Params, func(p btf.FuncParam) bool {
-			return p.Name == "is_ldsx"
-		}) {
-			return TargetPresent, nil
+var errStopWalk = errors.New("stop")
+
+// walkTypes calls fn for each type of a raw BTF type section, with its ID
+// (from 1), offset, kind and vlen, until fn returns an error.
+func walkTypes(types []byte, bo binary.ByteOrder, fn func(id uint32, off int, kind uint32, vlen int) error) error {
+	id := uint32(1)
+	for off := 0; off < len(types); id++ {
+		if len(types)-off < 12 {
+			return fmt.Errorf("type at offset %d: short buffer", off)
 		}
+		info := bo.Uint32(types[off+4:])
+		vlen := int(info & 0xffff)
+		kind := (info >> 24) & 0x1f
+		next := off + 12
+		switch kind {
+		case kindInt, kindVar, kindDeclTag:
+			next += 4
+		case kindArray:
+			next += 12
+		case kindStruct, kindUnion, kindDatasec, kindEnum64:
+			next += 12 * vlen
+		case kindEnum, kindFuncProto:
+			next += 8 * vlen
+		}
+		if next > len(types) {
+			return errors.New("type data out of bounds")
+		}
+		if err := fn(id, off, kind, vlen); err != nil {
+			return err
+		}
+		off = next
 	}
-	sx, err := typesNamed[*btf.Func](vmlinux, "coerce_reg_to_size_sx")
-	if err != nil {
-		return "", err
-	}
-	if len(sx) > 0 {
-		return TargetPresent, nil
-	}
-	aux, err := typesNamed[*btf.Struct](vmlinux, "bpf_insn_access_aux")
-	if err != nil {
-		return "", err
-	}
-	if slices.ContainsFunc(aux, func(s *btf.Struct) bool { return hasMember(s, "is_ldsx") }) {
-		return TargetPresent, nil
-	}
-	if len(funcs) > 0 {
-		return TargetMissing, nil
-	}
-	return TargetUnknown, nil
+	return nil
 }
 
-// typesNamed returns the types of kind T named name (none when there is
-// no such type).
-func typesNamed[T btf.Type](spec *btf.Spec, name string) ([]T, error) {
-	types, err := spec.AnyTypesByName(name)
-	if errors.Is(err, btf.ErrNotFound) {
-		return nil, nil
+// isaMarkNames are the keys of isaMarkTypes.
+var isaMarkNames = slices.Sorted(maps.Keys(isaMarkTypes))
+
+// markName returns the NUL-terminated name at the start of s when it is one
+// of isaMarkTypes, without allocating for the others.
+func markName(s []byte) (string, bool) {
+	if len(s) == 0 || (s[0] != 'a' && s[0] != 'b' && s[0] != 'c' && s[0] != 'p') {
+		return "", false
 	}
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", name, err)
-	}
-	var out []T
-	for _, t := range types {
-		if x, ok := t.(T); ok && t.TypeName() == name {
-			out = append(out, x)
+	for _, name := range isaMarkNames {
+		if len(s) > len(name) && s[len(name)] == 0 && string(s[:len(name)]) == name {
+			return name, true
 		}
 	}
-	return out, nil
-}
-
-func hasMember(s *btf.Struct, name string) bool {
-	return slices.ContainsFunc(s.Members, func(m btf.Member) bool { return m.Name == name })
+	return "", false
 }

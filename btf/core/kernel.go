@@ -70,6 +70,9 @@ type kernelState struct {
 
 	// kfuncTags: vmlinux marks its kfuncs with the "bpf_kfunc" decl tag.
 	kfuncTags bool
+	// isa is what vmlinux says of the BPF ISA v4 (isa.go), read from the
+	// raw BTF at load.
+	isa isaSupport
 	// feats are the kernel's BPF features (features.go), read once.
 	featuresOnce sync.Once
 	feats        *features
@@ -132,6 +135,10 @@ func loadVMLinux(id string, vmlinux []byte) (*Kernel, []byte, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("kernel %s: vmlinux: %w", id, err)
 	}
+	isa, err := kernelISAv4(types, strs, bo)
+	if err != nil {
+		return nil, nil, fmt.Errorf("kernel %s: vmlinux: %w", id, err)
+	}
 	k := &Kernel{
 		ID:      id,
 		VMLinux: spec,
@@ -140,6 +147,7 @@ func loadVMLinux(id string, vmlinux []byte) (*Kernel, []byte, error) {
 			flavoured: []map[string][]string{fl},
 			prepared:  make(map[string]bool),
 			kfuncTags: kfuncTags,
+			isa:       isa,
 		},
 	}
 	return k, strs, nil

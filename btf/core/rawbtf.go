@@ -85,6 +85,7 @@ const (
 	kindStruct    = 4
 	kindUnion     = 5
 	kindEnum      = 6
+	kindFunc      = 12
 	kindFuncProto = 13
 	kindVar       = 14
 	kindDatasec   = 15

@@ -297,10 +297,12 @@ func (res *progResult) report() ProgramReport {
 // Some missing things are harmless in code the verifier never reaches: a
 // call to a missing __weak kfunc, and the ISA v4 instructions an older
 // verifier only checks when it reaches them (v4Kind.checkedWhenReached).
+// Only the ISA v4 instructions the kernel lacks count (a kernel may lack
+// the ISA but not know whether it has gotol: isaSupport.status).
 // Reachability is that of the guard analysis, with this kernel's CO-RE
 // values and 0 for the address of a missing weak kfunc (the loader's value
 // for bpf_ksym_exists()).
-func (res *progResult) judge(pr *ProgramReport) {
+func (res *progResult) judge(pr *ProgramReport, feats *features) {
 	p := res.p
 	var reach map[int]bool
 	reached := func(raw int) bool {
@@ -340,7 +342,7 @@ func (res *progResult) judge(pr *ProgramReport) {
 	}); i >= 0 {
 		var counted []v4Insn
 		for _, in := range p.isaInsns() {
-			if !in.kind.checkedWhenReached() || reached(in.raw) {
+			if feats.isa.status(in.kind) == TargetMissing && (!in.kind.checkedWhenReached() || reached(in.raw)) {
 				counted = append(counted, in)
 			}
 		}
@@ -436,7 +438,7 @@ func (o *Object) Relocate(k *Kernel) (*Result, error) {
 				return fmt.Errorf("program %s: targets: %w", p.spec.Name, err)
 			}
 			pr.Needs = resolveNeeds(feats, p.needs)
-			results[i].judge(&pr)
+			results[i].judge(&pr, feats)
 			res.Report.Programs = append(res.Report.Programs, pr)
 		}
 		marks, err = minimizeBTF(k, st, o.programs, mods)
