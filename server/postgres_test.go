@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -62,6 +63,11 @@ func TestPostgresEndToEnd(t *testing.T) {
 	obj, err := c.Blob(ctx, r.Artifact.Relocated.Digest, 64<<20)
 	if err != nil || int64(len(obj)) != r.Artifact.Relocated.Size {
 		t.Fatalf("relocated object: %d bytes (want %d), %v", len(obj), r.Artifact.Relocated.Size, err)
+	}
+
+	// The connection pool's metrics.
+	if code, body := get(t, url+"/metrics"); code != 200 || !strings.Contains(body, `go_sql_max_open_connections{db_name="metadata"} 16`) {
+		t.Errorf("metrics: %d, no pool metrics:\n%s", code, grepLines(body, "go_sql"))
 	}
 
 	// A second replica on the same database.

@@ -194,6 +194,7 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	if s.DB, err = store.Open(ctx, cfg.Database, store.WithLogger(log)); err != nil {
 		return nil, err
 	}
+	s.Registry.MustRegister(s.DB.Collector())
 	var backend blob.Store
 	deadlines := blob.Deadlines{Call: cfg.BlobTimeout, Idle: cfg.BlobIdleTimeout}
 	if cfg.S3.Endpoint != "" {

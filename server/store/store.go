@@ -27,6 +27,8 @@ import (
 	_ "github.com/mattn/go-sqlite3"    // database/sql driver "sqlite3"
 	"github.com/pressly/goose/v3"
 	"github.com/pressly/goose/v3/lock"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/bpfarm/bpfarm/migrations"
 )
@@ -142,6 +144,13 @@ func openDSN(dsn string, o options) (d *DB, name string, err error) {
 		return nil, "", fmt.Errorf("open database %s: %w", dsn, err)
 	}
 	return &DB{db: &sqlDB{db: db}}, dsn, nil
+}
+
+// Collector returns the metrics of the database's connection pool
+// (go_sql_*{db_name="metadata"}: open, in use and idle connections, waits
+// for one), for registering with a server's registry.
+func (d *DB) Collector() prometheus.Collector {
+	return collectors.NewDBStatsCollector(d.db.db, "metadata")
 }
 
 // Postgres reports whether the database is PostgreSQL (else SQLite).
