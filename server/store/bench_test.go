@@ -4,11 +4,14 @@ import (
 	"context"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/bpfarm/bpfarm/api"
 	"github.com/bpfarm/bpfarm/server/store"
 	"github.com/bpfarm/bpfarm/server/store/storetest"
 )
+
+var benchClaim = store.ClaimOptions{Owner: "bench", TTL: time.Minute, MaxAttempts: 3}
 
 // BenchmarkStore measures the metadata database's hot paths on SQLite and
 // on a real PostgreSQL over loopback: one job cycle (push a revision, queue
@@ -19,7 +22,7 @@ func BenchmarkStore(b *testing.B) {
 		b.Run("cycle/"+backend, func(b *testing.B) {
 			ctx := context.Background()
 			db := storetest.Open(b, backend)
-			if _, _, err := db.PutKernel(ctx, store.Kernel{KID: "debian/12/x86_64/6.1.0-1-amd64", Distro: "debian",
+			if _, _, _, err := db.PutKernel(ctx, store.Kernel{KID: "debian/12/x86_64/6.1.0-1-amd64", Distro: "debian",
 				Version: "12", Arch: "x86_64", Release: "6.1.0-1-amd64", BTFBlob: "btf", BTFSize: 1}, false); err != nil {
 				b.Fatal(err)
 			}
@@ -34,21 +37,21 @@ func BenchmarkStore(b *testing.B) {
 					CacheKey: rev}); err != nil {
 					b.Fatal(err)
 				}
-				job, err := db.Claim(ctx)
+				job, err := db.Claim(ctx, benchClaim)
 				if err != nil {
 					b.Fatal(err)
 				}
-				if err := db.Finish(ctx, job.ID, store.Outcome{State: api.StateSucceeded, ObjectBlob: "o"}); err != nil {
+				if _, err := db.Finish(ctx, job.Lease, store.Outcome{State: api.StateSucceeded, ObjectBlob: "o"}); err != nil {
 					b.Fatal(err)
 				}
 				if _, err := db.QueueArtifacts(ctx, job.ID); err != nil {
 					b.Fatal(err)
 				}
-				aj, err := db.ClaimArtifact(ctx, "")
+				aj, err := db.ClaimArtifact(ctx, benchClaim, "")
 				if err != nil {
 					b.Fatal(err)
 				}
-				if err := db.FinishArtifact(ctx, aj.ID, store.ArtifactOutcome{Status: "ok", ManifestBlob: "m"}); err != nil {
+				if err := db.FinishArtifact(ctx, aj.Lease, store.ArtifactOutcome{Status: "ok", ManifestBlob: "m"}); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -57,7 +60,7 @@ func BenchmarkStore(b *testing.B) {
 			ctx := context.Background()
 			db := storetest.Open(b, backend)
 			const kid = "debian/12/x86_64/6.1.0-1-amd64"
-			if _, _, err := db.PutKernel(ctx, store.Kernel{KID: kid, Distro: "debian", Version: "12", Arch: "x86_64",
+			if _, _, _, err := db.PutKernel(ctx, store.Kernel{KID: kid, Distro: "debian", Version: "12", Arch: "x86_64",
 				Release: "6.1.0-1-amd64", BTFBlob: "btf", BTFSize: 1}, false); err != nil {
 				b.Fatal(err)
 			}
@@ -73,17 +76,17 @@ func BenchmarkStore(b *testing.B) {
 						CacheKey: rev}); err != nil {
 						b.Fatal(err)
 					}
-					job, err := db.Claim(ctx)
+					job, err := db.Claim(ctx, benchClaim)
 					if err != nil {
 						b.Fatal(err)
 					}
-					db.Finish(ctx, job.ID, store.Outcome{State: api.StateSucceeded, ObjectBlob: "o"})
+					db.Finish(ctx, job.Lease, store.Outcome{State: api.StateSucceeded, ObjectBlob: "o"})
 					db.QueueArtifacts(ctx, job.ID)
-					aj, err := db.ClaimArtifact(ctx, "")
+					aj, err := db.ClaimArtifact(ctx, benchClaim, "")
 					if err != nil {
 						b.Fatal(err)
 					}
-					db.FinishArtifact(ctx, aj.ID, store.ArtifactOutcome{Status: "ok", ManifestBlob: "m"})
+					db.FinishArtifact(ctx, aj.Lease, store.ArtifactOutcome{Status: "ok", ManifestBlob: "m"})
 				}
 				if _, err := db.AddAssignment(ctx, api.AssignmentRequest{Program: name}, "admin"); err != nil {
 					b.Fatal(err)
