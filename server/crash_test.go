@@ -2,6 +2,8 @@ package server
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -28,8 +30,12 @@ import (
 	"github.com/bpfarm/bpfarm/server/store"
 )
 
-// crashChildEnv names the data directory of a crash test's child server.
-const crashChildEnv = "BPFARM_CRASH_CHILD_DATA"
+// crashChildEnv names the data directory of a crash test's child server;
+// crashDatabaseEnv its database URL (empty: SQLite in the data directory).
+const (
+	crashChildEnv    = "BPFARM_CRASH_CHILD_DATA"
+	crashDatabaseEnv = "BPFARM_CRASH_CHILD_DATABASE"
+)
 
 // crashPolicy is the child's job terms: short leases, so that the jobs the
 // crashed process held are claimed again soon after the restart.
@@ -49,9 +55,14 @@ func TestCrashChild(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := Open(ctx, Config{Data: data, Listener: ln, Out: io.Discard, Workers: 1, Relocators: 1,
+	cfg := Config{Data: data, Listener: ln, Out: io.Discard, Workers: 1, Relocators: 1,
 		Verify: VerifyConfig{VMs: -1}, GCInterval: -1, Jobs: crashPolicy,
-		Logger: slog.New(slog.NewTextHandler(os.Stderr, nil))})
+		Logger: slog.New(slog.NewTextHandler(os.Stderr, nil))}
+	if url := os.Getenv(crashDatabaseEnv); url != "" {
+		// One process, but the replica set's configuration.
+		cfg.Database, cfg.SecretKeyFile, cfg.BlobDirShared = url, filepath.Join(data, "secret.key"), true
+	}
+	s, err := Open(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,8 +83,9 @@ type child struct {
 	c    *client.Client
 }
 
-// startChild starts the server on data, with failpoints armed by spec.
-func startChild(t *testing.T, data, spec string, n int) *child {
+// startChild starts the server on data (and database, when not empty),
+// with failpoints armed by spec.
+func startChild(t *testing.T, data, database, spec string, n int) *child {
 	t.Helper()
 	os.Remove(filepath.Join(data, "addr"))
 	log, err := os.Create(filepath.Join(data, fmt.Sprintf("child-%d.log", n)))
@@ -81,7 +93,7 @@ func startChild(t *testing.T, data, spec string, n int) *child {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(os.Args[0], "-test.run=^TestCrashChild$", "-test.v")
-	cmd.Env = append(os.Environ(), crashChildEnv+"="+data, failpoint.Env+"="+spec)
+	cmd.Env = append(os.Environ(), crashChildEnv+"="+data, crashDatabaseEnv+"="+database, failpoint.Env+"="+spec)
 	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -262,8 +274,16 @@ var crashPoints = []string{
 // the scenario, and checks that nothing was lost: every accepted build
 // ended succeeded or failed for a user reason, every succeeded build has
 // an artifact for every kernel of its arch, no row names a missing blob,
-// and no restart beyond the one after the crash was needed.
-func TestCrash(t *testing.T) {
+// and no restart beyond the one after the crash was needed. It runs on
+// SQLite; TestCrashPostgres runs it on PostgreSQL.
+func TestCrash(t *testing.T) { testCrash(t, "sqlite") }
+
+// TestCrashPostgres is TestCrash on a real PostgreSQL (a fresh database per
+// failpoint), with the replica set's configuration (a --secret-key-file,
+// a shared blob directory).
+func TestCrashPostgres(t *testing.T) { testCrash(t, "postgres") }
+
+func testCrash(t *testing.T, backend string) {
 	if os.Getenv(crashChildEnv) != "" {
 		t.Skip("in the child")
 	}
@@ -280,10 +300,19 @@ func TestCrash(t *testing.T) {
 	for _, fp := range points {
 		t.Run(strings.ReplaceAll(fp, "/", "_"), func(t *testing.T) {
 			data := t.TempDir()
+			database := ""
+			if backend == "postgres" {
+				database = testenv.Postgres(t)
+				key := make([]byte, 32)
+				rand.Read(key)
+				if err := os.WriteFile(filepath.Join(data, "secret.key"), []byte(base64.StdEncoding.EncodeToString(key)+"\n"), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
 			steps := crashScenario(t)
 			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 			defer cancel()
-			ch := startChild(t, data, fp, 0)
+			ch := startChild(t, data, database, fp, 0)
 			restarts := 0
 			for i := 0; i < len(steps); {
 				// The client retries a server that does not answer: the
@@ -312,7 +341,7 @@ func TestCrash(t *testing.T) {
 					t.Fatalf("step %d: %v (server crashed: %v, restarts %d)", i, err, ch.crashed(), restarts)
 				}
 				restarts++
-				ch = startChild(t, data, "", restarts)
+				ch = startChild(t, data, database, "", restarts)
 			}
 			if restarts == 0 {
 				// The failpoint may have been reached in a background job
@@ -324,22 +353,25 @@ func TestCrash(t *testing.T) {
 				if !ch.crashed() {
 					t.Fatalf("the scenario never reached failpoint %s", fp)
 				}
-				ch = startChild(t, data, "", 1)
+				ch = startChild(t, data, database, "", 1)
 				if err := quiescent(ctx, ch.c); err != nil {
 					t.Fatal(err)
 				}
 			}
 			ch.stop(t)
-			checkInvariants(t, data)
+			checkInvariants(t, data, database)
 		})
 	}
 }
 
-// checkInvariants checks a stopped server's data directory.
-func checkInvariants(t *testing.T, data string) {
+// checkInvariants checks a stopped server's data directory and database.
+func checkInvariants(t *testing.T, data, database string) {
 	t.Helper()
 	ctx := context.Background()
-	db, err := store.Open(ctx, filepath.Join(data, "bpfarm.db"), store.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
+	if database == "" {
+		database = "sqlite:" + filepath.Join(data, "bpfarm.db")
+	}
+	db, err := store.Open(ctx, database, store.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
 	if err != nil {
 		t.Fatal(err)
 	}
