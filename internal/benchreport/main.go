@@ -45,6 +45,7 @@ var groups = []group{
 	{"./cmd/bpfarm/", "^BenchmarkFleet$", "1x", 1},
 	{"./server/store/", "^BenchmarkNotify$", "200x", 3},
 	{"./server/store/", "^BenchmarkStore$", "200x", 3},
+	{"./internal/farmtest/", "^BenchmarkFarm", "1x", 1},
 }
 
 // result is a benchmark's median over its runs: ns/op plus custom metrics.
@@ -56,7 +57,7 @@ type comparison struct {
 	section, what string
 	ours          string // "pkg:Benchmark" or "pkg:Benchmark:metric"
 	theirs        string // empty for an absolute budget
-	kind          string // "ratio<=", "speedup>=", "abs<=ms", "ratio<=pct", "info"
+	kind          string // "ratio<=", "speedup>=", "abs<=ms", "ratio<=pct", "gain" (ours/theirs, no budget), "info"
 	budget        float64
 	note          string
 }
@@ -195,7 +196,28 @@ var comparisons = []comparison{
 		"server/store:BenchmarkStore/desired/postgres", "server/store:BenchmarkStore/desired/sqlite", "info", 0, ""},
 	{"Metadata database", "one job cycle on PostgreSQL", "server/store:BenchmarkStore/cycle/postgres", "", "abs<=ms", 50,
 		"a farm's database work per build stays far below a compile (~1 s)"},
+	{"Farm scale", "builds per minute, 1 worker process (one build at a time), 16 real compiles queued at once",
+		"internal/farmtest:BenchmarkFarmBuilds/workers=1:builds/min", "", "info", 0, farmNote},
+	{"Farm scale", "builds per minute, 2 worker processes (one build at a time each) vs 1",
+		"internal/farmtest:BenchmarkFarmBuilds/workers=2:builds/min", "internal/farmtest:BenchmarkFarmBuilds/workers=1:builds/min", "gain", 0, farmNote},
+	{"Farm scale", "artifact resolves per second through 1 API replica (32 concurrent clients)",
+		"internal/farmtest:BenchmarkFarmResolve:resolves/s-1-replica", "", "info", 0, farmNote},
+	{"Farm scale", "artifact resolves per second through 2 API replicas vs 1 (same clients, same run)",
+		"internal/farmtest:BenchmarkFarmResolve:resolves/s-2-replicas", "internal/farmtest:BenchmarkFarmResolve:resolves/s-1-replica", "gain", 0, farmNote},
+	{"Farm scale", "5,000 simulated agents long-polling across 2 API replicas: RSS of both replicas, every poll held",
+		"internal/farmtest:BenchmarkFarmLongPoll:held-rss-MB", "", "info", 0, farmNote},
+	{"Farm scale", "5,000 long polls held: goroutines of both replicas",
+		"internal/farmtest:BenchmarkFarmLongPoll:held-goroutines", "", "info", 0, ""},
+	{"Farm scale", "RSS per held long poll ((held − idle RSS) / 5,000)",
+		"internal/farmtest:BenchmarkFarmLongPoll:rss-KB/poll", "", "budget<=", 50, ""},
+	{"Farm scale", "time from an assignment change (through one replica) until all 5,000 pollers on both replicas have it",
+		"internal/farmtest:BenchmarkFarmLongPoll:all-see-change-ms", "", "budget<=", 2000, farmNote},
+	{"Farm scale", "the same, median poller",
+		"internal/farmtest:BenchmarkFarmLongPoll:median-see-change-ms", "", "info", 0, ""},
 }
+
+// farmNote goes with the farm-scale figures: where they were measured.
+const farmNote = "a real PostgreSQL and MinIO; every process, the database, the object store and the load generator share this machine's cores (2 here)"
 
 var lineRE = regexp.MustCompile(`^(Benchmark\S+?)(?:-\d+)?\s+\d+\s+(.*)$`)
 
@@ -439,6 +461,12 @@ func render(results map[string]result, raw string, old *previous) string {
 				return fmt.Sprintf("%.0f bytes", v)
 			case strings.HasSuffix(ref, "B/op"):
 				return fmt.Sprintf("%.1f MB", v/(1<<20))
+			case strings.Contains(ref, "resolves/s"):
+				return fmt.Sprintf("%.0f resolves/s", v)
+			case strings.HasSuffix(ref, "KB/poll"):
+				return fmt.Sprintf("%.1f KB", v)
+			case strings.HasSuffix(ref, "goroutines"):
+				return fmt.Sprintf("%.0f", v)
 			case strings.HasSuffix(ref, "/min"):
 				return fmt.Sprintf("%.1f per minute", v)
 			case strings.HasSuffix(ref, "ns/event"):
@@ -470,6 +498,8 @@ func render(results map[string]result, raw string, old *previous) string {
 			r := theirs / ours
 			ratioS, budgetS = fmt.Sprintf("%.1f× faster", r), fmt.Sprintf("≥ %.0f× faster", c.budget)
 			within = r >= c.budget
+		case "gain":
+			ratioS = fmt.Sprintf("%.2f×", ours/theirs)
 		case "lower>=":
 			r := theirs / ours
 			ratioS, budgetS = fmt.Sprintf("%.1f× lower", r), fmt.Sprintf("≥ %.0f× lower", c.budget)
@@ -492,7 +522,7 @@ func render(results map[string]result, raw string, old *previous) string {
 			budgetS = fmt.Sprintf("≥ %.0f× faster", c.budget)
 			within = ours >= c.budget
 		}
-		if c.kind != "info" {
+		if c.kind != "info" && c.kind != "gain" {
 			verdict = "within budget"
 			if !within {
 				verdict = "**over budget**"

@@ -7,7 +7,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"encoding/hex"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"net"
@@ -121,7 +121,7 @@ func Start(t testing.TB, cfg Config) *Farm {
 		f.SecretKeyFile = filepath.Join(f.dir, "secret.key")
 		key := make([]byte, 32)
 		rand.Read(key)
-		if err := os.WriteFile(f.SecretKeyFile, []byte(hex.EncodeToString(key)+"\n"), 0o600); err != nil {
+		if err := os.WriteFile(f.SecretKeyFile, []byte(base64.StdEncoding.EncodeToString(key)+"\n"), 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -201,6 +201,17 @@ func (f *Farm) Servers() string {
 func (f *Farm) Client(p *Proc) *client.Client {
 	f.t.Helper()
 	c, err := client.New(p.URL, f.Admin)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return c
+}
+
+// ClientAll returns an admin client of every API process (failing over
+// from one to the next, as `bpfarm --server a,b` does).
+func (f *Farm) ClientAll() *client.Client {
+	f.t.Helper()
+	c, err := client.New(f.Servers(), f.Admin)
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -503,7 +514,7 @@ func (p *Proc) RSS() (int64, error) {
 // and labels as written, e.g. `bpfarm_builds_total{result="succeeded"}`)
 // to value.
 func (p *Proc) Metrics() (map[string]float64, error) {
-	hc := &http.Client{Timeout: 10 * time.Second}
+	hc := &http.Client{Timeout: time.Minute}
 	resp, err := hc.Get(p.URL + "/metrics")
 	if err != nil {
 		return nil, err
