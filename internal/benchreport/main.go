@@ -200,10 +200,14 @@ var comparisons = []comparison{
 		"internal/farmtest:BenchmarkFarmBuilds/workers=1:builds/min", "", "info", 0, farmNote},
 	{"Farm scale", "builds per minute, 2 worker processes (one build at a time each) vs 1",
 		"internal/farmtest:BenchmarkFarmBuilds/workers=2:builds/min", "internal/farmtest:BenchmarkFarmBuilds/workers=1:builds/min", "gain", 0, farmNote},
+	{"Farm scale", "machine load average (1 min) at the end of the 2-worker builds run: the throughput rows are only comparable on an equally loaded machine",
+		"internal/farmtest:BenchmarkFarmBuilds/workers=2:load-average", "", "info", 0, ""},
 	{"Farm scale", "artifact resolves per second through 1 API replica (32 concurrent clients)",
 		"internal/farmtest:BenchmarkFarmResolve:resolves/s-1-replica", "", "info", 0, farmNote},
 	{"Farm scale", "artifact resolves per second through 2 API replicas vs 1 (same clients, same run)",
 		"internal/farmtest:BenchmarkFarmResolve:resolves/s-2-replicas", "internal/farmtest:BenchmarkFarmResolve:resolves/s-1-replica", "gain", 0, farmNote},
+	{"Farm scale", "machine load average (1 min) at the end of the resolves run",
+		"internal/farmtest:BenchmarkFarmResolve:load-average", "", "info", 0, ""},
 	{"Farm scale", "5,000 simulated agents long-polling across 2 API replicas: RSS of both replicas, every poll held",
 		"internal/farmtest:BenchmarkFarmLongPoll:held-rss-MB", "", "info", 0, farmNote},
 	{"Farm scale", "5,000 long polls held: goroutines of both replicas",
@@ -465,6 +469,8 @@ func render(results map[string]result, raw string, old *previous) string {
 				return fmt.Sprintf("%.0f resolves/s", v)
 			case strings.HasSuffix(ref, "KB/poll"):
 				return fmt.Sprintf("%.1f KB", v)
+			case strings.HasSuffix(ref, "load-average"):
+				return fmt.Sprintf("%.1f", v)
 			case strings.HasSuffix(ref, "goroutines"):
 				return fmt.Sprintf("%.0f", v)
 			case strings.HasSuffix(ref, "/min"):

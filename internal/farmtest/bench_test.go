@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -116,6 +117,7 @@ func BenchmarkFarmBuilds(b *testing.B) {
 			}
 			b.ReportMetric(float64(benchBuilds)/per.Minutes(), "builds/min")
 			b.ReportMetric(float64(runtime.NumCPU()), "cores")
+			b.ReportMetric(loadAverage(), "load-average")
 		})
 	}
 }
@@ -189,6 +191,7 @@ func BenchmarkFarmResolve(b *testing.B) {
 	b.ReportMetric(one, "resolves/s-1-replica")
 	b.ReportMetric(two, "resolves/s-2-replicas")
 	b.ReportMetric(two/one, "x-2-replicas")
+	b.ReportMetric(loadAverage(), "load-average")
 }
 
 // pollAgents is the number of simulated agents of BenchmarkFarmLongPoll.
@@ -360,6 +363,20 @@ func BenchmarkFarmLongPoll(b *testing.B) {
 	b.ReportMetric((heldGor-idleGor)/pollAgents, "goroutines/poll")
 	b.ReportMetric(float64(propagation.Milliseconds()), "all-see-change-ms")
 	b.ReportMetric(float64(median.Milliseconds()), "median-see-change-ms")
+	b.ReportMetric(loadAverage(), "load-average")
+}
+
+// loadAverage returns the machine's load average over the last minute:
+// the figures are only comparable between runs on equally loaded
+// machines, so the report shows it next to them.
+func loadAverage() float64 {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return 0
+	}
+	var l float64
+	fmt.Sscan(string(b), &l)
+	return l
 }
 
 // drain reads the rest of an answer and closes it, so that its
