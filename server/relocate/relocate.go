@@ -9,6 +9,7 @@ package relocate
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"runtime"
@@ -23,6 +24,7 @@ import (
 	"github.com/bpfarm/bpfarm/server/archive"
 	"github.com/bpfarm/bpfarm/server/blob"
 	"github.com/bpfarm/bpfarm/server/fault"
+	"github.com/bpfarm/bpfarm/server/lease"
 	"github.com/bpfarm/bpfarm/server/queue"
 	"github.com/bpfarm/bpfarm/server/signing"
 	"github.com/bpfarm/bpfarm/server/store"
@@ -110,26 +112,35 @@ func (s *Service) Run(ctx context.Context) {
 
 // sweeper repairs, on start and then periodically, the fan-out that data
 // written before jobs were committed with their state changes lacks: the
-// relocations of succeeded builds (store.DB.QueueMissingArtifacts).
+// relocations of succeeded builds (store.DB.QueueMissingArtifacts). A
+// sweep scans every succeeded build against every kernel: the periodic one
+// runs about once per SweepInterval across every worker process
+// (lease.Every), one at a time (the lease "sweep-relocations"), not once
+// per process. The sweep on start runs regardless (a restarted process
+// repairs at once, even while a dead one's lease has not expired yet); it
+// is idempotent, as every sweep.
 func (s *Service) sweeper(ctx context.Context) {
-	t := time.NewTicker(s.cfg.SweepInterval)
-	defer t.Stop()
-	for {
+	sweep := func(ctx context.Context) error {
 		n, err := s.cfg.DB.QueueMissingArtifacts(ctx)
-		switch {
-		case err != nil && ctx.Err() == nil:
-			s.log.Error("sweep relocations", "err", err)
-		case n > 0:
+		if n > 0 {
 			s.log.Warn("sweeper queued missing relocations", "relocations", n)
 			s.metrics.swept.Add(float64(n))
 			s.Kick()
 		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+		return err
 	}
+	if err := sweep(ctx); err != nil && ctx.Err() == nil {
+		s.log.Error("sweep relocations", "err", err)
+	}
+	lease.Every(ctx, s.cfg.DB, s.log, "sweep-relocations", s.cfg.SweepInterval, func(ctx context.Context) {
+		err := lease.Do(ctx, s.cfg.DB, "sweep-relocations", lease.DefaultTTL, sweep)
+		switch {
+		case errors.Is(err, lease.ErrHeld):
+			s.log.Debug("sweep skipped: another process sweeps")
+		case err != nil && ctx.Err() == nil:
+			s.log.Error("sweep relocations", "err", err)
+		}
+	})
 }
 
 // worker claims and runs relocations until ctx is done, preferring
