@@ -78,9 +78,10 @@ func TestUploadBoundedByProgress(t *testing.T) {
 		{"/stall-answering", "waiting for the answer"},
 	} {
 		t.Run(tc.path, func(t *testing.T) {
-			// A 4 MiB upload: more than the socket buffers hold, so a
-			// server that stops reading stalls the sender.
-			body := io.LimitReader(zeroReader{}, 4<<20)
+			// A 64 MiB upload: more than the socket buffers hold, so a
+			// server that stops reading stalls the sender (loopback
+			// buffers grow to tcp_rmem's maximum, 32 MiB on some hosts).
+			body := io.LimitReader(zeroReader{}, 64<<20)
 			if tc.path == "/stall-answering" {
 				body = &slowBody{n: 2}
 			}
