@@ -39,12 +39,63 @@ const (
 // TopicBuilds), which changes made through any replica announce.
 type hostsState struct {
 	// stopping is closed when the server shuts down: long polls answer.
-	stopping     chan struct{}
-	stopOnce     sync.Once
+	stopping chan struct{}
+	stopOnce sync.Once
+	// snapMu guards snap, the desired-state snapshot that long polls
+	// share until the next change (see desiredSnapshot).
+	snapMu       sync.Mutex
+	snap         *desiredSnapshot
 	polls        *prometheus.CounterVec
 	waiting      prometheus.Gauge
 	reports      *prometheus.CounterVec
 	registration *prometheus.CounterVec
+}
+
+// desiredSnapshotAge bounds how long long polls share one snapshot when no
+// change is announced, so that the periodic re-check (desiredRecheck)
+// reads fresh rows.
+const desiredSnapshotAge = desiredRecheck / 3
+
+// desiredSnapshot is one reading of the desired state of every host,
+// shared by the long polls of this process until a change is announced:
+// one assignment change wakes every waiting agent at once, and the view
+// answers all of them from a handful of queries instead of a handful per
+// agent.
+type desiredSnapshot struct {
+	view *store.DesiredView
+	// hosts and builds were subscribed before the view read anything: a
+	// change after its reads closes them.
+	hosts, builds <-chan struct{}
+	taken         time.Time
+}
+
+func closed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
+}
+
+// desiredSnapshot returns the current snapshot, or takes a new one when a
+// change was announced since, or the current one is older than
+// desiredSnapshotAge.
+func (s *Server) desiredSnapshot() *desiredSnapshot {
+	h := s.hosts
+	h.snapMu.Lock()
+	defer h.snapMu.Unlock()
+	if c := h.snap; c != nil && !closed(c.hosts) && !closed(c.builds) && time.Since(c.taken) < desiredSnapshotAge {
+		return c
+	}
+	// Subscribe before the view reads, so no change slips in between.
+	c := &desiredSnapshot{hosts: s.cfg.DB.Changed(store.TopicHosts), taken: time.Now()}
+	if s.cfg.Builds != nil {
+		c.builds = s.cfg.Builds.Changed()
+	}
+	c.view = s.cfg.DB.DesiredView()
+	h.snap = c
+	return c
 }
 
 // hostsChanged announces a change of hosts, assignments or trust to every
@@ -286,13 +337,8 @@ func (s *Server) desiredState(w http.ResponseWriter, r *http.Request) {
 	defer deadline.Stop()
 	outcome := "immediate"
 	for waited := false; ; waited = true {
-		// Subscribe before computing, so no change slips in between.
-		hostsCh := s.cfg.DB.Changed(store.TopicHosts)
-		var buildsCh <-chan struct{}
-		if s.cfg.Builds != nil {
-			buildsCh = s.cfg.Builds.Changed()
-		}
-		ds, err := s.cfg.DB.DesiredState(ctx, name)
+		snap := s.desiredSnapshot()
+		ds, err := snap.view.DesiredState(ctx, name)
 		if err != nil {
 			s.fail(w, r, err)
 			return
@@ -317,8 +363,8 @@ func (s *Server) desiredState(w http.ResponseWriter, r *http.Request) {
 			s.hosts.waiting.Dec()
 			s.answerDesired(w, ds, "unchanged")
 			return
-		case <-hostsCh:
-		case <-buildsCh:
+		case <-snap.hosts:
+		case <-snap.builds:
 		case <-time.After(desiredRecheck):
 		}
 		s.hosts.waiting.Dec()

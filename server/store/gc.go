@@ -214,8 +214,9 @@ func (d *DB) InUseRevisions(ctx context.Context) (map[string]bool, error) {
 			}
 		}
 	}
+	view := d.DesiredView()
 	for _, h := range hosts {
-		ds, err := d.DesiredState(ctx, h.name)
+		ds, err := view.DesiredState(ctx, h.name)
 		if err != nil {
 			return nil, err
 		}

@@ -2,13 +2,10 @@ package store
 
 import (
 	"context"
-	"crypto/sha256"
 	"database/sql"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"sort"
 	"strings"
 
 	"github.com/bpfarm/bpfarm/api"
@@ -30,7 +27,7 @@ type Registered struct {
 
 const hostColumns = `id, name, host_id, hostname, kernel, build, labels, has_btf, agent_version, first_seen, last_seen,
 	reported_at, state, registered_by,
-	COALESCE((SELECT t.name FROM tokens t WHERE t.host = hosts.name AND t.revoked_at IS NULL), '')`
+	COALESCE((SELECT t.name FROM tokens t WHERE t.host = hosts.name AND t.host != '' AND t.revoked_at IS NULL), '')`
 
 func scanHost(row rowScanner) (api.Host, error) {
 	var (
@@ -305,113 +302,6 @@ func Matches(selector, labels map[string]string) bool {
 		}
 	}
 	return true
-}
-
-// DesiredState computes what a host should run: for every assignment whose
-// selector matches the host's labels (the newest assignment wins when
-// several name the same program), the pinned revision or else the latest
-// revision of the program with a done artifact for the host's kernel.
-// Programs with no such artifact yet are listed with Pending set and no
-// revision. Version is a digest of the content, so that it is stable
-// across server restarts and changes exactly when the content does.
-func (d *DB) DesiredState(ctx context.Context, host string) (api.DesiredState, error) {
-	ds := api.DesiredState{Host: host, Programs: []api.DesiredProgram{}}
-	h, err := d.Host(ctx, host)
-	if err != nil {
-		return ds, err
-	}
-	as, err := d.Assignments(ctx, "")
-	if err != nil {
-		return ds, err
-	}
-	byProgram := Effective(as, h.Labels)
-	var k Kernel
-	kernelKnown := false
-	if len(byProgram) > 0 {
-		switch k, err = d.ArchiveKernel(ctx, h.Kernel); {
-		case err == nil:
-			kernelKnown = true
-		case !errors.Is(err, ErrNotFound):
-			return ds, err
-		}
-	}
-	for _, a := range byProgram {
-		p := api.DesiredProgram{Program: a.Program, Assignment: a.ID, Options: a.Options, Pinned: a.Revision != ""}
-		if len(a.Exports) > 0 {
-			p.Exports = a.Exports
-		}
-		if !kernelKnown {
-			p.Pending = fmt.Sprintf("kernel %s is not in the archive: import it (bpfarm kernels import --host on the host, "+
-				"or an agent with upload_btf on a server run with --agent-btf-upload)", h.Kernel)
-			ds.Programs = append(ds.Programs, p)
-			continue
-		}
-		p.Kernel = k.KID
-		if !k.ServedTo(host, false) {
-			p.Pending = fmt.Sprintf("kernel %s is unverified (its BTF was uploaded by host %s): waiting for an admin "+
-				"to approve it (bpfarm kernels approve %s)", k.KID, k.SourceHost, k.KID)
-			ds.Programs = append(ds.Programs, p)
-			continue
-		}
-		if err := d.pickRevision(ctx, &p, a, k); err != nil {
-			return ds, err
-		}
-		ds.Programs = append(ds.Programs, p)
-	}
-	sort.Slice(ds.Programs, func(i, j int) bool { return ds.Programs[i].Program < ds.Programs[j].Program })
-	ds.Version = desiredVersion(ds.Programs)
-	return ds, nil
-}
-
-// pickRevision fills p's revision and artifact for kernel k, or Pending.
-func (d *DB) pickRevision(ctx context.Context, p *api.DesiredProgram, a api.Assignment, k Kernel) error {
-	q := `SELECT r.digest, a.id FROM artifacts a JOIN builds b ON b.id = a.build_id
-		JOIN revisions r ON r.id = b.revision_id JOIN programs p ON p.id = r.program_id
-		WHERE p.name = ? AND a.kernel_id = ? AND a.state = 'done'`
-	args := []any{a.Program, k.ID}
-	if a.Revision != "" {
-		q += ` AND r.digest = ?`
-		args = append(args, a.Revision)
-	}
-	q += ` ORDER BY r.created_at DESC, r.id DESC, a.id DESC LIMIT 1`
-	err := d.db.QueryRowContext(ctx, q, args...).Scan(&p.Revision, &p.ArtifactID)
-	if err == nil {
-		return nil
-	}
-	if !errors.Is(err, sql.ErrNoRows) {
-		return fmt.Errorf("desired revision of %s for %s: %w", a.Program, k.KID, err)
-	}
-	// Why not: the newest artifact of the wanted revision(s), if any.
-	what := "any revision"
-	if a.Revision != "" {
-		what = "revision " + short(a.Revision)
-	}
-	as, err := d.Artifacts(ctx, ArtifactFilter{Program: a.Program, Revision: a.Revision, Kernel: k.KID, Limit: 1})
-	if err != nil {
-		return err
-	}
-	if len(as) == 0 {
-		p.Pending = fmt.Sprintf("no artifact of %s (%s) for kernel %s: no succeeded build of it was relocated for this kernel",
-			a.Program, what, k.KID)
-		return nil
-	}
-	p.Pending = fmt.Sprintf("the artifact of %s (%s) for kernel %s is %s", a.Program, what, k.KID, as[0].State)
-	if as[0].Error != "" {
-		p.Pending += ": " + as[0].Error
-	}
-	return nil
-}
-
-// desiredVersion digests the desired programs into a non-zero number that
-// fits a JSON number exactly (52 bits).
-func desiredVersion(ps []api.DesiredProgram) uint64 {
-	b, _ := json.Marshal(ps) // maps marshal with sorted keys: deterministic
-	h := sha256.Sum256(b)
-	v := binary.BigEndian.Uint64(h[:8]) >> 12
-	if v == 0 {
-		v = 1
-	}
-	return v
 }
 
 func equalLabels(a, b map[string]string) bool {

@@ -3,8 +3,11 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
+	"reflect"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/bpfarm/bpfarm/api"
@@ -159,14 +162,14 @@ func TestDesiredState(t *testing.T) {
 	each(t, func(t *testing.T, db *DB) {
 		ctx := context.Background()
 		const kid = "debian/12/x86_64/6.1.0-1-amd64"
-		if _, err := db.DesiredState(ctx, "web-1"); !errors.Is(err, ErrNotFound) {
+		if _, err := desired(t, db, "web-1"); !errors.Is(err, ErrNotFound) {
 			t.Fatalf("desired state of an unknown host: %v", err)
 		}
 		reg := api.HostRegistration{Name: "web-1", Kernel: kid, Labels: map[string]string{"role": "web", "zone": "a"}}
 		if _, err := db.RegisterHost(ctx, reg, "agent"); err != nil {
 			t.Fatal(err)
 		}
-		ds, err := db.DesiredState(ctx, "web-1")
+		ds, err := desired(t, db, "web-1")
 		if err != nil || len(ds.Programs) != 0 || ds.Version == 0 {
 			t.Fatalf("nothing assigned: %+v %v", ds, err)
 		}
@@ -177,7 +180,7 @@ func TestDesiredState(t *testing.T) {
 		if _, err := db.AddAssignment(ctx, api.AssignmentRequest{Program: "p", Selector: map[string]string{"role": "web"}}, "pub"); err != nil {
 			t.Fatal(err)
 		}
-		ds, err = db.DesiredState(ctx, "web-1")
+		ds, err = desired(t, db, "web-1")
 		if err != nil || len(ds.Programs) != 1 || ds.Programs[0].Revision != "" || !strings.Contains(ds.Programs[0].Pending, "not in the archive") {
 			t.Fatalf("unknown kernel: %+v %v", ds, err)
 		}
@@ -187,24 +190,24 @@ func TestDesiredState(t *testing.T) {
 		// The kernel arrives; r1 never built: still pending, with the reason.
 		putKernel(t, db, kid)
 		putKernel(t, db, "debian/12/x86_64/6.1.0-2-amd64")
-		ds, err = db.DesiredState(ctx, "web-1")
+		ds, err = desired(t, db, "web-1")
 		if err != nil || ds.Programs[0].Revision != "" || !strings.Contains(ds.Programs[0].Pending, "no artifact") || ds.Programs[0].Kernel != kid {
 			t.Fatalf("no artifact: %+v %v", ds, err)
 		}
 		// r2 built and relocated: desired.
 		buildAndRelocate(t, db, "p", "rev2", false)
-		ds, err = db.DesiredState(ctx, "web-1")
+		ds, err = desired(t, db, "web-1")
 		if err != nil || ds.Programs[0].Revision != "rev2" || ds.Programs[0].Pending != "" || ds.Programs[0].ArtifactID == 0 {
 			t.Fatalf("r2: %+v %v", ds, err)
 		}
 		v2 := ds.Version
 		// Same content, same version.
-		if again, _ := db.DesiredState(ctx, "web-1"); again.Version != v2 {
+		if again, _ := desired(t, db, "web-1"); again.Version != v2 {
 			t.Fatalf("version not stable: %d then %d", v2, again.Version)
 		}
 		// r3 pushed but its relocation is not done: rev2 stays desired.
 		buildAndRelocate(t, db, "p", "rev3", true)
-		ds, _ = db.DesiredState(ctx, "web-1")
+		ds, _ = desired(t, db, "web-1")
 		if ds.Programs[0].Revision != "rev2" || ds.Version != v2 {
 			t.Fatalf("r3 queued: %+v", ds)
 		}
@@ -217,7 +220,7 @@ func TestDesiredState(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		ds, _ = db.DesiredState(ctx, "web-1")
+		ds, _ = desired(t, db, "web-1")
 		if ds.Programs[0].Revision != "rev3" || ds.Version == v2 {
 			t.Fatalf("r3 done: %+v", ds)
 		}
@@ -227,7 +230,7 @@ func TestDesiredState(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		ds, _ = db.DesiredState(ctx, "web-1")
+		ds, _ = desired(t, db, "web-1")
 		if len(ds.Programs) != 1 || ds.Programs[0].Revision != "rev2" || ds.Programs[0].Assignment != pin.ID ||
 			ds.Programs[0].Options.Attach.Interface != "eth0" {
 			t.Fatalf("pinned: %+v", ds)
@@ -240,7 +243,7 @@ func TestDesiredState(t *testing.T) {
 		if _, err := db.AddAssignment(ctx, api.AssignmentRequest{Program: "p", Revision: "rev4"}, "pub"); err != nil {
 			t.Fatal(err)
 		}
-		ds, _ = db.DesiredState(ctx, "web-1")
+		ds, _ = desired(t, db, "web-1")
 		if ds.Programs[0].Revision != "" || !strings.Contains(ds.Programs[0].Pending, "revision rev4") {
 			t.Fatalf("pinned without artifact: %+v", ds)
 		}
@@ -250,7 +253,7 @@ func TestDesiredState(t *testing.T) {
 		if _, err := db.AddAssignment(ctx, api.AssignmentRequest{Program: "q", Selector: map[string]string{"role": "db"}}, "pub"); err != nil {
 			t.Fatal(err)
 		}
-		ds, _ = db.DesiredState(ctx, "web-1")
+		ds, _ = desired(t, db, "web-1")
 		if len(ds.Programs) != 1 {
 			t.Fatalf("q selected for a web host: %+v", ds)
 		}
@@ -258,7 +261,7 @@ func TestDesiredState(t *testing.T) {
 		if r, err := db.RegisterHost(ctx, reg, "agent"); err != nil || !r.Changed {
 			t.Fatalf("relabel: %+v %v", r, err)
 		}
-		ds, _ = db.DesiredState(ctx, "web-1")
+		ds, _ = desired(t, db, "web-1")
 		if len(ds.Programs) != 2 || ds.Programs[0].Program != "p" || ds.Programs[1].Program != "q" || ds.Programs[1].Revision != "qrev1" {
 			t.Fatalf("relabelled: %+v", ds)
 		}
@@ -309,6 +312,97 @@ func TestAssignmentExports(t *testing.T) {
 		if err != nil || len(h.Programs) != 1 || len(h.Programs[0].Exports) != 2 ||
 			h.Programs[0].Exports[1].Error != rep[0].Exports[1].Error || h.Programs[0].Exports[0].Metrics[0] != "bpfarm_p_counts_total" {
 			t.Fatalf("reported exports: %+v %v", h, err)
+		}
+	})
+}
+
+// desired computes a host's desired state with the DB and with a fresh
+// DesiredView, and fails the test when the two differ.
+func desired(t *testing.T, db *DB, host string) (api.DesiredState, error) {
+	t.Helper()
+	ctx := context.Background()
+	ds, err := db.DesiredState(ctx, host)
+	vs, verr := db.DesiredView().DesiredState(ctx, host)
+	if (err == nil) != (verr == nil) || (err != nil && errors.Is(err, ErrNotFound) != errors.Is(verr, ErrNotFound)) {
+		t.Fatalf("desired state of %s: DB says %v, view says %v", host, err, verr)
+	}
+	if !reflect.DeepEqual(ds, vs) {
+		t.Fatalf("desired state of %s: DB says %+v, view says %+v", host, ds, vs)
+	}
+	return ds, err
+}
+
+// TestDesiredView: a view answers many hosts as the DB does, from one
+// snapshot: it does not see changes made after its reads; a new view does.
+func TestDesiredView(t *testing.T) {
+	each(t, func(t *testing.T, db *DB) {
+		ctx := context.Background()
+		kernels := []string{"debian/12/x86_64/6.1.0-1-amd64", "debian/12/x86_64/6.1.0-2-amd64", "debian/12/x86_64/6.1.0-3-amd64"}
+		for _, k := range kernels[:2] {
+			putKernel(t, db, k)
+		}
+		buildAndRelocate(t, db, "p", "rev1", false)
+		if _, err := db.AddAssignment(ctx, api.AssignmentRequest{Program: "p", Selector: map[string]string{"role": "web"}}, "pub"); err != nil {
+			t.Fatal(err)
+		}
+		var hosts []string
+		for i := range 12 {
+			name := fmt.Sprintf("h%02d", i)
+			role := []string{"web", "db"}[i%2]
+			reg := api.HostRegistration{Name: name, Kernel: kernels[i%3], Labels: map[string]string{"role": role}}
+			if _, err := db.RegisterHost(ctx, reg, "agent"); err != nil {
+				t.Fatal(err)
+			}
+			hosts = append(hosts, name)
+		}
+		view := db.DesiredView()
+		before := map[string]api.DesiredState{}
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		for _, h := range hosts {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				vs, err := view.DesiredState(ctx, h)
+				ds, derr := db.DesiredState(ctx, h)
+				mu.Lock()
+				defer mu.Unlock()
+				if err != nil || derr != nil || !reflect.DeepEqual(vs, ds) {
+					t.Errorf("host %s: view %+v (%v), DB %+v (%v)", h, vs, err, ds, derr)
+				}
+				before[h] = vs
+			}()
+		}
+		wg.Wait()
+		if got := before["h00"]; len(got.Programs) != 1 || got.Programs[0].Revision != "rev1" {
+			t.Fatalf("web host on an archived kernel: %+v", got)
+		}
+		if got := before["h01"]; len(got.Programs) != 0 {
+			t.Fatalf("db host: %+v", got)
+		}
+		if got := before["h02"]; len(got.Programs) != 1 || !strings.Contains(got.Programs[0].Pending, "not in the archive") {
+			t.Fatalf("web host on an unknown kernel: %+v", got)
+		}
+		// A change after the view's reads: the view keeps its snapshot,
+		// a new view sees it.
+		if _, err := db.AddAssignment(ctx, api.AssignmentRequest{Program: "p", Selector: map[string]string{"role": "db"}}, "pub"); err != nil {
+			t.Fatal(err)
+		}
+		if vs, _ := view.DesiredState(ctx, "h01"); !reflect.DeepEqual(vs, before["h01"]) {
+			t.Fatalf("the view saw a change after its reads: %+v", vs)
+		}
+		if vs, _ := desired(t, db, "h01"); len(vs.Programs) != 1 {
+			t.Fatalf("a new view missed the new assignment: %+v", vs)
+		}
+		// A host registered after the view's reads is still answered.
+		if _, err := db.RegisterHost(ctx, api.HostRegistration{Name: "late", Kernel: kernels[0], Labels: map[string]string{"role": "web"}}, "agent"); err != nil {
+			t.Fatal(err)
+		}
+		if vs, err := view.DesiredState(ctx, "late"); err != nil || len(vs.Programs) != 1 {
+			t.Fatalf("late host: %+v %v", vs, err)
+		}
+		if _, err := view.DesiredState(ctx, "nobody"); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("unknown host: %v", err)
 		}
 	})
 }
