@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -11,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/bpfarm/bpfarm/internal/testenv"
 )
 
 // TestNewcomer runs the README's first steps as a newcomer types them, with
@@ -30,7 +31,7 @@ func TestNewcomer(t *testing.T) {
 	if err := os.CopyFS(filepath.Join(work, "examples", "execsnoop"), os.DirFS("../../examples/execsnoop")); err != nil {
 		t.Fatal(err)
 	}
-	addr := freePort(t)
+	addr := testenv.FreeAddr(t)
 	server := "http://" + addr
 	var log bytes.Buffer
 	srv := exec.Command(bin.farm, "serve", "--addr", addr)
@@ -103,15 +104,4 @@ func TestNewcomer(t *testing.T) {
 	if r := cmd(bin.agent, append([]string{"unload", "execsnoop"}, d.flags()...)...); r.code != 0 {
 		t.Errorf("unload: %d %s", r.code, r.stderr)
 	}
-}
-
-// freePort returns a free loopback address.
-func freePort(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }

@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"io"
 	"mime/multipart"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -66,15 +65,6 @@ func requireTools(t testing.TB) {
 	}
 }
 
-func freeAddr(t testing.TB) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
 // startFarm starts `bpfarm serve` on a free loopback port with a fresh data
 // directory (or data, to restart on an existing one).
 func startFarm(t *testing.T, data string, extra ...string) *farm {
@@ -92,7 +82,7 @@ func startFarm(t *testing.T, data string, extra ...string) *farm {
 func (f *farm) start() {
 	t := f.t
 	t.Helper()
-	addr := freeAddr(t)
+	addr := testenv.FreeAddr(t)
 	f.url = "http://" + addr
 	f.log = new(bytes.Buffer)
 	// Tests start from an empty archive unless they ask for the host's

@@ -387,7 +387,7 @@ type fleetServer struct {
 
 func startFleetServer(b *testing.B, data string) *fleetServer {
 	b.Helper()
-	addr := freeAddr(b)
+	addr := testenv.FreeAddr(b)
 	s := &fleetServer{url: "http://" + addr, log: &strings.Builder{}}
 	s.cmd = exec.Command(bpfarmBin, "serve", "--addr", addr, "--data", data, "--workers", "2", "--log-level", "warn",
 		"--verify-vms=-1")

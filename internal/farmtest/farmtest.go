@@ -10,7 +10,6 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -92,8 +91,8 @@ type Proc struct {
 
 	mu      sync.Mutex
 	cmd     *exec.Cmd
-	exited  chan struct{} // closed when cmd ended
-	log     *tailBuffer   // every start's output, with a line per start
+	exited  chan struct{}       // closed when cmd ended
+	log     *testenv.TailBuffer // every start's output, with a line per start
 	starts  int
 	logFile *os.File
 }
@@ -126,7 +125,7 @@ func Start(t testing.TB, cfg Config) *Farm {
 		}
 	}
 	add := func(name, role string) {
-		p := &Proc{Name: name, Role: role, Addr: freeAddr(t), Data: filepath.Join(f.dir, name), f: f}
+		p := &Proc{Name: name, Role: role, Addr: testenv.FreeAddr(t), Data: filepath.Join(f.dir, name), f: f}
 		p.URL = "http://" + p.Addr
 		f.Procs = append(f.Procs, p)
 	}
@@ -336,7 +335,7 @@ func (p *Proc) Start() error {
 		if err != nil {
 			return err
 		}
-		p.logFile, p.log = lf, &tailBuffer{max: 256 << 10}
+		p.logFile, p.log = lf, testenv.NewTailBuffer(256<<10)
 	}
 	p.starts++
 	fmt.Fprintf(p.writer(), "---- farmtest: start %d of %s at %s ----\n", p.starts, p.Name, time.Now().UTC().Format("15:04:05.000"))
@@ -558,44 +557,4 @@ func (p *Proc) adminToken() (string, error) {
 		}
 	}
 	return "", fmt.Errorf("%s printed no admin token and wrote no %s", p.Name, filepath.Join(p.Data, "admin.token"))
-}
-
-// freeAddr returns a loopback address with a port that was free a moment
-// ago.
-func freeAddr(t testing.TB) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
-// tailBuffer is a concurrency-safe writer keeping the last max bytes.
-type tailBuffer struct {
-	mu      sync.Mutex
-	max     int
-	b       []byte
-	dropped bool
-}
-
-func (w *tailBuffer) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.b = append(w.b, p...)
-	if len(w.b) > w.max {
-		w.b = append(w.b[:0], w.b[len(w.b)-w.max:]...)
-		w.dropped = true
-	}
-	return len(p), nil
-}
-
-func (w *tailBuffer) String() string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.dropped {
-		return "[...]\n" + string(w.b)
-	}
-	return string(w.b)
 }

@@ -5,7 +5,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -57,7 +56,7 @@ type MinIOServer struct {
 	t                 testing.TB
 	bin, dir          string
 	addr, consoleAddr string
-	out               *tailBuffer
+	out               *TailBuffer
 	mu                sync.Mutex
 	cmd               *exec.Cmd
 	exited            chan struct{}
@@ -130,7 +129,7 @@ func newMinIO(t testing.TB, bin, dir string) (*MinIOServer, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &MinIOServer{t: t, bin: bin, dir: dir, out: &tailBuffer{max: 64 << 10},
+	return &MinIOServer{t: t, bin: bin, dir: dir, out: NewTailBuffer(64 << 10),
 		addr:        fmt.Sprintf("127.0.0.1:%d", port),
 		consoleAddr: fmt.Sprintf("127.0.0.1:%d", consolePort)}, nil
 }
@@ -222,16 +221,6 @@ func (m *MinIOServer) Restart() {
 	m.t.Fatalf("restart minio: %v", err)
 }
 
-// freePort returns a TCP port on 127.0.0.1 that was free a moment ago.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
 // withoutMinIOEnv drops MINIO_* variables, so that the environment of the
 // tests cannot change the server's configuration.
 func withoutMinIOEnv(env []string) []string {
@@ -242,32 +231,4 @@ func withoutMinIOEnv(env []string) []string {
 		}
 	}
 	return out
-}
-
-// tailBuffer is a concurrency-safe writer keeping the last max bytes.
-type tailBuffer struct {
-	mu      sync.Mutex
-	max     int
-	b       []byte
-	dropped bool
-}
-
-func (w *tailBuffer) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.b = append(w.b, p...)
-	if len(w.b) > w.max {
-		w.b = append(w.b[:0], w.b[len(w.b)-w.max:]...)
-		w.dropped = true
-	}
-	return len(p), nil
-}
-
-func (w *tailBuffer) String() string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.dropped {
-		return "[...]\n" + string(w.b)
-	}
-	return string(w.b)
 }
