@@ -5,8 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"sync"
 	"testing"
 	"time"
@@ -206,20 +204,7 @@ func TestNotify(t *testing.T) {
 	for _, backend := range storetest.Backends {
 		t.Run(backend, func(t *testing.T) {
 			ctx := context.Background()
-			url := storetest.URL(t, backend)
-			open := func() *store.DB {
-				db, err := store.Open(ctx, url, store.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
-				if err != nil {
-					t.Fatal(err)
-				}
-				t.Cleanup(func() { db.Close() })
-				return db
-			}
-			db := open()
-			waiter := db
-			if backend == "postgres" {
-				waiter = open()
-			}
+			db, waiter := storetest.Pair(t, backend)
 			hosts := waiter.Changed(store.TopicHosts)
 			builds := waiter.Changed(store.TopicBuilds)
 			start := time.Now()
@@ -292,20 +277,7 @@ func BenchmarkNotify(b *testing.B) {
 	for _, backend := range storetest.Backends {
 		b.Run(backend, func(b *testing.B) {
 			ctx := context.Background()
-			url := storetest.URL(b, backend)
-			open := func() *store.DB {
-				db, err := store.Open(ctx, url, store.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
-				if err != nil {
-					b.Fatal(err)
-				}
-				b.Cleanup(func() { db.Close() })
-				return db
-			}
-			db := open()
-			waiter := db
-			if backend == "postgres" {
-				waiter = open()
-			}
+			db, waiter := storetest.Pair(b, backend)
 			b.ResetTimer()
 			for range b.N {
 				ch := waiter.Changed(store.TopicHosts)

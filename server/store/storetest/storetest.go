@@ -66,11 +66,31 @@ func MigratedURL(t testing.TB, backend string) string {
 // closed when the test ends.
 func Open(t testing.TB, backend string) *store.DB {
 	t.Helper()
-	db, err := store.Open(context.Background(), MigratedURL(t, backend),
-		store.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
+	return OpenURL(t, MigratedURL(t, backend))
+}
+
+// OpenURL opens the store at url for the test; it is closed when the test
+// ends.
+func OpenURL(t testing.TB, url string) *store.DB {
+	t.Helper()
+	db, err := store.Open(context.Background(), url, store.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
 	if err != nil {
-		t.Fatalf("open %s store: %v", backend, err)
+		t.Fatalf("open store: %v", err)
 	}
 	t.Cleanup(func() { db.Close() })
 	return db
+}
+
+// Pair opens a new store of backend and returns two handles on it, as two
+// processes (replicas) would hold: on PostgreSQL two separate handles, so
+// that what crosses between them crosses through the server (LISTEN/NOTIFY);
+// on SQLite, where one process owns the database, the same handle twice.
+func Pair(t testing.TB, backend string) (db, other *store.DB) {
+	t.Helper()
+	url := URL(t, backend)
+	db = OpenURL(t, url)
+	if backend != "postgres" {
+		return db, db
+	}
+	return db, OpenURL(t, url)
 }
