@@ -88,7 +88,7 @@ FUZZTIME ?= 8s
 # the default 60 s would take the whole budget, so minimize briefly.
 FUZZMIN  ?= 1s
 FUZZ      := ./btf/core:FuzzRelocate ./btf/core:FuzzMinimizedBTF ./bpfsrc/inspect:FuzzInspect \
-             ./bpfsrc/elfstrip:FuzzStripDebug
+             ./bpfsrc/elfstrip:FuzzStripDebug ./client/decode:FuzzJSON
 
 test: deps build
 	BPFARM_TEST_STRICT=1 $(GO) test -count=1 -timeout 60m ./...
