@@ -1,16 +1,20 @@
 package compile
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
+	"path"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/bpfarm/bpfarm/bpfsrc"
 )
 
 // pchCall is one build of a precompiled header, shared by the compiles that
@@ -151,3 +155,96 @@ func (c *Compiler) buildPCH(ctx context.Context, arch, vmlinux, path string, hv 
 	}
 	return nil
 }
+
+// pchSafe reports whether the bundle's entry may be compiled with the
+// precompiled vmlinux.h: its first directive includes vmlinux.h, and that
+// include finds the farm's vmlinux.h, not one of the bundle's.
+func pchSafe(b *bpfsrc.Bundle) bool {
+	var entry []byte
+	shadow := map[string]bool{"vmlinux.h": true, path.Join(path.Dir(b.Entry), "vmlinux.h"): true}
+	for _, f := range b.Files {
+		if shadow[f.Name] {
+			return false
+		}
+		if f.Name == b.Entry {
+			entry = f.Data
+		}
+	}
+	return includesVmlinuxFirst(entry)
+}
+
+// includesVmlinuxFirst reports whether the first thing in src, after blank
+// space and comments, is #include "vmlinux.h" or #include <vmlinux.h>, with
+// nothing but blank space or comments after it on its line.
+func includesVmlinuxFirst(src []byte) bool {
+	i := 0
+	if bytes.HasPrefix(src, []byte("\xef\xbb\xbf")) {
+		i = 3
+	}
+	// Blank space and comments.
+	for i < len(src) {
+		switch {
+		case isBlank(src[i]) || src[i] == '\n':
+			i++
+		case bytes.HasPrefix(src[i:], []byte("//")):
+			end := bytes.IndexByte(src[i:], '\n')
+			if end < 0 {
+				return false
+			}
+			if line := bytes.TrimRight(src[i:i+end], "\r"); bytes.HasSuffix(line, []byte(`\`)) {
+				return false // the comment goes on on the next line
+			}
+			i += end + 1
+		case bytes.HasPrefix(src[i:], []byte("/*")):
+			end := bytes.Index(src[i+2:], []byte("*/"))
+			if end < 0 {
+				return false
+			}
+			i += 2 + end + 2
+		default:
+			goto directive
+		}
+	}
+	return false
+
+directive:
+	if src[i] != '#' {
+		return false
+	}
+	i++
+	for i < len(src) && isBlank(src[i]) {
+		i++
+	}
+	if !bytes.HasPrefix(src[i:], []byte("include")) {
+		return false
+	}
+	i += len("include")
+	for i < len(src) && isBlank(src[i]) {
+		i++
+	}
+	if !bytes.HasPrefix(src[i:], []byte(`"vmlinux.h"`)) && !bytes.HasPrefix(src[i:], []byte(`<vmlinux.h>`)) {
+		return false
+	}
+	i += len(`"vmlinux.h"`)
+	for i < len(src) {
+		switch {
+		case src[i] == '\n':
+			return true
+		case isBlank(src[i]):
+			i++
+		case bytes.HasPrefix(src[i:], []byte("//")):
+			return true
+		case bytes.HasPrefix(src[i:], []byte("/*")):
+			end := bytes.Index(src[i+2:], []byte("*/"))
+			if end < 0 {
+				return false
+			}
+			i += 2 + end + 2
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+func isBlank(c byte) bool { return c == ' ' || c == '\t' || c == '\r' || c == '\f' || c == '\v' }
