@@ -375,10 +375,12 @@ func ms(ns float64) string {
 }
 
 // previous is what an earlier report holds: its table rows by "what"
-// cell and its raw benchmark lines by benchmark name.
+// cell, its raw benchmark lines by benchmark name, and the hand-written
+// notes of each section, before its table (pre) and after it (post).
 type previous struct {
-	rows map[string]string
-	raw  map[string][]string
+	rows      map[string]string
+	raw       map[string][]string
+	pre, post map[string]string
 }
 
 // readPrevious reads an earlier report at path (nil when there is none).
@@ -387,8 +389,8 @@ func readPrevious(path string) *previous {
 	if err != nil {
 		return nil
 	}
-	p := &previous{rows: map[string]string{}, raw: map[string][]string{}}
-	inRaw := false
+	p := &previous{rows: map[string]string{}, raw: map[string][]string{}, pre: map[string]string{}, post: map[string]string{}}
+	inRaw, section, tableSeen := false, "", false
 	for _, line := range strings.Split(string(b), "\n") {
 		switch {
 		case strings.HasPrefix(line, "## Raw output"):
@@ -397,12 +399,47 @@ func readPrevious(path string) *previous {
 			name, _, _ := strings.Cut(line, " ")
 			name, _, _ = strings.Cut(name, "\t")
 			p.raw[name] = append(p.raw[name], line)
-		case !inRaw && strings.HasPrefix(line, "| ") && !strings.HasPrefix(line, "| what |"):
-			what, _, _ := strings.Cut(strings.TrimPrefix(line, "| "), " | ")
-			p.rows[what] = line
+		case inRaw:
+		case strings.HasPrefix(line, "## "):
+			section, tableSeen = strings.TrimPrefix(line, "## "), false
+		case strings.HasPrefix(line, "|"):
+			tableSeen = true
+			if strings.HasPrefix(line, "| ") && !strings.HasPrefix(line, "| what |") {
+				what, _, _ := strings.Cut(strings.TrimPrefix(line, "| "), " | ")
+				p.rows[what] = line
+			}
+		case section != "" && !tableSeen:
+			p.pre[section] += line + "\n"
+		case section != "":
+			p.post[section] += line + "\n"
+		}
+	}
+	for _, m := range []map[string]string{p.pre, p.post} {
+		for k, v := range m {
+			if v = strings.TrimSpace(v); v == "" {
+				delete(m, k)
+			} else {
+				m[k] = v
+			}
 		}
 	}
 	return p
+}
+
+// notes returns section's hand-written notes from the previous report,
+// unless the section was measured again in this run: notes describe the
+// figures they were written for, so those of a re-measured section are
+// dropped, with a warning, for their author to write again.
+func (p *previous) notes(section string, measured bool) (pre, post string) {
+	if p == nil {
+		return "", ""
+	}
+	pre, post = p.pre[section], p.post[section]
+	if measured && (pre != "" || post != "") {
+		fmt.Fprintf(os.Stderr, "benchreport: section %q was measured again: its hand-written notes are dropped (they describe the previous figures); write them again\n", section)
+		return "", ""
+	}
+	return pre, post
 }
 
 func render(results map[string]result, raw string, old *previous) string {
@@ -417,11 +454,29 @@ func render(results map[string]result, raw string, old *previous) string {
 	if old != nil {
 		b.WriteString("Only some groups were measured in this run (`-only` or `-from`); the other rows are kept from the previous report.\n")
 	}
-	section := ""
+	measured := map[string]bool{}
+	for _, c := range comparisons {
+		if _, ok := value(results, c.ours); ok {
+			measured[c.section] = true
+		}
+	}
+	section, post := "", ""
+	endSection := func() {
+		if post != "" {
+			b.WriteString("\n" + post + "\n")
+		}
+	}
 	header := func(c comparison) {
 		if c.section != section {
+			endSection()
 			section = c.section
-			fmt.Fprintf(&b, "\n## %s\n\n| what | ours | alternative | ratio | budget | verdict |\n|---|---|---|---|---|---|\n", section)
+			var pre string
+			pre, post = old.notes(section, measured[section])
+			fmt.Fprintf(&b, "\n## %s\n\n", section)
+			if pre != "" {
+				b.WriteString(pre + "\n\n")
+			}
+			b.WriteString("| what | ours | alternative | ratio | budget | verdict |\n|---|---|---|---|---|---|\n")
 		}
 	}
 	for _, c := range comparisons {
@@ -536,6 +591,7 @@ func render(results map[string]result, raw string, old *previous) string {
 		}
 		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s |\n", what, oursS, theirsS, ratioS, budgetS, verdict)
 	}
+	endSection()
 	b.WriteString("\n## Raw output\n\n```\n")
 	ran := map[string]bool{}
 	for _, line := range strings.Split(raw, "\n") {
