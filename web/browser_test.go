@@ -195,6 +195,25 @@ func (b *chrome) screenshots(shots []shot) {
 // and the admin token.
 func startServer(t *testing.T) (*server.Server, string, string) {
 	t.Helper()
+	s, base, tok := runServer(t, server.Config{Workers: 2})
+	ctx := context.Background()
+	// This host's kernel, through the archive, so that builds get artifacts.
+	k, err := source.Host(source.Options{TempDir: t.TempDir()})
+	if err != nil {
+		testenv.Require(t, "host kernel BTF", err.Error())
+	}
+	if _, err := s.Archive.Store(ctx, k, archive.ImportOptions{By: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	return s, base, tok
+}
+
+// runServer runs a real server in-process on a loopback port with cfg
+// (Data, Listener, Out and Logger filled in) and the UI mounted as
+// cmd/bpfarm mounts it, and waits until it is ready; it returns the
+// server, its URL and the admin token.
+func runServer(t *testing.T, cfg server.Config) (*server.Server, string, string) {
+	t.Helper()
 	if _, err := os.Stat("/usr/bin/clang-19"); err != nil {
 		testenv.Require(t, "clang-19", "the server compiles with clang-19 (make deps installs it)")
 	}
@@ -203,17 +222,18 @@ func startServer(t *testing.T) (*server.Server, string, string) {
 		t.Fatal(err)
 	}
 	data := t.TempDir()
+	cfg.Data, cfg.Listener, cfg.Out = data, ln, io.Discard
+	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	ctx, cancel := context.WithCancel(context.Background())
-	s, err := server.Open(ctx, server.Config{Data: data, Listener: ln, Out: io.Discard, Workers: 2,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	s, err := server.Open(ctx, cfg)
 	if err != nil {
 		cancel()
 		t.Fatal(err)
 	}
 	// As cmd/bpfarm composes them: the UI over the server's services.
-	cfg := s.Settings()
+	set := s.Settings()
 	s.MountUI(web.New(web.Config{DB: s.DB, Blobs: s.Blobs, Builds: s.Builds, Intake: s.Intake, Key: s.Key,
-		Logger: cfg.Logger, AnonymousRead: cfg.AnonymousRead, TempDir: s.TempDir()}))
+		Logger: set.Logger, AnonymousRead: set.AnonymousRead, TempDir: s.TempDir()}))
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx) }()
 	t.Cleanup(func() {
@@ -239,14 +259,6 @@ func startServer(t *testing.T) (*server.Server, string, string) {
 			t.Fatalf("server not ready: %v", err)
 		}
 		time.Sleep(20 * time.Millisecond)
-	}
-	// This host's kernel, through the archive, so that builds get artifacts.
-	k, err := source.Host(source.Options{TempDir: t.TempDir()})
-	if err != nil {
-		testenv.Require(t, "host kernel BTF", err.Error())
-	}
-	if _, err := s.Archive.Store(ctx, k, archive.ImportOptions{By: "test"}); err != nil {
-		t.Fatal(err)
 	}
 	return s, base, strings.TrimSpace(string(tok))
 }

@@ -7,12 +7,9 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"log/slog"
-	"net"
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -23,7 +20,6 @@ import (
 	"github.com/bpfarm/bpfarm/client"
 	"github.com/bpfarm/bpfarm/internal/testenv"
 	"github.com/bpfarm/bpfarm/server"
-	"github.com/bpfarm/bpfarm/web"
 )
 
 // TestUIStorageFrozen freezes the S3 server (SIGSTOP) under a real server
@@ -31,39 +27,10 @@ import (
 // cause, with Retry-After, within the blob deadline; pages that need only
 // the database go on; once thawed the same page answers again.
 func TestUIStorageFrozen(t *testing.T) {
-	if _, err := os.Stat("/usr/bin/clang-19"); err != nil {
-		testenv.Require(t, "clang-19", "the server compiles with clang-19 (make deps installs it)")
-	}
 	m := testenv.StartMinIO(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	data := t.TempDir()
-	ctx, cancel := context.WithCancel(context.Background())
-	s, err := server.Open(ctx, server.Config{Data: data, Listener: ln, Out: io.Discard, Workers: 1, S3: m.Config,
-		BlobTimeout: time.Second, BlobIdleTimeout: 2 * time.Second, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	cfg := s.Settings()
-	s.MountUI(web.New(web.Config{DB: s.DB, Blobs: s.Blobs, Builds: s.Builds, Intake: s.Intake, Key: s.Key,
-		Logger: cfg.Logger, AnonymousRead: cfg.AnonymousRead, TempDir: s.TempDir()}))
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("server: %v", err)
-		}
-	})
-	tok, err := os.ReadFile(filepath.Join(data, "admin.token"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	base := "http://" + ln.Addr().String()
-	c, err := client.New(base, strings.TrimSpace(string(tok)))
+	ctx := context.Background()
+	_, base, tok := runServer(t, server.Config{Workers: 1, S3: m.Config, BlobTimeout: time.Second, BlobIdleTimeout: 2 * time.Second})
+	c, err := client.New(base, tok)
 	if err != nil {
 		t.Fatal(err)
 	}
